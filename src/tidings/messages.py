@@ -1,0 +1,78 @@
+"""Typed messages: events (facts, past tense) and commands (requests, imperative).
+
+A message is a pydantic v2 model. Its class says three things the framework needs:
+
+* ``__topic__``: the topic it is published to (a stream of one kind of aggregate);
+* ``__subject__``: the field holding the aggregate id, which becomes the envelope's
+  ``subject`` and so the partition key (order is kept per subject);
+* ``__version__``: the schema version, written to the envelope's ``dataschema``.
+
+Every concrete message class registers itself by its type name, so a consumer can turn
+an envelope back into the right class, or say clearly why it cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class UnknownMessageType(LookupError):
+    """An envelope names a type that no loaded message class declares."""
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+class Message(BaseModel):
+    """Base of events and commands. Immutable; unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    __topic__: ClassVar[str] = ""
+    __subject__: ClassVar[str | None] = None
+    __version__: ClassVar[int] = 1
+    __type_name__: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ in ("Event", "Command"):
+            return
+        if not cls.__dict__.get("__type_name__"):
+            cls.__type_name__ = cls.__name__
+        _REGISTRY[cls.__type_name__] = cls
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__type_name__ or cls.__name__
+
+    @classmethod
+    def schema_uri(cls) -> str:
+        return f"urn:tidings:schema:{cls.type_name()}:{cls.__version__}"
+
+    def subject(self) -> str | None:
+        """The aggregate id this message is about (the partition key)."""
+        if self.__subject__ is None:
+            return None
+        return str(getattr(self, self.__subject__))
+
+
+class Event(Message):
+    """Something that happened. Name it in the past tense: ``OrderPlaced``."""
+
+
+class Command(Message):
+    """A request for something to happen. Name it in the imperative: ``ReserveInventory``."""
+
+
+def message_class(type_name: str) -> type[Message]:
+    """The registered class for a CloudEvents ``type``; raises :class:`UnknownMessageType`."""
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        raise UnknownMessageType(f"no message class is registered for type {type_name!r}") from None
+
+
+def registered_types() -> dict[str, type[Message]]:
+    return dict(_REGISTRY)

@@ -1,0 +1,1 @@
+"""Reliability: retry policy, dead letters, inbox (dedupe) and the outbox relay."""

@@ -1,0 +1,95 @@
+"""The outbox relay: moves committed outbox rows to the broker, after the commit.
+
+A unit of work writes the records it publishes into the store's outbox, in the same
+transaction as its state. The relay claims those rows, publishes them, and deletes them
+once the broker has them. A crash between commit and publish therefore loses nothing (the
+rows wait for the next relay), and a rolled-back unit of work publishes nothing (its rows
+never existed). A crash between publish and delete publishes the rows again: consumers'
+inboxes absorb the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from tidings.store.base import OutboxEntry, Store
+from tidings.transport.base import Transport
+
+log = logging.getLogger("tidings.outbox")
+
+
+class OutboxRelay:
+    """Relays one service's outbox. Several relays (processes) may run at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        service: str,
+        *,
+        batch_size: int = 500,
+        sweep_interval: float = 1.0,
+        lease_seconds: float = 30.0,
+        on_published: Callable[[list[OutboxEntry]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.service = service
+        self.batch_size = batch_size
+        self.sweep_interval = sweep_interval
+        self.lease_seconds = lease_seconds
+        self.on_published = on_published
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.published = 0
+
+    def wake(self) -> None:
+        """Tell the relay new rows were committed (saves waiting for the next sweep)."""
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Claim, publish and delete one batch; returns how many rows it relayed."""
+        entries = await self.store.claim_outbox(self.service, self.batch_size, self.lease_seconds)
+        if not entries:
+            return 0
+        delay = 0.05
+        while True:
+            try:
+                await self.transport.publish([e.record for e in entries])
+                break
+            except Exception as exc:  # the broker is down: keep the claimed rows and retry
+                if self._stopping:
+                    raise
+                log.warning("outbox relay of %s: publish failed (%s); retrying", self.service, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        await self.store.delete_outbox([e.id for e in entries])
+        self.published += len(entries)
+        if self.on_published is not None:
+            self.on_published(entries)
+        return len(entries)
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`; wakes on :meth:`wake`, the store's notice, or a sweep."""
+        while not self._stopping:
+            if await self.relay_once():
+                continue
+            self._wake.clear()
+            waiters = [
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future(self.store.wait_outbox(self.service, self.sweep_interval)),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def stop(self) -> None:
+        """Stop after relaying what is committed now."""
+        while await self.relay_once():
+            pass
+        self._stopping = True
+        self._wake.set()

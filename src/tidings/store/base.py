@@ -1,0 +1,144 @@
+"""The store contract: what the reliability layer keeps, behind one protocol.
+
+A store keeps, per service, in one database:
+
+* the **inbox** - ids of the events a consumer group has handled (dedupe);
+* the **outbox** - records a unit of work published, waiting to be relayed to the broker;
+* **documents** - the service's own state, read models, saga instances and checkpoints,
+  as JSON documents in named collections, each with a version for optimistic concurrency.
+
+The rules, checked for every implementation by :mod:`tidings.testing.store`:
+
+* A :class:`UnitOfWork` is one local transaction. Everything done through it (inbox marks,
+  document writes, outbox records) commits together when its ``async with`` block exits
+  normally, and none of it when the block raises.
+* ``put(..., expected_version=v)`` fails with :class:`ConcurrencyConflict` unless the
+  document's current version is ``v`` (0 = must not exist); the write bumps the version.
+* Outbox rows are handed out by :meth:`Store.claim_outbox` with a lease: several relays
+  may run at once (in several processes) and a row is claimed by one of them at a time;
+  a relay that dies leaves its rows to be claimed again when the lease runs out. Rows are
+  removed by :meth:`Store.delete_outbox` only after the broker has them (at-least-once).
+* **Thread safety**: none; one store object per event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from tidings.transport.base import OutgoingRecord
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached; the message names the URL and how to start it."""
+
+
+class ConcurrencyConflict(StoreError):
+    """A document changed since it was read (optimistic concurrency)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    record: OutgoingRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Document:
+    key: str
+    version: int
+    data: dict[str, Any]
+
+
+class UnitOfWork(abc.ABC):
+    """One local transaction of one service. Obtain it from :meth:`Store.unit_of_work`."""
+
+    service: str
+
+    # -- inbox ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def seen(self, group: str, event_id: str) -> bool:
+        """Has ``group`` already handled ``event_id``?"""
+
+    @abc.abstractmethod
+    async def mark_seen(self, group: str, event_id: str) -> None:
+        """Record that ``group`` handled ``event_id`` (commits with the rest)."""
+
+    # -- documents -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, collection: str, key: str) -> Document | None: ...
+
+    @abc.abstractmethod
+    async def put(
+        self,
+        collection: str,
+        key: str,
+        data: dict[str, Any],
+        expected_version: int | None = None,
+    ) -> int:
+        """Write a document; returns its new version. See the module rules."""
+
+    @abc.abstractmethod
+    async def delete(self, collection: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    async def list(self, collection: str, limit: int = 100, after: str | None = None) -> list[Document]:
+        """Documents of a collection in key order, ``limit`` at most, keys after ``after``."""
+
+    # -- outbox --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:
+        """Queue records to be published once this unit of work commits."""
+
+
+class Store(abc.ABC):
+    """A database connection. Create one with :func:`tidings.store.open_store`."""
+
+    url: str
+
+    async def connect(self) -> None:  # noqa: B027 - optional hook
+        """Open the connection and run migrations; raise :class:`StoreUnavailable`."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def unit_of_work(self, service: str) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
+        """A transaction: commits when the block exits normally, rolls back on error."""
+
+    @abc.abstractmethod
+    async def claim_outbox(
+        self, service: str, limit: int = 100, lease_seconds: float = 30.0
+    ) -> list[OutboxEntry]:
+        """Claim up to ``limit`` unclaimed (or lease-expired) outbox rows, oldest first."""
+
+    @abc.abstractmethod
+    async def delete_outbox(self, ids: Sequence[int]) -> None:
+        """Remove relayed rows."""
+
+    @abc.abstractmethod
+    async def outbox_backlog(self, service: str) -> int:
+        """How many rows wait in the outbox of ``service``."""
+
+    async def wait_outbox(self, service: str, timeout: float) -> None:
+        """Return when new outbox rows may be there, or after ``timeout`` seconds.
+
+        The default just sleeps; PostgreSQL wakes relays with LISTEN/NOTIFY.
+        """
+        import asyncio
+
+        await asyncio.sleep(timeout)
+
+
+@contextlib.asynccontextmanager
+async def read_only(store: Store, service: str) -> AsyncIterator[UnitOfWork]:
+    """A unit of work for reading (it commits nothing it was not asked to write)."""
+    async with store.unit_of_work(service) as uow:
+        yield uow

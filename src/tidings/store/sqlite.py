@@ -1,0 +1,200 @@
+"""The SQLite store: inbox, outbox and documents in one SQLite file (WAL mode).
+
+Calls are synchronous under async signatures on purpose: a local SQLite transaction takes
+microseconds, far less than a thread hop would cost. An asyncio lock keeps the units of
+work of one process from interleaving on the shared connection; ``BEGIN IMMEDIATE`` and a
+busy timeout serialise the writers of several processes on one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from tidings.store.base import (
+    ConcurrencyConflict,
+    Document,
+    OutboxEntry,
+    Store,
+    StoreUnavailable,
+    UnitOfWork,
+)
+from tidings.transport.base import OutgoingRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    grp TEXT NOT NULL, event_id TEXT NOT NULL, handled_at REAL NOT NULL,
+    PRIMARY KEY (grp, event_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, topic TEXT NOT NULL,
+    key TEXT, value BLOB NOT NULL, headers TEXT NOT NULL, claimed_until REAL NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS outbox_service ON outbox (service, claimed_until, id);
+CREATE TABLE IF NOT EXISTS documents (
+    service TEXT NOT NULL, collection TEXT NOT NULL, key TEXT NOT NULL,
+    version INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (service, collection, key)) WITHOUT ROWID;
+"""
+
+
+def connect_sqlite(path: str, url: str) -> sqlite3.Connection:
+    """Open a SQLite file in WAL mode, or say in one line why it cannot be opened."""
+    if path != ":memory:":
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"{url}: cannot create directory {directory}: {exc}") from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{url}: cannot open SQLite file {path}: {exc}") from None
+    return conn
+
+
+class SQLiteUnitOfWork(UnitOfWork):
+    def __init__(self, conn: sqlite3.Connection, service: str) -> None:
+        self._conn = conn
+        self.service = service
+
+    async def seen(self, group: str, event_id: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM inbox WHERE grp = ? AND event_id = ?", (group, event_id)
+        ).fetchone()
+        return row is not None
+
+    async def mark_seen(self, group: str, event_id: str) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO inbox (grp, event_id, handled_at) VALUES (?, ?, ?)",
+            (group, event_id, time.time()),
+        )
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        row = self._conn.execute(
+            "SELECT version, data FROM documents WHERE service = ? AND collection = ? AND key = ?",
+            (self.service, collection, key),
+        ).fetchone()
+        return None if row is None else Document(key, row[0], json.loads(row[1]))
+
+    async def put(
+        self,
+        collection: str,
+        key: str,
+        data: dict[str, Any],
+        expected_version: int | None = None,
+    ) -> int:
+        row = self._conn.execute(
+            "SELECT version FROM documents WHERE service = ? AND collection = ? AND key = ?",
+            (self.service, collection, key),
+        ).fetchone()
+        current = 0 if row is None else int(row[0])
+        if expected_version is not None and expected_version != current:
+            raise ConcurrencyConflict(
+                f"{collection}/{key} is at version {current}, expected {expected_version}"
+            )
+        self._conn.execute(
+            "INSERT INTO documents (service, collection, key, version, data) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (service, collection, key) DO UPDATE SET"
+            " version = excluded.version, data = excluded.data",
+            (self.service, collection, key, current + 1, json.dumps(data)),
+        )
+        return current + 1
+
+    async def delete(self, collection: str, key: str) -> None:
+        self._conn.execute(
+            "DELETE FROM documents WHERE service = ? AND collection = ? AND key = ?",
+            (self.service, collection, key),
+        )
+
+    async def list(self, collection: str, limit: int = 100, after: str | None = None) -> list[Document]:
+        rows = self._conn.execute(
+            "SELECT key, version, data FROM documents WHERE service = ? AND collection = ?"
+            " AND key > ? ORDER BY key LIMIT ?",
+            (self.service, collection, after or "", limit),
+        ).fetchall()
+        return [Document(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:
+        self._conn.executemany(
+            "INSERT INTO outbox (service, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)",
+            [
+                (self.service, r.topic, r.key, r.value, json.dumps(dict(r.headers)))
+                for r in records
+            ],
+        )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, url: str = "") -> None:
+        self.path = path
+        self.url = url or f"sqlite:///{path}"
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        if self._conn is not None:
+            return
+        conn = connect_sqlite(self.path, self.url)
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SQLiteStore used before connect()")
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self, service: str) -> AsyncIterator[UnitOfWork]:
+        async with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SQLiteUnitOfWork(conn, service)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    async def claim_outbox(
+        self, service: str, limit: int = 100, lease_seconds: float = 30.0
+    ) -> list[OutboxEntry]:
+        now = time.time()
+        async with self._lock:
+            rows = self.conn.execute(
+                "UPDATE outbox SET claimed_until = ? WHERE id IN ("
+                " SELECT id FROM outbox WHERE service = ? AND claimed_until < ?"
+                " ORDER BY id LIMIT ?) RETURNING id, topic, key, value, headers",
+                (now + lease_seconds, service, now, limit),
+            ).fetchall()
+        rows.sort(key=lambda r: r[0])  # RETURNING order is unspecified; keep outbox order
+        return [
+            OutboxEntry(r[0], OutgoingRecord(r[1], bytes(r[3]), r[2], json.loads(r[4])))
+            for r in rows
+        ]
+
+    async def delete_outbox(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        async with self._lock:
+            self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    async def outbox_backlog(self, service: str) -> int:
+        async with self._lock:
+            row = self.conn.execute(
+                "SELECT count(*) FROM outbox WHERE service = ?", (service,)
+            ).fetchone()
+        return int(row[0])

@@ -1,0 +1,89 @@
+"""Transports: brokers behind one protocol (:mod:`tidings.transport.base`).
+
+Pick one by URL with :func:`open_transport`:
+
+* ``memory://`` - in-process and deterministic, with fault injection (unit tests);
+* ``sqlite:///path/to/log.db`` - the embedded durable log (the default);
+* ``kafka://host:port`` - Apache Kafka;
+* ``nats://host:port`` - NATS JetStream.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from tidings.urls import sqlite_path
+from tidings.transport.base import (
+    BrokerUnavailable,
+    Delivery,
+    NotAssigned,
+    OutgoingRecord,
+    Record,
+    RecordTooLarge,
+    Subscription,
+    TopicInfo,
+    Transport,
+    TransportError,
+)
+
+__all__ = [
+    "BrokerUnavailable",
+    "Delivery",
+    "InvalidBrokerURL",
+    "NotAssigned",
+    "OutgoingRecord",
+    "Record",
+    "RecordTooLarge",
+    "Subscription",
+    "TopicInfo",
+    "Transport",
+    "TransportError",
+    "open_transport",
+]
+
+SCHEMES = ("memory", "sqlite", "kafka", "nats")
+
+
+class InvalidBrokerURL(TransportError, ValueError):
+    """A broker URL that names no known transport, or is missing a part."""
+
+
+def make_transport(url: str) -> Transport:
+    """Build (but do not connect) the transport a URL names."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme == "memory":
+        from tidings.transport.memory import MemoryTransport
+
+        return MemoryTransport(url)
+    if scheme == "sqlite":
+        from tidings.transport.sqlite_log import SQLiteLog
+
+        try:
+            path = sqlite_path(url)
+        except ValueError as exc:
+            raise InvalidBrokerURL(str(exc)) from None
+        return SQLiteLog(path, url=url)
+    if scheme == "kafka":
+        if not parts.hostname:
+            raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. kafka://127.0.0.1:9092")
+        from tidings.transport.kafka import KafkaTransport
+
+        return KafkaTransport(url)
+    if scheme == "nats":
+        if not parts.hostname:
+            raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. nats://127.0.0.1:4222")
+        from tidings.transport.nats import NatsTransport
+
+        return NatsTransport(url)
+    raise InvalidBrokerURL(
+        f"{url!r} is not a broker URL; use one of: memory://, sqlite:///./tidings.db, "
+        "kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
+    )
+
+
+async def open_transport(url: str) -> Transport:
+    """Build and connect the transport a URL names."""
+    transport = make_transport(url)
+    await transport.connect()
+    return transport
