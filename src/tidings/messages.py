@@ -37,11 +37,10 @@ class Message(BaseModel):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__name__ in ("Event", "Command"):
-            return
         if not cls.__dict__.get("__type_name__"):
             cls.__type_name__ = cls.__name__
-        _REGISTRY[cls.__type_name__] = cls
+        if cls.__topic__:  # abstract bases (no topic) are never on the wire
+            _REGISTRY[cls.__type_name__] = cls
 
     @classmethod
     def type_name(cls) -> str:

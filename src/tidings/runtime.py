@@ -84,9 +84,7 @@ class Runtime:
         self.service = service
         self.transport = transport
         self.store = store
-        self.content_mode: codec.ContentMode = content_mode or getattr(
-            transport, "content_mode", "binary"
-        )
+        self.content_mode: codec.ContentMode = content_mode or transport.content_mode
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.observer = observer or Observer()

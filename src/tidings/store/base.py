@@ -29,7 +29,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from tidings.transport.base import OutgoingRecord
+from tidings.records import OutgoingRecord
 
 
 class StoreError(Exception):

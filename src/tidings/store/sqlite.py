@@ -25,7 +25,7 @@ from tidings.store.base import (
     StoreUnavailable,
     UnitOfWork,
 )
-from tidings.transport.base import OutgoingRecord
+from tidings.records import OutgoingRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (

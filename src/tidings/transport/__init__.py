@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from tidings.urls import sqlite_path
 from tidings.transport.base import (
     BrokerUnavailable,
     Delivery,
@@ -25,6 +24,7 @@ from tidings.transport.base import (
     Transport,
     TransportError,
 )
+from tidings.urls import sqlite_path
 
 __all__ = [
     "BrokerUnavailable",

@@ -31,6 +31,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from tidings.records import OutgoingRecord, Record
+
+__all__ = [
+    "BrokerUnavailable", "Delivery", "NotAssigned", "OutgoingRecord", "Record",
+    "RecordTooLarge", "Subscription", "TopicInfo", "Transport", "TransportError",
+    "partition_for",
+]
 
 DEFAULT_PARTITIONS = 3
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -50,29 +59,6 @@ class RecordTooLarge(TransportError):
 
 class NotAssigned(TransportError):
     """An ack or nack for a partition this member no longer owns (it was reassigned)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """A record to publish. ``key`` picks the partition; ``None`` spreads records."""
-
-    topic: str
-    value: bytes
-    key: str | None = None
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Record:
-    """A record as stored in the log, with its coordinates."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes
-    headers: Mapping[str, str]
-    timestamp: float  # seconds since the epoch, when the log stored it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,6 +118,8 @@ class Transport(abc.ABC):
 
     url: str
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    # How the codec writes envelopes for this broker (CloudEvents binary or structured).
+    content_mode: Literal["binary", "structured"] = "binary"
 
     async def connect(self) -> None:  # noqa: B027 - optional hook
         """Open connections; raise :class:`BrokerUnavailable` if the broker is not there."""

@@ -1,0 +1,51 @@
+# Tidings: `make demo` runs the shop on the embedded log; `make test` runs every test.
+# Both create .venv and install what they need; `make test` also starts the servers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint unit services services-down bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,kafka,nats,postgres]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: install
+	$(BIN)/tidings demo
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: install lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+services:
+	scripts/services up
+
+services-down:
+	scripts/services down
+
+bench: install
+	$(BIN)/python -m bench
+
+# Re-pin every dependency (run after changing pyproject.toml).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,postgres]'
+	.lock-venv/bin/python -m pip freeze --exclude tidings > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .tidings .pytest_cache .mypy_cache .ruff_cache

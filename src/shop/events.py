@@ -1,0 +1,81 @@
+"""The shop's messages. Events are facts (past tense); commands are requests (imperative).
+
+Every event of an order carries its ``order_id`` as subject, so all of them share one
+partition key and are seen in order by every consumer.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidings import Command, Event
+
+ORDERS = "shop.orders"
+INVENTORY = "shop.inventory"
+BILLING = "shop.billing"
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(gt=0, le=1000)
+
+
+class PlaceOrder(Command):
+    """What a client asks for (the body of POST /orders)."""
+
+    customer_id: str = Field(min_length=1, max_length=64)
+    lines: list[OrderLine] = Field(min_length=1, max_length=20)
+
+
+class _OrderEvent(Event):
+    __subject__ = "order_id"
+    order_id: str
+
+
+class OrderPlaced(_OrderEvent):
+    __topic__ = ORDERS
+    customer_id: str
+    lines: list[OrderLine]
+    amount_cents: int
+
+
+class OrderCompleted(_OrderEvent):
+    __topic__ = ORDERS
+    payment_id: str
+
+
+class OrderCancelled(_OrderEvent):
+    __topic__ = ORDERS
+    reason: str
+
+
+class InventoryReserved(_OrderEvent):
+    __topic__ = INVENTORY
+    customer_id: str
+    lines: list[OrderLine]
+    amount_cents: int
+
+
+class InventoryRejected(_OrderEvent):
+    __topic__ = INVENTORY
+    reason: str
+
+
+class InventoryReleased(_OrderEvent):
+    __topic__ = INVENTORY
+    lines: list[OrderLine]
+    reason: str
+
+
+class PaymentProcessed(_OrderEvent):
+    __topic__ = BILLING
+    payment_id: str
+    customer_id: str
+    amount_cents: int
+
+
+class PaymentFailed(_OrderEvent):
+    __topic__ = BILLING
+    customer_id: str
+    reason: str

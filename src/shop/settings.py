@@ -1,0 +1,45 @@
+"""Shop settings read from the environment, so the demo and tests can steer the services.
+
+* ``SHOP_STOCK``: initial stock, ``sku=qty,sku=qty`` (default: :data:`catalog.INITIAL_STOCK`);
+* ``SHOP_CREDIT_LIMITS``: per-customer spending limits in cents, ``customer=cents,...``
+  (a customer not listed has ``SHOP_DEFAULT_CREDIT_CENTS``, default 10,000,000);
+* ``SHOP_PAYMENT_FAILURE_RATE``: share of payments the simulator declines (default 0);
+* ``SHOP_SEED``: seed of that simulator, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from shop.catalog import INITIAL_STOCK
+
+
+def _pairs(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = item.partition("=")
+        if not name or not value.strip().lstrip("-").isdigit():
+            raise ValueError(f"expected name=number, got {item!r}")
+        out[name.strip()] = int(value)
+    return out
+
+
+def initial_stock() -> dict[str, int]:
+    text = os.environ.get("SHOP_STOCK")
+    return _pairs(text) if text else dict(INITIAL_STOCK)
+
+
+def credit_limits() -> dict[str, int]:
+    return _pairs(os.environ.get("SHOP_CREDIT_LIMITS", ""))
+
+
+def default_credit_cents() -> int:
+    return int(os.environ.get("SHOP_DEFAULT_CREDIT_CENTS", "10000000"))
+
+
+def payment_failure_rate() -> float:
+    return float(os.environ.get("SHOP_PAYMENT_FAILURE_RATE", "0"))
+
+
+def seed() -> str:
+    return os.environ.get("SHOP_SEED", "tidings")

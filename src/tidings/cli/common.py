@@ -1,0 +1,63 @@
+"""What every command shares: friendly errors, opening a broker or a store by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from tidings.store import Store, StoreError, make_store
+from tidings.transport import Transport, TransportError, make_transport
+
+console = Console()
+err_console = Console(stderr=True)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+BROKER_HELP = "Broker URL: sqlite:///./.tidings/log.db, kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
+STORE_HELP = "Store URL: sqlite:///./.tidings/{service}.db or postgresql://127.0.0.1:5432/tidings"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async command; a broker or store error becomes one line, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except (TransportError, StoreError, ValueError, LookupError, TypeError) as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@contextlib.asynccontextmanager
+async def opened_transport(url: str) -> AsyncIterator[Transport]:
+    transport = make_transport(url)
+    await transport.connect()
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_store(url: str, service: str) -> AsyncIterator[Store]:
+    store = make_store(url, service)
+    await store.connect()
+    try:
+        yield store
+    finally:
+        await store.close()

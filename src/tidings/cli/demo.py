@@ -1,0 +1,250 @@
+"""``tidings demo``: the shop as three processes, a stream of orders, and a verdict.
+
+It starts order (with its HTTP API), inventory and billing as separate ``tidings run``
+processes on one broker, places orders over HTTP (some made to fail payment, some to run
+out of stock), waits until every order settles, prints what happened, and checks the
+shop's invariants itself: every order ends Completed or Cancelled, stock is conserved,
+and no order is charged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.progress import Progress
+from rich.table import Table
+
+from tidings import codec
+from tidings.cli.common import console, opened_store, opened_transport
+
+SERVICES = ("order", "inventory", "billing")
+BROKE_CUSTOMER = "c-broke"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def order_mix(n: int, seed: str) -> list[dict[str, Any]]:
+    """N orders: mostly fine, every 10th from a customer with no credit (payment fails),
+    and enough doohickeys wanted that the 5 in stock run out (inventory rejects)."""
+    rng = random.Random(seed)
+    orders = []
+    for i in range(n):
+        customer = BROKE_CUSTOMER if i % 10 == 3 else f"c{rng.randint(1, 8):02d}"
+        lines = [{"sku": rng.choice(["widget", "gadget", "gizmo"]), "quantity": rng.randint(1, 3)}]
+        if i % 6 == 1:
+            lines.append({"sku": "doohickey", "quantity": 2})
+        orders.append({"customer_id": customer, "lines": lines})
+    return orders
+
+
+class Shop:
+    """The three service processes of one demo run."""
+
+    def __init__(self, workdir: Path, broker: str, store: str, port: int, seed: str) -> None:
+        self.workdir = workdir
+        self.broker = broker
+        self.store = store
+        self.port = port
+        self.env = dict(os.environ)
+        self.env.update(
+            SHOP_CREDIT_LIMITS=f"{BROKE_CUSTOMER}=0",
+            SHOP_PAYMENT_FAILURE_RATE=self.env.get("SHOP_PAYMENT_FAILURE_RATE", "0.08"),
+            SHOP_SEED=seed,
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, *names: str) -> None:
+        """Start the named services (all by default) as ``tidings run`` processes."""
+        for name in names or SERVICES:
+            (self.workdir / f"{name}.ready").unlink(missing_ok=True)
+            args = [sys.executable, "-m", "tidings", "run", f"shop.{name}:service",
+                    "--broker", self.broker, "--store", self.store,
+                    "--ready-file", str(self.workdir / f"{name}.ready")]
+            if name == "order":
+                args += ["--http", f"127.0.0.1:{self.port}"]
+            with open(self.workdir / f"{name}.log", "ab") as log:
+                self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                                    env=self.env, cwd=os.getcwd())
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service: no clean shutdown, as if its machine died."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"service {name} exited with {proc.returncode}:\n{tail}")
+            if all((self.workdir / f"{n}.ready").exists() for n in self.procs):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"services not ready after {timeout:.0f}s; logs in {self.workdir}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def read_stock(store_url: str) -> dict[str, int]:
+    async with opened_store(store_url, "inventory") as store, store.unit_of_work("inventory") as uow:
+        return {d.key: int(d.data["available"]) for d in await uow.list("stock", 1000)}
+
+
+async def place_orders(base: str, orders: list[dict[str, Any]], concurrency: int) -> list[str]:
+    ids: list[str] = []
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("placing orders", total=len(orders))
+
+            async def place(body: dict[str, Any]) -> None:
+                async with limit:
+                    response = await client.post("/orders", json=body)
+                    response.raise_for_status()
+                    ids.append(response.json()["order_id"])
+                    progress.advance(task)
+
+            await asyncio.gather(*(place(o) for o in orders))
+    return ids
+
+
+async def wait_settled(base: str, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    final: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("waiting for orders to settle", total=len(ids))
+            while len(final) < len(ids) and time.monotonic() < deadline:
+                for order_id in [i for i in ids if i not in final]:
+                    order = (await client.get(f"/orders/{order_id}")).json()
+                    if order["status"] in ("COMPLETED", "CANCELLED"):
+                        final[order_id] = order
+                        progress.advance(task)
+                if len(final) < len(ids):
+                    await asyncio.sleep(0.2)
+            for order_id in ids:
+                if order_id not in final:
+                    final[order_id] = (await client.get(f"/orders/{order_id}")).json()
+    return final
+
+
+async def payments_in_log(broker: str) -> Counter[str]:
+    """How many PaymentProcessed events the billing topic holds per order."""
+    counts: Counter[str] = Counter()
+    async with opened_transport(broker) as transport:
+        for info in await transport.topics():
+            if info.name != "shop.billing":
+                continue
+            for partition, end in info.end_offsets.items():
+                offset = 0
+                while offset < end:
+                    batch = await transport.read(info.name, partition, offset, 1000)
+                    if not batch:
+                        break
+                    for record in batch:
+                        envelope = codec.decode(record)
+                        if envelope.type == "PaymentProcessed":
+                            counts[str(envelope.data["order_id"])] += 1
+                    offset = batch[-1].offset + 1
+    return counts
+
+
+def _reason_kind(reason: str | None) -> str:
+    reason = reason or "?"
+    if reason.startswith("out of stock"):
+        return "out of stock"
+    return reason.split(" (")[0]
+
+
+def run_demo(*, orders: int, broker: str, store: str, port: int, concurrency: int,
+             timeout: float, seed: str) -> bool:
+    workdir = Path(".tidings") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = broker or f"sqlite:///{workdir}/log.db"
+    store = store or f"sqlite:///{workdir}/{{service}}.db"
+    port = port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"[bold]Tidings demo[/]: {orders} orders, broker {broker}, store {store}")
+    console.print(f"logs and data in {workdir}")
+    shop = Shop(workdir, broker, store, port, seed)
+    shop.start()
+    try:
+        shop.wait_ready()
+        stock_before = asyncio.run(read_stock(store))
+        mix = order_mix(orders, seed)
+        started = time.monotonic()
+        ids = asyncio.run(place_orders(base, mix, concurrency))
+        final = asyncio.run(wait_settled(base, ids, timeout))
+        elapsed = time.monotonic() - started
+        stock_after = asyncio.run(read_stock(store))
+        payments = asyncio.run(payments_in_log(broker))
+    finally:
+        shop.stop()
+    return report(final, stock_before, stock_after, payments, elapsed)
+
+
+def report(final: dict[str, dict[str, Any]], before: dict[str, int], after: dict[str, int],
+           payments: Counter[str], elapsed: float) -> bool:
+    statuses = Counter(o["status"] for o in final.values())
+    completed = [o for o in final.values() if o["status"] == "COMPLETED"]
+    sold: Counter[str] = Counter()
+    for o in completed:
+        for line in o["lines"]:
+            sold[line["sku"]] += line["quantity"]
+
+    outcome = Table("outcome", "orders", title=f"{len(final)} orders in {elapsed:.1f}s")
+    outcome.add_row("completed", str(statuses["COMPLETED"]))
+    for kind, count in sorted(Counter(_reason_kind(o.get("reason")) for o in final.values()
+                                      if o["status"] == "CANCELLED").items()):
+        outcome.add_row(f"cancelled: {kind}", str(count))
+    for status, count in statuses.items():
+        if status not in ("COMPLETED", "CANCELLED"):
+            outcome.add_row(f"[red]unsettled: {status}[/]", str(count))
+    console.print(outcome)
+
+    stock = Table("sku", "before", "sold", "after", title="stock")
+    for sku in sorted(before):
+        stock.add_row(sku, str(before[sku]), str(sold[sku]), str(after.get(sku, 0)))
+    console.print(stock)
+    ours = {k: v for k, v in payments.items() if k in final}
+    taken = sum(o["amount_cents"] for o in completed)
+    console.print(f"payments taken: {sum(ours.values())} for {taken / 100:.2f} in total")
+
+    checks = {
+        "every order ended Completed or Cancelled":
+            all(o["status"] in ("COMPLETED", "CANCELLED") for o in final.values()),
+        "stock conserved (before - sold = after, for every sku)":
+            all(before[s] - sold[s] == after.get(s, 0) for s in before) and set(sold) <= set(before),
+        "no order charged twice": all(v == 1 for v in ours.values()),
+        "every completed order was paid, no cancelled one was":
+            {o["order_id"] for o in completed} == set(ours),
+    }
+    for text, ok in checks.items():
+        console.print(("[green]✓[/] " if ok else "[red]✗[/] ") + text)
+    return all(checks.values())

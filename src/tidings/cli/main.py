@@ -1,0 +1,195 @@
+"""``tidings``: run services, the demo, and look into topics, lag and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
+from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
+from tidings.reliability.deadletter import DeadLetter, dlq_topic
+
+app = typer.Typer(help="Tidings: event-driven microservices.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+dlq = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+Broker = typer.Option(DEFAULT_BROKER, "--broker", "-b", envvar="TIDINGS_BROKER", help=BROKER_HELP)
+
+
+@app.command()
+def run(
+    target: str = typer.Argument(..., help="The service, as package.module:attribute"),
+    broker: str = Broker,
+    store: str = typer.Option(DEFAULT_STORE, "--store", "-s", envvar="TIDINGS_STORE", help=STORE_HELP),
+    http: str = typer.Option("", help="Serve the service's HTTP app on HOST:PORT"),
+    ready_file: Path | None = typer.Option(None, help="Touch this file once the service runs"),
+) -> None:
+    """Run one service until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=os.environ.get("TIDINGS_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    address = None
+    if http:
+        host, _, port = http.rpartition(":")
+        if not port.isdigit():
+            raise fail(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+        address = (host or "127.0.0.1", int(port))
+
+    @run_async
+    async def main() -> None:
+        service = load_service(target)
+        ready = asyncio.Event()
+
+        async def announce() -> None:
+            await ready.wait()
+            if ready_file is not None:
+                ready_file.write_text(str(os.getpid()))
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await serve(service, broker, store, http=address, ready=ready)
+        finally:
+            announcer.cancel()
+
+    main()
+
+
+@app.command()
+def demo(
+    orders: int = typer.Option(50, "--orders", "-n", min=1, max=100_000, help="How many orders"),
+    broker: str = typer.Option("", "--broker", "-b", help=BROKER_HELP + " (default: a fresh SQLite log)"),
+    store: str = typer.Option("", "--store", "-s", help=STORE_HELP + " (default: fresh SQLite files)"),
+    port: int = typer.Option(0, help="HTTP port of the order service (0: any free port)"),
+    concurrency: int = typer.Option(16, help="Orders in flight at once"),
+    timeout: float = typer.Option(120.0, help="Seconds to wait for every order to settle"),
+    seed: str = typer.Option("tidings", help="Seed of the order mix and the payment simulator"),
+) -> None:
+    """Run the shop (order, inventory, billing) as processes, place orders, check invariants."""
+    from tidings.cli.demo import run_demo
+
+    ok = run_demo(orders=orders, broker=broker, store=store, port=port,
+                  concurrency=concurrency, timeout=timeout, seed=seed)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def topics(broker: str = Broker) -> None:
+    """Topics with their partitions and end offsets."""
+
+    @run_async
+    async def main() -> None:
+        async with opened_transport(broker) as transport:
+            infos = await transport.topics()
+        table = Table("topic", "partitions", "end offsets", "records")
+        for info in infos:
+            offsets = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
+            table.add_row(info.name, str(info.partitions), offsets, str(sum(info.end_offsets.values())))
+        console.print(table)
+
+    main()
+
+
+@app.command()
+def lag(broker: str = Broker, group: str = typer.Option("", help="Only this consumer group")) -> None:
+    """Consumer lag per group and partition (end offset minus committed offset)."""
+
+    @run_async
+    async def main() -> None:
+        async with opened_transport(broker) as transport:
+            ends = {(t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()}
+            table = Table("group", "topic", "partition", "committed", "end", "lag")
+            for name in await transport.groups():
+                if group and name != group:
+                    continue
+                for (topic, partition), offset in sorted((await transport.committed(name)).items()):
+                    end = ends.get((topic, partition), offset)
+                    table.add_row(name, topic, str(partition), str(offset), str(end), str(end - offset))
+        console.print(table)
+
+    main()
+
+
+async def _dead_letters(broker: str, group: str) -> list[DeadLetter]:
+    async with opened_transport(broker) as transport:
+        topic = dlq_topic(group)
+        info = {t.name: t for t in await transport.topics()}.get(topic)
+        if info is None:
+            return []
+        letters: list[DeadLetter] = []
+        for partition, end in sorted(info.end_offsets.items()):
+            offset = 0
+            while offset < end:
+                batch = await transport.read(topic, partition, offset, 500)
+                if not batch:
+                    break
+                letters.extend(DeadLetter.from_record(r) for r in batch)
+                offset = batch[-1].offset + 1
+    return sorted(letters, key=lambda d: d.failed_at)
+
+
+def _letter_id(letter: DeadLetter) -> str:
+    return f"{letter.record.partition}:{letter.record.offset}"
+
+
+@dlq.command("list")
+def dlq_list(group: str = typer.Argument(..., help="Consumer group (the service name)"),
+             broker: str = Broker) -> None:
+    """The dead letters of a consumer group."""
+    letters = run_async(_dead_letters)(broker, group)
+    table = Table("id", "failed at", "type", "event id", "from", "attempts", "reason")
+    for d in letters:
+        when = datetime.fromtimestamp(d.failed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(_letter_id(d), when, d.event_type or "?", d.event_id or "?",
+                      f"{d.topic}/{d.partition}@{d.offset}", str(d.attempts), d.reason)
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}")
+
+
+def _find(letters: list[DeadLetter], letter_id: str) -> DeadLetter:
+    for d in letters:
+        if letter_id in (_letter_id(d), d.event_id):
+            return d
+    raise fail(f"no dead letter {letter_id!r}; `tidings dlq list GROUP` shows their ids")
+
+
+@dlq.command("show")
+def dlq_show(group: str, letter_id: str = typer.Argument(..., help="partition:offset or event id"),
+             broker: str = Broker) -> None:
+    """One dead letter: its error, traceback, coordinates and payload."""
+    d = _find(run_async(_dead_letters)(broker, group), letter_id)
+    console.print(f"[bold]{d.event_type}[/] {d.event_id}  from {d.topic}/{d.partition}@{d.offset}")
+    console.print(f"reason:   {d.reason}\nerror:    {d.error}\nattempts: {d.attempts}")
+    if d.traceback:
+        console.print(d.traceback, markup=False, highlight=False)
+    console.print("headers: " + json.dumps(d.original_headers, indent=2))
+    console.print("payload: " + d.record.value.decode(errors="replace"), markup=False)
+
+
+@dlq.command("replay")
+def dlq_replay(group: str,
+               letter_ids: list[str] = typer.Argument(None, help="partition:offset or event id"),
+               all_: bool = typer.Option(False, "--all", help="Replay every dead letter"),
+               broker: str = Broker) -> None:
+    """Send dead letters back to their group (only that group sees them again)."""
+    letters = run_async(_dead_letters)(broker, group)
+    if all_:
+        chosen = letters
+    elif letter_ids:
+        chosen = [_find(letters, i) for i in letter_ids]
+    else:
+        raise fail("name dead letters to replay (see `tidings dlq list`), or pass --all")
+
+    @run_async
+    async def main() -> None:
+        async with opened_transport(broker) as transport:
+            await transport.publish([d.replay_record() for d in chosen])
+
+    main()
+    console.print(f"replayed {len(chosen)} dead letter(s) to {group}")

@@ -1,0 +1,100 @@
+"""Host one service in this process: wire it from URLs, serve its HTTP app, stop cleanly.
+
+This is what ``tidings run MODULE:service`` does. It is the one place that turns URLs into
+a transport and a store, so business code never imports either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from typing import Any
+
+from tidings.runtime import Observer, Runtime
+from tidings.service import Service
+from tidings.store import make_store
+from tidings.transport import make_transport
+
+log = logging.getLogger("tidings.host")
+
+DEFAULT_BROKER = "sqlite:///./.tidings/log.db"
+DEFAULT_STORE = "sqlite:///./.tidings/{service}.db"
+
+
+def load_object(path: str) -> Any:
+    """``package.module:attribute`` -> the attribute (``:service`` is the default)."""
+    module_name, _, attribute = path.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute or "service")
+    except AttributeError:
+        raise LookupError(f"{module_name} has no attribute {attribute or 'service'!r}") from None
+
+
+def load_service(path: str) -> Service:
+    obj = load_object(path)
+    if not isinstance(obj, Service):
+        raise TypeError(f"{path} is a {type(obj).__name__}, not a tidings.Service")
+    return obj
+
+
+async def serve(
+    service: Service,
+    broker_url: str = DEFAULT_BROKER,
+    store_url: str = DEFAULT_STORE,
+    *,
+    http: tuple[str, int] | None = None,
+    observer: Observer | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly."""
+    transport = make_transport(broker_url)
+    store = make_store(store_url, service.name)
+    await transport.connect()
+    try:
+        await store.connect()
+        runtime = Runtime(service, transport, store, observer=observer)
+        await runtime.start()
+        server = None
+        server_task: asyncio.Task[None] | None = None
+        if http is not None and service.http_app is not None:
+            import uvicorn
+
+            app = service.http_app
+            if isinstance(app, str):
+                app = load_object(app)
+            config = uvicorn.Config(
+                app, host=http[0], port=http[1], log_level="warning", lifespan="off",
+                access_log=False,
+            )
+            server = uvicorn.Server(config)
+            # This process owns SIGINT/SIGTERM (to stop the runtime too), not uvicorn.
+            server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+            server_task = asyncio.create_task(server.serve())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("service %s running (broker %s, store %s)", service.name, broker_url, store.url)
+        if ready is not None:
+            ready.set()
+        stopper = asyncio.ensure_future(stop.wait())
+        waiter = asyncio.ensure_future(runtime.wait())
+        try:
+            await asyncio.wait([stopper, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                waiter.result()  # a task failed: re-raise after cleaning up below
+        finally:
+            for task in (stopper, waiter):
+                task.cancel()
+            if server is not None and server_task is not None:
+                server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server_task
+            await runtime.stop()
+            await store.close()
+    finally:
+        await transport.close()

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tidings.cli.demo import Shop, _free_port
+
+
+@pytest.fixture
+def shop_factory(tmp_path: Path) -> Iterator[type[Shop]]:
+    """Make shops whose processes are all stopped when the test ends."""
+    shops: list[Shop] = []
+
+    def make(broker: str | None = None, store: str | None = None, seed: str = "e2e") -> Shop:
+        shop = Shop(
+            tmp_path,
+            broker or f"sqlite:///{tmp_path}/log.db",
+            store or f"sqlite:///{tmp_path}/{{service}}.db",
+            _free_port(),
+            seed,
+        )
+        shops.append(shop)
+        return shop
+
+    yield make  # type: ignore[misc]
+    for shop in shops:
+        shop.stop()
