@@ -24,6 +24,6 @@ def shop_factory(tmp_path: Path) -> Iterator[type[Shop]]:
         shops.append(shop)
         return shop
 
-    yield make  # type: ignore[misc]
+    yield make
     for shop in shops:
         shop.stop()

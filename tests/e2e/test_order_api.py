@@ -11,7 +11,7 @@ from tidings.cli.demo import Shop
 
 
 @pytest.fixture
-def api(shop_factory) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+def api(shop_factory) -> Iterator[httpx.Client]:
     shop: Shop = shop_factory()
     shop.start("order")
     shop.wait_ready()
@@ -20,7 +20,9 @@ def api(shop_factory) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
 
 
 def test_place_then_read_an_order(api: httpx.Client) -> None:
-    response = api.post("/orders", json={"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 2}]})
+    response = api.post(
+        "/orders", json={"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 2}]}
+    )
     assert response.status_code == 202
     placed = response.json()
     assert placed["status"] == "PLACED"
@@ -34,7 +36,9 @@ def test_place_then_read_an_order(api: httpx.Client) -> None:
 
 def test_orders_are_listed_in_pages(api: httpx.Client) -> None:
     ids = sorted(
-        api.post("/orders", json={"customer_id": "c1", "lines": [{"sku": "gizmo", "quantity": 1}]}).json()["order_id"]
+        api.post(
+            "/orders", json={"customer_id": "c1", "lines": [{"sku": "gizmo", "quantity": 1}]}
+        ).json()["order_id"]
         for _ in range(5)
     )
     first = api.get("/orders", params={"limit": 3}).json()
@@ -47,16 +51,24 @@ def test_orders_are_listed_in_pages(api: httpx.Client) -> None:
     ("body", "message"),
     [
         ({"customer_id": "c1", "lines": []}, "lines: List should have at least 1 item"),
-        ({"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 0}]},
-         "lines.0.quantity: Input should be greater than 0"),
+        (
+            {"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 0}]},
+            "lines.0.quantity: Input should be greater than 0",
+        ),
         ({"lines": [{"sku": "widget", "quantity": 1}]}, "customer_id: Field required"),
-        ({"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 1}], "coupon": "x"},
-         "coupon: Extra inputs are not permitted"),
-        ({"customer_id": "c1", "lines": [{"sku": "unobtainium", "quantity": 1}]},
-         "unknown sku(s): unobtainium"),
+        (
+            {"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 1}], "coupon": "x"},
+            "coupon: Extra inputs are not permitted",
+        ),
+        (
+            {"customer_id": "c1", "lines": [{"sku": "unobtainium", "quantity": 1}]},
+            "unknown sku(s): unobtainium",
+        ),
     ],
 )
-def test_bad_orders_get_422_with_a_readable_message(api: httpx.Client, body: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_orders_get_422_with_a_readable_message(
+    api: httpx.Client, body: dict, message: str
+) -> None:
     response = api.post("/orders", json=body)
     assert response.status_code == 422
     assert message in response.json()["error"]
@@ -64,7 +76,9 @@ def test_bad_orders_get_422_with_a_readable_message(api: httpx.Client, body: dic
 
 
 def test_malformed_json_gets_422(api: httpx.Client) -> None:
-    response = api.post("/orders", content=b"{not json", headers={"content-type": "application/json"})
+    response = api.post(
+        "/orders", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert "JSON" in response.json()["error"]
 

@@ -18,7 +18,7 @@ from tidings.cli.demo import (
 )
 
 
-def test_shop_survives_sigkill_of_inventory_and_billing(shop_factory) -> None:  # type: ignore[no-untyped-def]
+def test_shop_survives_sigkill_of_inventory_and_billing(shop_factory) -> None:
     shop: Shop = shop_factory()
     shop.start()
     shop.wait_ready()
@@ -41,12 +41,19 @@ def test_shop_survives_sigkill_of_inventory_and_billing(shop_factory) -> None:  
     assert statuses == {"COMPLETED", "CANCELLED"}
 
 
-def test_demo_command_exits_0_and_checks_invariants(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_command_exits_0_and_checks_invariants(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tidings", "demo", "--orders", "30"],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ("every order ended Completed or Cancelled", "stock conserved", "no order charged twice"):
+    for line in (
+        "every order ended Completed or Cancelled",
+        "stock conserved",
+        "no order charged twice",
+    ):
         assert f"✓ {line}" in result.stdout
     assert "completed" in result.stdout and "cancelled: out of stock" in result.stdout

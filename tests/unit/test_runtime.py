@@ -46,7 +46,7 @@ def transport() -> MemoryTransport:
 
 
 @pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:  # type: ignore[no-untyped-def]
+async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore(str(tmp_path / "state.db"))
     await s.connect()
     yield s
@@ -91,13 +91,13 @@ async def all_records(transport: MemoryTransport, topic: str) -> list[OutgoingRe
     return out
 
 
-async def started(svc: Service, transport: MemoryTransport, store: SQLiteStore, **kw) -> Runtime:  # type: ignore[no-untyped-def]
+async def started(svc: Service, transport: MemoryTransport, store: SQLiteStore, **kw) -> Runtime:
     rt = Runtime(svc, transport, store, **kw)
     await rt.start(background=False)
     return rt
 
 
-async def test_event_is_handled_and_its_effect_published(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_event_is_handled_and_its_effect_published(transport, store) -> None:
     rt = await started(counter_service(), transport, store)
     await publish(rt, ThingHappened(thing_id="a", n=2), ThingHappened(thing_id="a", n=3))
     await drain(rt)
@@ -107,7 +107,7 @@ async def test_event_is_handled_and_its_effect_published(transport, store) -> No
     assert rt.stats.handled == 2
 
 
-async def test_duplicate_delivery_is_handled_once(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_duplicate_delivery_is_handled_once(transport, store) -> None:
     transport.faults.duplicate = True
     rt = await started(counter_service(), transport, store)
     await publish(rt, ThingHappened(thing_id="a", n=2))
@@ -118,7 +118,7 @@ async def test_duplicate_delivery_is_handled_once(transport, store) -> None:  # 
     assert len(await all_records(transport, "unit.counts")) == 1
 
 
-async def test_crash_before_ack_redelivers_and_the_inbox_absorbs_it(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_crash_before_ack_redelivers_and_the_inbox_absorbs_it(transport, store) -> None:
     rt = await started(counter_service(), transport, store)
     await publish(rt, ThingHappened(thing_id="a", n=7))
     transport.faults.crash_before_ack = 1
@@ -128,7 +128,7 @@ async def test_crash_before_ack_redelivers_and_the_inbox_absorbs_it(transport, s
     assert await total(rt, "a") == 7
 
 
-async def test_failing_handler_is_retried_with_backoff_then_succeeds(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_failing_handler_is_retried_with_backoff_then_succeeds(transport, store) -> None:
     clock = FakeClock()
     rt = await started(counter_service(fail_times=2), transport, store, sleep=clock.sleep)
     await publish(rt, ThingHappened(thing_id="a", n=1))
@@ -141,14 +141,18 @@ async def test_failing_handler_is_retried_with_backoff_then_succeeds(transport, 
     assert rt.stats.dead_lettered == 0
 
 
-async def test_retries_exhausted_go_to_dead_letters_with_error_and_coordinates(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_retries_exhausted_go_to_dead_letters_with_error_and_coordinates(
+    transport, store
+) -> None:
     clock = FakeClock()
     svc = counter_service(fail_times=99)
     rt = await started(svc, transport, store, sleep=clock.sleep)
     await publish(rt, ThingHappened(thing_id="a", n=1), ThingHappened(thing_id="b", n=1))
     await drain(rt)
     assert len(clock.sleeps) == 4  # 2 retries for each of the two events
-    letters = [DeadLetter.from_record(r) for r in await all_records(transport, dlq_topic(svc.group))]
+    letters = [
+        DeadLetter.from_record(r) for r in await all_records(transport, dlq_topic(svc.group))
+    ]
     assert len(letters) == 2
     letter = letters[0]
     assert letter.attempts == 3
@@ -160,7 +164,7 @@ async def test_retries_exhausted_go_to_dead_letters_with_error_and_coordinates(t
     assert await all_records(transport, "unit.counts") == []
 
 
-async def test_non_recoverable_error_is_dead_lettered_without_retry(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_non_recoverable_error_is_dead_lettered_without_retry(transport, store) -> None:
     clock = FakeClock()
     svc = counter_service(fail_times=1, error=NonRecoverable)
     rt = await started(svc, transport, store, sleep=clock.sleep)
@@ -171,7 +175,7 @@ async def test_non_recoverable_error_is_dead_lettered_without_retry(transport, s
     assert [DeadLetter.from_record(r).attempts for r in letters] == [1]
 
 
-async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transport, store) -> None:
     svc = counter_service()
     rt = await started(svc, transport, store)
     await transport.publish(
@@ -182,13 +186,20 @@ async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transpo
                 "unit.things",
                 b'{"thing_id": "a", "n": "many"}',
                 "k",
-                {"ce_id": "x1", "ce_source": "t", "ce_type": "ThingHappened", "ce_specversion": "1.0"},
+                {
+                    "ce_id": "x1",
+                    "ce_source": "t",
+                    "ce_type": "ThingHappened",
+                    "ce_specversion": "1.0",
+                },
             ),
         ]
     )
     await publish(rt, ThingHappened(thing_id="a", n=4))  # the consumer keeps going after them
     await drain(rt)
-    reasons = [DeadLetter.from_record(r).reason for r in await all_records(transport, dlq_topic(svc.group))]
+    reasons = [
+        DeadLetter.from_record(r).reason for r in await all_records(transport, dlq_topic(svc.group))
+    ]
     assert len(reasons) == 3
     assert reasons[0].startswith("undecodable: structured CloudEvent is not valid JSON")
     assert "missing attribute(s) id, source, type" in reasons[1]
@@ -196,7 +207,7 @@ async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transpo
     assert await total(rt, "a") == 4
 
 
-async def test_rolled_back_unit_of_work_publishes_nothing(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_rolled_back_unit_of_work_publishes_nothing(transport, store) -> None:
     rt = await started(counter_service(), transport, store)
     with pytest.raises(ZeroDivisionError):
         async with rt.service.unit_of_work() as ctx:
@@ -209,7 +220,7 @@ async def test_rolled_back_unit_of_work_publishes_nothing(transport, store) -> N
     assert await store.outbox_backlog(rt.service.name) == 0
 
 
-async def test_effects_inherit_correlation_and_causation(transport, store) -> None:  # type: ignore[no-untyped-def]
+async def test_effects_inherit_correlation_and_causation(transport, store) -> None:
     from tidings import codec
 
     rt = await started(counter_service(), transport, store)
@@ -225,7 +236,9 @@ async def test_effects_inherit_correlation_and_causation(transport, store) -> No
     assert effect.id > cause.id  # UUIDv7 ids sort by time
 
 
-async def test_dead_letter_replay_reaches_only_the_failing_group(transport, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_dead_letter_replay_reaches_only_the_failing_group(
+    transport, store, tmp_path
+) -> None:
     failing = counter_service(fail_times=3)  # 3 attempts fail, then it would work
     other = counter_service()
     other_store = SQLiteStore(str(tmp_path / "other.db"))

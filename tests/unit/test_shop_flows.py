@@ -18,7 +18,7 @@ _names = itertools.count()
 
 
 @pytest.fixture
-async def shop(tmp_path, monkeypatch) -> AsyncIterator[dict[str, Runtime]]:  # type: ignore[no-untyped-def]
+async def shop(tmp_path, monkeypatch) -> AsyncIterator[dict[str, Runtime]]:
     monkeypatch.setenv("SHOP_STOCK", "widget=10,doohickey=1")
     monkeypatch.setenv("SHOP_CREDIT_LIMITS", "c-broke=0")
     transport = MemoryTransport(f"memory://shop-{next(_names)}")
@@ -39,32 +39,38 @@ async def shop(tmp_path, monkeypatch) -> AsyncIterator[dict[str, Runtime]]:  # t
 
 
 async def place(rt: Runtime, customer: str, *lines: tuple[str, int]) -> str:
-    command = PlaceOrder(customer_id=customer, lines=[OrderLine(sku=s, quantity=q) for s, q in lines])
+    command = PlaceOrder(
+        customer_id=customer, lines=[OrderLine(sku=s, quantity=q) for s, q in lines]
+    )
     async with rt.service.unit_of_work() as ctx:
         placed = await order.place_order(command, ctx)
     return str(placed["order_id"])
 
 
-async def doc(rt: Runtime, collection: str, key: str) -> dict:  # type: ignore[type-arg]
+async def doc(rt: Runtime, collection: str, key: str) -> dict:
     async with rt.service.unit_of_work() as ctx:
         found = await ctx.state.get(collection, key)
     assert found is not None
     return found
 
 
-async def test_order_completes_and_takes_stock_and_payment(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_order_completes_and_takes_stock_and_payment(shop) -> None:
     order_id = await place(shop["order"], "c1", ("widget", 3))
     await drain(*shop.values())
     placed = await doc(shop["order"], "orders", order_id)
     assert placed["status"] == "COMPLETED"
     assert [e["type"] for e in placed["history"]] == [
-        "OrderPlaced", "InventoryReserved", "PaymentProcessed", "OrderCompleted"]
+        "OrderPlaced",
+        "InventoryReserved",
+        "PaymentProcessed",
+        "OrderCompleted",
+    ]
     assert (await doc(shop["inventory"], "stock", "widget"))["available"] == 7
     payment = await doc(shop["billing"], "payments", order_id)
     assert payment["amount_cents"] == 3 * 1250
 
 
-async def test_out_of_stock_cancels_without_payment(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_out_of_stock_cancels_without_payment(shop) -> None:
     order_id = await place(shop["order"], "c1", ("widget", 1), ("doohickey", 2))
     await drain(*shop.values())
     placed = await doc(shop["order"], "orders", order_id)
@@ -74,19 +80,24 @@ async def test_out_of_stock_cancels_without_payment(shop) -> None:  # type: igno
     assert shop["billing"].stats.handled == 0
 
 
-async def test_failed_payment_releases_stock_compensation(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_payment_releases_stock_compensation(shop) -> None:
     order_id = await place(shop["order"], "c-broke", ("widget", 4))
     await drain(*shop.values())
     placed = await doc(shop["order"], "orders", order_id)
     assert placed["status"] == "CANCELLED"
     assert placed["reason"].startswith("payment failed: credit limit of 0 cents exceeded")
     assert [e["type"] for e in placed["history"]] == [
-        "OrderPlaced", "InventoryReserved", "PaymentFailed", "InventoryReleased", "OrderCancelled"]
+        "OrderPlaced",
+        "InventoryReserved",
+        "PaymentFailed",
+        "InventoryReleased",
+        "OrderCancelled",
+    ]
     assert (await doc(shop["inventory"], "stock", "widget"))["available"] == 10
     assert (await doc(shop["inventory"], "reservations", order_id))["released"] is True
 
 
-async def test_redelivery_everywhere_changes_nothing(shop) -> None:  # type: ignore[no-untyped-def]
+async def test_redelivery_everywhere_changes_nothing(shop) -> None:
     transport = shop["order"].transport
     assert isinstance(transport, MemoryTransport)
     transport.faults.duplicate = True

@@ -23,6 +23,15 @@ BROKER_HELP = "Broker URL: sqlite:///./.tidings/log.db, kafka://127.0.0.1:9092, 
 STORE_HELP = "Store URL: sqlite:///./.tidings/{service}.db or postgresql://127.0.0.1:5432/tidings"
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (about twice the event-loop throughput), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -34,7 +43,8 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return asyncio.run(fn(*args, **kwargs))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                return runner.run(fn(*args, **kwargs))
         except (TransportError, StoreError, ValueError, LookupError, TypeError) as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:

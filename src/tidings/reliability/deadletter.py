@@ -85,9 +85,7 @@ def dead_letter(
     attempts: int = 0,
 ) -> OutgoingRecord:
     """The dead-letter record for ``record``, which ``group`` could not handle."""
-    headers: dict[str, str] = {
-        k: v for k, v in record.headers.items() if not k.startswith(PREFIX)
-    }
+    headers: dict[str, str] = {k: v for k, v in record.headers.items() if not k.startswith(PREFIX)}
     if error is not None:
         tb = "".join(traceback.format_exception(error)).splitlines()[-TRACEBACK_LINES:]
         headers[PREFIX + "error"] = f"{type(error).__name__}: {error}"[:2000]

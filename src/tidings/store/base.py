@@ -14,6 +14,10 @@ The rules, checked for every implementation by :mod:`tidings.testing.store`:
   normally, and none of it when the block raises.
 * ``put(..., expected_version=v)`` fails with :class:`ConcurrencyConflict` unless the
   document's current version is ``v`` (0 = must not exist); the write bumps the version.
+* The inbox dedupes concurrent deliveries too: if two units of work both find an event not
+  ``seen`` and mark it, only one commits; the other raises :class:`ConcurrencyConflict`.
+  Any write may raise it when a concurrent unit of work changed the same row first: retry
+  the whole unit of work.
 * Outbox rows are handed out by :meth:`Store.claim_outbox` with a lease: several relays
   may run at once (in several processes) and a row is claimed by one of them at a time;
   a relay that dies leaves its rows to be claimed again when the lease runs out. Rows are
@@ -89,8 +93,13 @@ class UnitOfWork(abc.ABC):
     async def delete(self, collection: str, key: str) -> None: ...
 
     @abc.abstractmethod
-    async def list(self, collection: str, limit: int = 100, after: str | None = None) -> list[Document]:
-        """Documents of a collection in key order, ``limit`` at most, keys after ``after``."""
+    async def list(
+        self, collection: str, limit: int = 100, after: str | None = None
+    ) -> list[Document]:
+        """Documents of a collection in key order, ``limit`` at most, keys after ``after``.
+
+        Key order is code point order (Python's ``sorted``), on every store and locale.
+        """
 
     # -- outbox --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from tidings.records import OutgoingRecord
 from tidings.store.base import (
     ConcurrencyConflict,
     Document,
@@ -25,7 +26,6 @@ from tidings.store.base import (
     StoreUnavailable,
     UnitOfWork,
 )
-from tidings.records import OutgoingRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -114,7 +114,9 @@ class SQLiteUnitOfWork(UnitOfWork):
             (self.service, collection, key),
         )
 
-    async def list(self, collection: str, limit: int = 100, after: str | None = None) -> list[Document]:
+    async def list(
+        self, collection: str, limit: int = 100, after: str | None = None
+    ) -> list[Document]:
         rows = self._conn.execute(
             "SELECT key, version, data FROM documents WHERE service = ? AND collection = ?"
             " AND key > ? ORDER BY key LIMIT ?",
@@ -125,10 +127,7 @@ class SQLiteUnitOfWork(UnitOfWork):
     async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:
         self._conn.executemany(
             "INSERT INTO outbox (service, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)",
-            [
-                (self.service, r.topic, r.key, r.value, json.dumps(dict(r.headers)))
-                for r in records
-            ],
+            [(self.service, r.topic, r.key, r.value, json.dumps(dict(r.headers))) for r in records],
         )
 
 

@@ -18,7 +18,9 @@ conformance suite in :mod:`tidings.testing.transport` checks for every implement
   position the group resumes from. Nothing is committed that was not acked, so a member
   that dies between handling and ack has its records delivered again (at-least-once).
 * **Nack** rewinds the partition to the nacked record, to be fetched again after
-  ``delay`` seconds; records after it in that partition wait (per-key order holds).
+  ``delay`` seconds; records after it in that partition wait (per-key order holds). An
+  ack of a later record of the same partition, fetched before the nack, commits nothing:
+  the nacked record must come first.
 * **Assignment changes only inside** :meth:`Subscription.fetch`. A caller that acks or
   nacks everything fetched before calling ``fetch`` again never has a partition taken
   from under a record it is handling.
@@ -36,8 +38,16 @@ from typing import Literal
 from tidings.records import OutgoingRecord, Record
 
 __all__ = [
-    "BrokerUnavailable", "Delivery", "NotAssigned", "OutgoingRecord", "Record",
-    "RecordTooLarge", "Subscription", "TopicInfo", "Transport", "TransportError",
+    "BrokerUnavailable",
+    "Delivery",
+    "NotAssigned",
+    "OutgoingRecord",
+    "Record",
+    "RecordTooLarge",
+    "Subscription",
+    "TopicInfo",
+    "Transport",
+    "TransportError",
     "partition_for",
 ]
 
@@ -118,6 +128,9 @@ class Transport(abc.ABC):
 
     url: str
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    # False for a broker that lives inside one process (memory://): the conformance suite
+    # then skips, with this reason, the cases that share a group between OS processes.
+    supports_processes: bool = True
     # How the codec writes envelopes for this broker (CloudEvents binary or structured).
     content_mode: Literal["binary", "structured"] = "binary"
 

@@ -99,7 +99,9 @@ class MemoryTransport(Transport):
             parts = self._broker.partitions(out.topic)
             p = partition_for(out.key, len(parts), next(self._broker.counter))
             parts[p].append(
-                Record(out.topic, p, len(parts[p]), out.key, out.value, dict(out.headers), visible_at)
+                Record(
+                    out.topic, p, len(parts[p]), out.key, out.value, dict(out.headers), visible_at
+                )
             )
         self._broker.wake()
 
@@ -157,9 +159,7 @@ class MemorySubscription(Subscription):
         # Round robin over the sorted partitions among the live members, in join order.
         members = self._state.members
         me = members.index(self)
-        pairs = sorted(
-            (t, p) for t in self.topics for p in range(len(self._broker.partitions(t)))
-        )
+        pairs = sorted((t, p) for t in self.topics for p in range(len(self._broker.partitions(t))))
         assigned = frozenset(pair for i, pair in enumerate(pairs) if i % len(members) == me)
         for pair in self._assigned - assigned:
             self.positions.pop(pair, None)
@@ -217,11 +217,14 @@ class MemorySubscription(Subscription):
             faults.crash_before_ack -= 1
             self.positions.pop(pair, None)  # resume from the committed offset, as on restart
             return
+        if record.offset >= self.positions.get(pair, record.offset + 1):
+            return  # a nack rewound this partition before it: that record comes first
         current = self._state.committed.get(pair, 0)
         self._state.committed[pair] = max(current, record.offset + 1)
-        if faults.duplicate and self._attempts.get(
-            (record.topic, record.partition, record.offset), 0
-        ) < 2:
+        if (
+            faults.duplicate
+            and self._attempts.get((record.topic, record.partition, record.offset), 0) < 2
+        ):
             self._duplicates.append(record)
 
     async def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
@@ -233,5 +236,6 @@ class MemorySubscription(Subscription):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._assigned = frozenset()
             self._state.members.remove(self)
             self._broker.wake()

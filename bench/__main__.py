@@ -1,0 +1,40 @@
+"""``python -m bench [suite ...]``: run benchmarks, print them, write bench/results/*.json.
+
+Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats`` (each broker
+against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
+off). With no argument, all of them; the broker suites need ``scripts/services up``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+SUITES = ("sqlite", "kafka", "nats", "observability")
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SUITES)
+    unknown = set(chosen) - set(SUITES)
+    if unknown:
+        print(f"unknown suite(s) {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    for name in chosen:
+        started = time.monotonic()
+        print(f"== {name}", flush=True)
+        result = importlib.import_module(f"bench.suite_{name}").run()
+        result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        for key, value in result.items():
+            print(f"  {key:42s} {value}")
+        print(f"  ({time.monotonic() - started:.0f}s; written to bench/results/{name}.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

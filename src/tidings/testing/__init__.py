@@ -1,0 +1,1 @@
+"""Test helpers for Tidings users and for the project's own suites."""

@@ -1,0 +1,32 @@
+"""Brokers for the transport conformance suite: add a backend with one line in BROKERS.
+
+Each URL may use ``{tmp}`` (a fresh directory per test) and ``{uid}`` (a fresh suffix);
+the suite itself uses fresh topic and group names, so a real broker can be shared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from pathlib import Path
+
+import pytest
+
+
+def _needs_module(module: str, reason: str) -> list[pytest.MarkDecorator]:
+    return [] if importlib.util.find_spec(module) else [pytest.mark.skip(reason=reason)]
+
+
+BROKERS = [
+    pytest.param("memory://conformance-{uid}", id="memory"),
+    # Short sessions so that a SIGKILLed member's partitions move within about a second.
+    pytest.param("sqlite:///{tmp}/log.db?session_timeout=1&heartbeat_interval=0.2", id="sqlite"),
+    pytest.param("kafka://127.0.0.1:9092", id="kafka"),
+    # pytest.param("nats://127.0.0.1:4222", id="nats"),
+]
+
+
+@pytest.fixture(params=BROKERS)
+def transport_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    template: str = request.param
+    return template.format(tmp=tmp_path, uid=uuid.uuid4().hex[:10])

@@ -1,0 +1,111 @@
+"""Every store against the store conformance suite, on the real engines.
+
+``sqlite`` runs on a temporary file. ``postgres`` runs on the server ``scripts/services up
+postgres`` starts (``TIDINGS_TEST_POSTGRES_URL`` picks another), each test in a schema of
+its own that is dropped afterwards. Without a server the postgres tests are skipped, except
+under CI=true, where they fail: CI must never go green without having run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tidings.store import StoreUnavailable, make_store
+from tidings.store.postgres import PostgresStore, redact
+from tidings.testing.store import StoreConformance
+
+POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/tidings")
+_reachable: dict[str, str | None] = {}
+
+
+def require_postgres() -> None:
+    """Skip (fail under CI=true) when the test server is not there."""
+    if POSTGRES_URL not in _reachable:
+        try:
+            psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+            _reachable[POSTGRES_URL] = None
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            _reachable[POSTGRES_URL] = (
+                f"postgres: PostgreSQL at {redact(POSTGRES_URL)} is unreachable ({first});"
+                " start it with `scripts/services up postgres`"
+            )
+    reason = _reachable[POSTGRES_URL]
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The test server's URL, with a fresh schema first in the search path."""
+    require_postgres()
+    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{sep}options=-c%20search_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+class TestStore(StoreConformance):
+    pass
+
+
+# -- what only one backend has ------------------------------------------------------------
+async def test_postgres_unreachable_is_one_line_naming_url_and_remedy() -> None:
+    store = make_store("postgresql://tidings:s3cret@127.0.0.1:1/tidings")
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.connect()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("postgresql://tidings:***@127.0.0.1:1/tidings: ")
+    assert "s3cret" not in message
+    assert "scripts/services up postgres" in message
+
+
+async def test_sqlite_unavailable_names_url(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    url = f"sqlite:///{blocker}/sub/state.db"
+    with pytest.raises(StoreUnavailable, match="sqlite:///"):
+        await make_store(url).connect()
+
+
+async def test_postgres_migrations_run_once_even_when_services_start_together(
+    pg_url: str,
+) -> None:
+    stores = [PostgresStore(pg_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.connect() for s in stores))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        cur = await conn.execute("SELECT version FROM tidings_migrations ORDER BY version")
+        assert [r[0] for r in await cur.fetchall()] == [1]
+        cur = await conn.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_schema = current_schema()"
+            " AND table_name IN ('inbox', 'outbox', 'documents')"
+        )
+        assert (await cur.fetchone()) == (3,)
