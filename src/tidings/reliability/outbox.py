@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from tidings.store.base import OutboxEntry, Store
+from tidings.store.base import OutboxEntry, Store, StoreUnavailable
 from tidings.transport.base import Transport
 
 log = logging.getLogger("tidings.outbox")
@@ -73,8 +73,16 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until :meth:`stop`; wakes on :meth:`wake`, the store's notice, or a sweep."""
+        outage_delay = 0.1
         while not self._stopping:
-            if await self.relay_once():
+            try:
+                if await self.relay_once():
+                    outage_delay = 0.1
+                    continue
+            except StoreUnavailable as exc:  # the rows stay in the outbox: try again later
+                log.warning("outbox relay of %s: %s; retrying in %.1fs", self.service, exc, outage_delay)
+                await asyncio.sleep(outage_delay)
+                outage_delay = min(outage_delay * 2, 5.0)
                 continue
             self._wake.clear()
             waiters = [
