@@ -22,7 +22,10 @@ from tidings.transport.base import OutgoingRecord
 def tidings(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tidings", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
 
@@ -40,8 +43,14 @@ def broker(tmp_path: Path) -> str:
         rt = Runtime(inventory.service, transport, store)
         await rt.start(background=False)
         async with rt.unit_of_work() as ctx:
-            ctx.publish(OrderPlaced(order_id="o-1", customer_id="c1",
-                                    lines=[OrderLine(sku="widget", quantity=1)], amount_cents=1250))
+            ctx.publish(
+                OrderPlaced(
+                    order_id="o-1",
+                    customer_id="c1",
+                    lines=[OrderLine(sku="widget", quantity=1)],
+                    amount_cents=1250,
+                )
+            )
         await transport.publish([OutgoingRecord("shop.orders", b"\x00 not an event", "o-2")])
         await drain(rt)
         assert rt.stats.dead_lettered == 1
@@ -59,7 +68,9 @@ def test_topics_and_lag(broker: str) -> None:
     assert "shop.orders" in topics.stdout and "inventory.dlq" in topics.stdout
     lag = tidings("lag", "--broker", broker)
     assert lag.returncode == 0, lag.stderr
-    rows = [line for line in lag.stdout.splitlines() if "inventory" in line and "shop.orders" in line]
+    rows = [
+        line for line in lag.stdout.splitlines() if "inventory" in line and "shop.orders" in line
+    ]
     assert rows, lag.stdout
     assert all(line.split("│")[-2].strip() == "0" for line in rows), lag.stdout  # all caught up
 

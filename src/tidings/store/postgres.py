@@ -42,7 +42,7 @@ from tidings.store.base import (
     StoreUnavailable,
     UnitOfWork,
 )
-from tidings.transport.base import OutgoingRecord
+from tidings.records import OutgoingRecord
 
 log = logging.getLogger(__name__)
 

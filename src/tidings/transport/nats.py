@@ -1,0 +1,328 @@
+"""NATS JetStream as a Tidings transport: partitioned topics, offsets and consumer groups.
+
+**Topics and offsets.** Each partition of a topic is its own stream (``shop.orders``
+partition 2 is stream ``shop_orders-2`` on subject ``tidings.shop.orders.2``; naming in
+:mod:`.nats_wire`). One stream per partition, rather than one per topic with a subject
+per partition, because JetStream numbers messages per stream: the stream sequence minus
+one *is* the partition offset, dense and gap-free like Kafka's, so ``read``, ``seek``,
+``committed`` and the end offsets of ``topics()`` mean exactly what they mean on the
+other transports. The partition count lives in each stream's description; creating
+partition 0 decides it atomically when two processes create a topic at once.
+
+**Publishing** (:mod:`.nats_publish`). A batch is published concurrently and every
+stream ack awaited. Each message carries ``Nats-Msg-Id`` (the CloudEvent id when the
+record has one) so that a retry, ours or the outbox relay's, is stored once within the
+stream's duplicate window (2 minutes). What the server did not acknowledge (a
+disconnect, a restart, JetStream still starting) is sent again, in order, until
+``publish_timeout``; then :class:`BrokerUnavailable` is raised, and publishing the batch
+again is safe.
+
+**Consumer groups** (:mod:`.nats_groups`, :mod:`.nats_reader`). Members are keys with a
+TTL in the KV bucket ``tidings_members``; each computes the SQLite log's round-robin
+assignment alone and reads a partition only while holding its compare-and-set lease in
+``tidings_leases``. A partition is read through a durable pull consumer per group with
+``AckPolicy.all``, so acks are cumulative as in the contract and the consumer's ack
+floor is the committed offset; whoever takes a partition over starts a fresh consumer
+at that offset, which fences the late acks of a presumed-dead owner. Nack rewinds the
+member's local buffer (a server-side ``nak`` would let later records overtake).
+
+**Envelopes** use CloudEvents *structured* mode (``content_mode``): the NATS protocol
+binding of CloudEvents defines structured mode (its binary mode, added later, names
+headers ``ce-``, not Kafka's ``ce_`` that our codec writes), so any CloudEvents SDK
+reading the stream understands the event, and the whole event stays in the payload.
+
+Streams, group consumers and reading by offset are in :mod:`.nats_streams`; names and
+headers in :mod:`.nats_wire`.
+
+URL options: ``session_timeout`` and ``heartbeat_interval`` (seconds; the session
+timeout is the TTL of the ``tidings_members`` bucket, fixed by whoever creates it),
+``partitions`` (of auto-created topics), ``publish_timeout``, ``connect_timeout``,
+``replicas`` (of new streams), ``prefetch`` (records buffered per partition),
+``retention_ms`` and ``retention_bytes`` (per partition, of new streams), e.g.
+``nats://127.0.0.1:4222?session_timeout=3&heartbeat_interval=0.5``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from tidings.transport import InvalidBrokerURL
+from tidings.transport.base import (
+    DEFAULT_PARTITIONS,
+    BrokerUnavailable,
+    OutgoingRecord,
+    Record,
+    TopicInfo,
+    Transport,
+    TransportError,
+)
+from tidings.transport.nats_groups import NatsSubscription
+from tidings.transport.nats_publish import Publisher
+from tidings.transport.nats_streams import Streams
+from tidings.transport.nats_wire import (
+    HOW_TO_START,
+    LEASES_BUCKET,
+    MEMBERS_BUCKET,
+    NATS_ERRORS,
+    NS,
+    api,
+    check_name,
+)
+
+log = logging.getLogger(__name__)
+
+_OPTIONS = {
+    "session_timeout": float, "heartbeat_interval": float, "partitions": int,
+    "publish_timeout": float, "connect_timeout": float, "replicas": int, "prefetch": int,
+    "retention_ms": int, "retention_bytes": int,
+}  # fmt: skip
+
+
+class NatsTransport(Transport):
+    """NATS JetStream; see the module docstring. ``nats://host:port[?options]``."""
+
+    content_mode = "structured"
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        options: dict[str, Any] = {}
+        for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+            convert = _OPTIONS.get(name)
+            if convert is None:
+                raise InvalidBrokerURL(
+                    f"{url!r}: unknown option {name!r}; known: {', '.join(sorted(_OPTIONS))}"
+                )
+            try:
+                options[name] = convert(raw)
+            except ValueError:
+                raise InvalidBrokerURL(f"{url!r}: option {name}={raw!r} is not a number") from None
+        self.url = url
+        self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        self.session_timeout = float(options.get("session_timeout", 6.0))
+        self.heartbeat_interval = float(options.get("heartbeat_interval", 1.0))
+        self.default_partitions = int(options.get("partitions", DEFAULT_PARTITIONS))
+        self.publish_timeout = float(options.get("publish_timeout", 30.0))
+        self.connect_timeout = float(options.get("connect_timeout", 5.0))
+        self.replicas = int(options.get("replicas", 1))
+        self.prefetch = max(1, int(options.get("prefetch", 256)))
+        self.retention_ms: int | None = options.get("retention_ms")
+        self.retention_bytes: int | None = options.get("retention_bytes")
+        if not 0 < self.heartbeat_interval < self.session_timeout:
+            raise InvalidBrokerURL(f"{url!r}: heartbeat_interval must be below session_timeout")
+        self.streams = Streams(self)
+        self.members: KeyValue | None = None
+        self.leases: KeyValue | None = None
+        self._nc: Client | None = None
+        self._publisher = Publisher(self)
+        self._subscriptions: list[NatsSubscription] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+    # -- connection -------------------------------------------------------------------
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise TransportError(f"{self.url}: not connected (call connect())")
+        return self._nc
+
+    async def connect(self) -> None:
+        if self._nc is not None:
+            return
+        parts = urlsplit(self.server)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+        try:  # a plain TCP probe first: one clear line rather than the client's retry loop
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self.connect_timeout
+            )
+            writer.close()
+        except (OSError, TimeoutError) as exc:
+            reason = _reason(exc, self.connect_timeout)
+            raise BrokerUnavailable(
+                f"{self.url}: cannot reach NATS at {host}:{port} ({reason}); {HOW_TO_START}"
+            ) from None
+        try:
+            # Reconnect forever once connected: publishers and consumers ride out a restart.
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    self.server,
+                    name="tidings",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.2,
+                    connect_timeout=max(1, int(self.connect_timeout)),
+                    pending_size=16 << 20,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                self.connect_timeout,
+            )
+            info = await api(self.nc, "INFO")
+            await self._publisher.start()
+            self.members = await self._bucket(MEMBERS_BUCKET, ttl=self.session_timeout)
+            self.leases = await self._bucket(LEASES_BUCKET, ttl=None)
+        except (*NATS_ERRORS, OSError) as exc:
+            await self._drop_connection()
+            raise BrokerUnavailable(
+                f"{self.url}: no NATS with JetStream there ({_reason(exc, self.connect_timeout)});"
+                f" {HOW_TO_START}"
+            ) from None
+        limit = int((info.get("limits") or {}).get("max_payload") or 0) or self.nc.max_payload
+        self.max_record_bytes = min(self.nc.max_payload, limit) - 1024  # room for our headers
+
+    async def _bucket(self, name: str, ttl: float | None) -> KeyValue:
+        js = self.nc.jetstream()
+        try:
+            kv = await js.create_key_value(bucket=name, history=1, ttl=ttl, replicas=self.replicas)
+        except nats.js.errors.BadRequestError:  # exists with another configuration
+            kv = await js.key_value(name)
+        if ttl is not None:
+            info = await api(self.nc, f"STREAM.INFO.KV_{name}")
+            actual = int(info["config"].get("max_age") or 0) / NS
+            if actual and abs(actual - ttl) > 0.001:
+                log.warning(
+                    "%s: bucket %s keeps members for %.1f s, not the %.1f s asked for;"
+                    " using %.1f s as the session timeout", self.url, name, actual, ttl, actual,
+                )  # fmt: skip
+                self.session_timeout = actual
+        return kv
+
+    async def _drop_connection(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("%s: %s", self.url, exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            log.warning("%s: disconnected from NATS, reconnecting", self.url)
+        self._publisher.connection_lost()
+
+    async def _on_reconnected(self) -> None:
+        log.warning("%s: reconnected to NATS", self.url)
+        self._publisher.connection_lost()
+        for sub in self._subscriptions:
+            sub.on_reconnected()
+
+    async def close(self) -> None:
+        for sub in list(self._subscriptions):
+            with contextlib.suppress(*NATS_ERRORS):
+                await sub.close()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+            self._heartbeat_task = None
+        await self._drop_connection()
+
+    @contextlib.asynccontextmanager
+    async def _unavailable(self, doing: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except NATS_ERRORS as exc:
+            raise BrokerUnavailable(f"{self.url}: NATS failed while {doing}: {exc}") from None
+
+    # -- topics -----------------------------------------------------------------------
+
+    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+        async with self._unavailable(f"creating topic {name!r}"):
+            await self.streams.ensure_topic(name, partitions)
+
+    async def topics(self) -> list[TopicInfo]:
+        async with self._unavailable("listing topics"):
+            streams = await self.streams.streams()
+        counts: dict[str, int] = {}
+        ends: dict[str, dict[int, int]] = {}
+        for topic, partition, partitions, info in streams:
+            counts[topic] = partitions
+            ends.setdefault(topic, {p: 0 for p in range(partitions)})
+            ends[topic][partition] = int(info["state"].get("last_seq", 0))  # seq = offset + 1
+        return [TopicInfo(name, counts[name], ends[name]) for name in sorted(counts)]
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if records:
+            self.check_size(records)
+            await self._publisher.publish(records)
+
+    # -- consumer groups --------------------------------------------------------------
+
+    async def subscribe(
+        self, group: str, topics: Sequence[str], *, from_beginning: bool = True
+    ) -> NatsSubscription:
+        check_name("group", group)
+        async with self._unavailable(f"joining group {group!r}"):
+            for topic in topics:
+                count = await self.streams.ensure_topic(topic)
+                if not from_beginning:
+                    # Pin "the end" now: a member that dies before its first ack must not
+                    # let the group skip what was published in between.
+                    for part in range(count):
+                        await self.streams.pin_end(group, topic, part)
+            sub = NatsSubscription(self, group, tuple(topics))
+            await sub.join()
+        self._subscriptions.append(sub)
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        return sub
+
+    def forget(self, sub: NatsSubscription) -> None:
+        if sub in self._subscriptions:
+            self._subscriptions.remove(sub)
+
+    async def _heartbeat_loop(self) -> None:
+        # Renews membership while a handler awaits something slow between two fetches.
+        while self._subscriptions:
+            await asyncio.sleep(self.heartbeat_interval)
+            for sub in list(self._subscriptions):
+                await sub.heartbeat()
+        self._heartbeat_task = None
+
+    # -- inspection and replay --------------------------------------------------------
+
+    async def _group_offsets(self) -> dict[str, dict[tuple[str, int], int]]:
+        for sub in self._subscriptions:  # acks travel without an answer: settle them first
+            await sub.confirm_acks()
+        return await self.streams.group_offsets()
+
+    async def committed(self, group: str) -> dict[tuple[str, int], int]:
+        async with self._unavailable("reading committed offsets"):
+            return (await self._group_offsets()).get(group, {})
+
+    async def groups(self) -> list[str]:
+        async with self._unavailable("listing consumer groups"):
+            return sorted(await self._group_offsets())
+
+    async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
+        check_name("group", group)
+        async with self._unavailable(f"seeking group {group!r}"):
+            await self.streams.ensure_topic(topic)
+            await self.streams.seek(group, topic, partition, offset)
+
+    async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[Record]:
+        async with self._unavailable(f"reading {topic!r}"):
+            return await self.streams.read(topic, partition, offset, limit)
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,341 @@
+"""Kafka-specific behaviour of the Kafka transport, checked from outside it.
+
+The shared suite (test_transport.py, id ``kafka``) checks the contract; these check what
+only Kafka has: records as other Kafka clients see them (read with aiokafka, a client
+independent of the transport's librdkafka), the idempotent producer as the broker stored
+it, offsets as Kafka's own admin API reports them, the Java partitioner, rebalances,
+and a broker restart in the middle of publishing and consuming.
+
+They run on the broker ``scripts/services up kafka`` starts (``TIDINGS_TEST_KAFKA_URL``
+picks another; the restart and on-disk checks then skip). Without a broker they are
+skipped, except under CI=true, where they fail: CI must never go green without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+
+from tidings import codec
+from tidings.envelope import Envelope
+from tidings.transport import BrokerUnavailable, open_transport
+from tidings.transport.base import Delivery, NotAssigned, OutgoingRecord, Subscription
+from tidings.transport.kafka import KafkaTransport
+
+aiokafka = pytest.importorskip("aiokafka", reason="aiokafka reads back what the transport wrote")
+aiokafka_admin = pytest.importorskip("aiokafka.admin")
+aiokafka_partitioner = pytest.importorskip("aiokafka.partitioner")
+
+DEFAULT_URL = "kafka://127.0.0.1:9092"
+KAFKA_URL = os.environ.get("TIDINGS_TEST_KAFKA_URL", DEFAULT_URL)
+BOOTSTRAP = urlsplit(KAFKA_URL).netloc
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_BROKER = KAFKA_URL == DEFAULT_URL and (REPO / ".services" / "kafka").is_dir()
+
+
+def _unreachable_reason() -> str | None:
+    host, _, port = BOOTSTRAP.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return None
+    except OSError as exc:
+        return (
+            f"kafka: no broker at {KAFKA_URL} ({exc.strerror or exc});"
+            " start it with `scripts/services up kafka`"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _require_kafka() -> None:
+    reason = _unreachable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest_asyncio.fixture
+async def transport() -> AsyncIterator[KafkaTransport]:
+    opened = await open_transport(KAFKA_URL)
+    assert isinstance(opened, KafkaTransport)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def raw_read(topic: str) -> list[aiokafka.ConsumerRecord]:  # type: ignore[name-defined]
+    """Every record of ``topic``, read by aiokafka without a group."""
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        metadata = await consumer._client.fetch_all_metadata()  # with the new topic
+        partitions = [
+            aiokafka.TopicPartition(topic, p) for p in metadata.partitions_for_topic(topic) or ()
+        ]
+        assert partitions, f"aiokafka does not see topic {topic!r}"
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out = []
+        deadline = time.monotonic() + 30
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            assert time.monotonic() < deadline, "aiokafka could not read the topic to its end"
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def consume_all(
+    sub: Subscription, count: int, *, within: float, ack: bool = True
+) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + within
+    while len(got) < count and time.monotonic() < deadline:
+        for delivery in await sub.fetch(max_records=500, timeout=0.2):
+            got.append(delivery)
+            if ack:
+                await delivery.ack()
+    return got
+
+
+# -- what other Kafka clients see -------------------------------------------------------
+
+
+async def test_events_travel_in_cloudevents_binary_mode(transport: KafkaTransport) -> None:
+    assert transport.content_mode == "binary"
+    topic = unique("kafka.binary")
+    envelope = Envelope(
+        id="evt-1", source="order", type="OrderPlaced", subject="order-42",
+        time=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), data={"order_id": "order-42", "qty": 2},
+        correlationid="corr-9", traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+    )  # fmt: skip
+    await transport.publish([codec.encode(envelope, topic, transport.content_mode)])
+    (raw,) = await raw_read(topic)
+    headers = {name: value.decode() for name, value in raw.headers}
+    assert headers["ce_id"] == "evt-1"
+    assert headers["ce_type"] == "OrderPlaced"
+    assert headers["ce_source"] == "order"
+    assert headers["ce_specversion"] == "1.0"
+    assert headers["ce_subject"] == "order-42"
+    assert headers["ce_correlationid"] == "corr-9"
+    assert headers["content-type"] == "application/json"
+    assert raw.key == b"order-42"  # the subject is the key
+    assert raw.value == b'{"order_id":"order-42","qty":2}'  # the payload alone, no envelope
+    (record,) = await transport.read(topic, raw.partition, raw.offset, 1)
+    assert codec.decode(record) == envelope
+
+
+async def test_keys_land_where_the_java_partitioner_puts_them(transport: KafkaTransport) -> None:
+    topic = unique("kafka.partitioner")
+    await transport.create_topic(topic, 6)
+    keys = [f"order-{i}" for i in range(60)]
+    await transport.publish([OutgoingRecord(topic, k.encode(), k) for k in keys])
+    java = aiokafka_partitioner.DefaultPartitioner()
+    placed = {r.key.decode(): r.partition for r in await raw_read(topic)}
+    assert placed == {k: java(k.encode(), list(range(6)), list(range(6))) for k in keys}
+    assert len(set(placed.values())) == 6
+
+
+# -- the producer -----------------------------------------------------------------------
+
+
+def test_producer_is_idempotent_and_waits_for_all_replicas() -> None:
+    config = KafkaTransport(KAFKA_URL).settings.producer(lambda error: None, 1 << 20)
+    assert config["enable.idempotence"] is True
+    assert config["acks"] == "all"
+
+
+@pytest.mark.skipif(not LOCAL_BROKER, reason="reads the log files of scripts/services' broker")
+async def test_broker_stored_the_batches_with_a_producer_id(transport: KafkaTransport) -> None:
+    topic = unique("kafka.idempotent")
+    await transport.create_topic(topic, 1)
+    await transport.publish([OutgoingRecord(topic, f"v{i}".encode(), "k") for i in range(5)])
+    await transport.publish([OutgoingRecord(topic, b"v5", "k")])
+    segment = REPO / ".services" / "kafka" / "data" / f"{topic}-0" / f"{0:020d}.log"
+    data = segment.read_bytes()
+    # Record batch v2 header: base offset, length, leader epoch, magic, crc, attributes,
+    # last offset delta, first and max timestamp, producer id, epoch, base sequence, count.
+    header = struct.Struct(">qiibIhiqqqhii")
+    batches, at = [], 0
+    while at + header.size <= len(data):
+        fields = header.unpack_from(data, at)
+        batches.append(fields)
+        at += 12 + fields[1]
+    assert [b[0] for b in batches] == [0, 5]  # two batches, at offsets 0 and 5
+    assert all(b[3] == 2 for b in batches)  # magic v2
+    producer_ids = {b[9] for b in batches}
+    assert len(producer_ids) == 1 and producer_ids.pop() >= 0, "not an idempotent producer"
+    assert [b[11] for b in batches] == [0, 5]  # sequence numbers the broker dedupes by
+
+
+async def test_a_record_as_large_as_max_record_bytes_is_accepted(
+    transport: KafkaTransport,
+) -> None:
+    # max_record_bytes comes from the broker's message.max.bytes: right at the limit, the
+    # broker must take it (the refusal above it is in the shared suite).
+    topic = unique("kafka.large")
+    await transport.create_topic(topic, 1)
+    await transport.publish([OutgoingRecord(topic, b"x" * transport.max_record_bytes, "k")])
+    (record,) = await transport.read(topic, 0, 0, 1)
+    assert len(record.value) == transport.max_record_bytes
+
+
+# -- consumer groups --------------------------------------------------------------------
+
+
+async def test_committed_offsets_are_kafkas_own(transport: KafkaTransport) -> None:
+    topic, group = unique("kafka.commits"), unique("kafka-group")
+    await transport.create_topic(topic, 1)
+    await transport.publish([OutgoingRecord(topic, f"v{i}".encode(), "k") for i in range(10)])
+    sub = await transport.subscribe(group, [topic])
+    got: list[Delivery] = []
+    got = await consume_all(sub, 10, within=15, ack=False)
+    assert len(got) == 10
+    for delivery in got[:4]:
+        await delivery.ack()
+    await sub.fetch(timeout=0)  # acks are committed (in one request) by the next fetch
+    admin = aiokafka_admin.AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        assert {(tp.topic, tp.partition): o.offset for tp, o in offsets.items()} == {
+            (topic, 0): 4
+        }
+        for delivery in got[4:]:
+            await delivery.ack()
+        await sub.close()  # close commits what was acked
+        offsets = await admin.list_consumer_group_offsets(group)
+        assert offsets[aiokafka.TopicPartition(topic, 0)].offset == 10
+        assert group in {g[0] for g in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+
+
+async def test_assignment_moves_only_inside_fetch_and_keeps_acks(
+    transport: KafkaTransport,
+) -> None:
+    """A member handling records keeps its partitions until its next fetch, its acks then
+    go with the partitions it gives up, and the new member starts right after them."""
+    topic, group = unique("kafka.rebalance"), unique("kafka-group")
+    await transport.create_topic(topic, 4)
+    first = [OutgoingRecord(topic, f"old-{i}".encode(), f"k{i}") for i in range(40)]
+    await transport.publish(first)
+    a = await transport.subscribe(group, [topic])
+    in_hand = await consume_all(a, 40, within=15, ack=False)
+    assert len(in_hand) == 40
+    held = a.assignment()
+    assert held == {(topic, p) for p in range(4)}
+    b = await transport.subscribe(group, [topic])
+    for _ in range(10):  # b joins; the group waits for a to give partitions up
+        assert await b.fetch(timeout=0.3) == []
+        assert a.assignment() == held, "a's partitions moved while it handled records"
+    for delivery in in_hand:
+        await delivery.ack()
+    deadline = time.monotonic() + 30
+    while not (a.assignment() and b.assignment()):
+        assert time.monotonic() < deadline, (a.assignment(), b.assignment())
+        assert await a.fetch(timeout=0.1) == []
+        assert await b.fetch(timeout=0.1) == []  # nothing acked comes again
+    assert a.assignment() | b.assignment() == held and not a.assignment() & b.assignment()
+    second = [OutgoingRecord(topic, f"new-{i}".encode(), f"k{i}") for i in range(40)]
+    await transport.publish(second)
+    got: dict[str, list[bytes]] = {"a": [], "b": []}
+    deadline = time.monotonic() + 30
+    while len(got["a"]) + len(got["b"]) < 40 and time.monotonic() < deadline:
+        for name, sub in (("a", a), ("b", b)):
+            for delivery in await sub.fetch(timeout=0.1):
+                got[name].append(delivery.record.value)
+                await delivery.ack()
+    assert sorted(got["a"] + got["b"]) == sorted(r.value for r in second)
+    assert got["a"] and got["b"]
+    await a.close()
+    with pytest.raises(NotAssigned):
+        await in_hand[0].ack()
+    await b.close()
+
+
+# -- a broker that goes away and comes back ---------------------------------------------
+
+
+@pytest.mark.skipif(not LOCAL_BROKER, reason="restarts scripts/services' broker")
+async def test_a_broker_restart_loses_nothing(transport: KafkaTransport) -> None:
+    topic, group = unique("kafka.restart"), unique("kafka-group")
+    await transport.create_topic(topic, 3)
+    sub = await transport.subscribe(group, [topic])
+    consumed: set[bytes] = set()
+    published: list[bytes] = []
+
+    async def consume_until(stop: asyncio.Event) -> None:
+        while not stop.is_set() or len(consumed) < len(published):
+            for delivery in await sub.fetch(max_records=200, timeout=0.2):
+                consumed.add(delivery.record.value)
+                await delivery.ack()
+
+    async def publish_through(restart: asyncio.Task[subprocess.CompletedProcess[str]]) -> None:
+        n = 0
+        while not restart.done() or n < 400:  # some before, during and after the outage
+            batch = [
+                OutgoingRecord(topic, f"r{i}".encode(), f"key-{i % 17}") for i in range(n, n + 5)
+            ]
+            await transport.publish(batch)  # must neither fail nor lose a record
+            published.extend(r.value for r in batch)
+            n += 5
+            await asyncio.sleep(0.02)
+
+    stop = asyncio.Event()
+    consumer = asyncio.create_task(consume_until(stop))
+    await asyncio.sleep(1)
+    restart = asyncio.create_task(asyncio.to_thread(
+        subprocess.run, [str(REPO / "scripts" / "services"), "restart", "kafka"],
+        capture_output=True, text=True, timeout=180,
+    ))  # fmt: skip
+    started = time.monotonic()
+    await publish_through(restart)
+    result = restart.result()
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started > 5, "the broker was not down for long"
+    stop.set()
+    await asyncio.wait_for(consumer, 120)  # the member resumes once the broker is back
+    stored = [r.value for r in await raw_read(topic)]
+    assert len(stored) == len(published), "duplicates or losses in the log"
+    assert set(stored) == set(published)
+    assert consumed == set(published)
+    await sub.close()
+    committed = await transport.committed(group)
+    ends = {t.name: t for t in await transport.topics()}[topic].end_offsets
+    assert committed == {(topic, p): end for p, end in ends.items() if end}
+
+
+# -- connecting -------------------------------------------------------------------------
+
+
+async def test_unreachable_broker_is_one_clear_line_and_quick() -> None:
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as raised:
+        await open_transport("kafka://127.0.0.1:1")
+    message = str(raised.value)
+    assert time.monotonic() - started < 10
+    assert "\n" not in message
+    assert message.startswith("kafka://127.0.0.1:1 is not reachable (")
+    assert message.endswith("); start it with: scripts/services up kafka")
+    assert "Connection refused" in message

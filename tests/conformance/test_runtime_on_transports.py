@@ -1,0 +1,109 @@
+"""The runtime's promises on every transport: dead-letter routing and replay, redelivery.
+
+These run the framework (not just the transport) against each real engine, with the
+broker URLs of conftest.BROKERS, so `pytest -k kafka` selects Kafka's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
+from tidings.reliability.deadletter import DeadLetter, dlq_topic
+from tidings.runtime import Runtime
+from tidings.store.sqlite import SQLiteStore
+from tidings.transport import make_transport
+from tidings.transport.base import OutgoingRecord, Transport
+
+
+class PaymentRequested(Event):
+    __topic__ = "conformance.payments"
+    __subject__ = "payment_id"
+    payment_id: str
+    cents: int
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def _read_all(transport: Transport, topic: str) -> list[DeadLetter]:
+    out = []
+    for info in await transport.topics():
+        if info.name == topic:
+            for partition, end in info.end_offsets.items():
+                if end:
+                    out += [
+                        DeadLetter.from_record(r)
+                        for r in await transport.read(topic, partition, 0, end)
+                    ]
+    return out
+
+
+async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
+    transport_url: str, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    # A fresh topic per run: the real brokers are shared by every test and every run.
+    PaymentRequested.__topic__ = f"conformance.payments.{suffix}"
+    svc = Service(f"payments-{suffix}", retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    handled: list[int] = []
+    broken = {"on": True}
+
+    @svc.on(PaymentRequested)
+    async def pay(event: PaymentRequested, ctx: Context) -> None:
+        if event.cents < 0:
+            raise NonRecoverable("negative amount")
+        if broken["on"] and event.cents == 13:
+            raise RuntimeError("card processor timed out")
+        handled.append(event.cents)
+
+    transport = make_transport(transport_url)
+    await transport.connect()
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    await store.connect()
+    rt = Runtime(svc, transport, store)
+    await rt.start()
+    try:
+        async with rt.unit_of_work() as ctx:
+            for cents in (5, -1, 13, 7):
+                ctx.publish(PaymentRequested(payment_id=f"p{cents}", cents=cents))
+        await transport.publish([OutgoingRecord(PaymentRequested.__topic__, b"garbage", "p0")])
+        await _until(lambda: _dlq_count(transport, svc.group, 3))
+        letters = {
+            d.reason.split(":")[0]: d for d in await _read_all(transport, dlq_topic(svc.group))
+        }
+        assert sorted(handled) == [5, 7]
+        assert set(letters) == {
+            "undecodable",
+            f"{pay.__qualname__} raised a non-recoverable error",
+            f"{pay.__qualname__} failed after 2 attempt(s)",
+        }
+        failed = letters[f"{pay.__qualname__} failed after 2 attempt(s)"]
+        assert failed.error == "RuntimeError: card processor timed out" and failed.attempts == 2
+        assert failed.topic == PaymentRequested.__topic__ and failed.offset >= 0
+
+        broken["on"] = False  # the processor is back: replay the dead letter
+        await transport.publish([failed.replay_record()])
+        await _until(lambda: _handled(handled, 13))
+        assert sorted(handled) == [5, 7, 13]
+    finally:
+        await rt.stop()
+        await store.close()
+        await transport.close()
+
+
+async def _dlq_count(transport: Transport, group: str, n: int) -> bool:
+    return len(await _read_all(transport, dlq_topic(group))) >= n
+
+
+async def _handled(handled: list[int], cents: int) -> bool:
+    return cents in handled
