@@ -1,0 +1,44 @@
+"""Tests that need a real server: skip with how to start it, or fail under CI.
+
+Under ``CI=true`` a missing server fails the test: CI must never go green without having
+run what it claims to run. Elsewhere the test is skipped with the backend's name and the
+command that starts it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+_DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432}
+_SERVICE = {"kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres"}
+
+
+@functools.cache
+def unreachable(url: str) -> str | None:
+    """Why the server of ``url`` cannot be reached (a TCP connect), or None if it can."""
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS:
+        return None
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        service = _SERVICE[parts.scheme]
+        return f"{service}: {url} is unreachable ({exc}); start it with `scripts/services up {service}`"
+    return None
+
+
+def require(*urls: str) -> None:
+    """Skip the calling test (fail it under CI) unless every server is reachable."""
+    for url in urls:
+        reason = unreachable(url)
+        if reason:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
