@@ -6,14 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit services services-down bench lock clean
+.PHONY: install demo test lint unit services services-down browser bench lock clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,kafka,nats,postgres]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,kafka,nats,postgres,otlp-proto]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: install
@@ -24,7 +24,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install lint
+test: install lint services browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -36,14 +36,18 @@ services:
 services-down:
 	scripts/services down
 
-bench: install
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; no download).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+bench: install services
 	$(BIN)/python -m bench
 
 # Re-pin every dependency (run after changing pyproject.toml).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
-	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,postgres]'
+	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,postgres,otlp-proto]'
 	.lock-venv/bin/python -m pip freeze --exclude tidings > constraints.txt
 	rm -rf .lock-venv
 

@@ -3,17 +3,32 @@
 A payment is taken at most once per order: the inbox already makes a redelivered event a
 no-op, and the ``payments`` record per order is a second guard for the same event
 published twice (say, by a relay that crashed after publishing and before deleting).
+
+Fraud review holds: the risk team keeps a watch list (``SHOP_FRAUD_HOLD_FILE``). Billing
+will not charge a customer on it, and will not decline the order either: that is the
+reviewer's call. It raises :class:`PaymentHeldForReview`, a non-recoverable error, so the
+InventoryReserved event goes to the dead letters at once (``billing.dlq``), which serve as
+the review queue. The reviewer clears the customer (removes them from the file) and
+replays the dead letter (``tidings dlq replay billing ...`` or the dashboard's button):
+billing then charges as usual and the order completes. Left on the list, a replay is
+dead-lettered again.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 
 from shop import settings
 from shop.events import InventoryReserved, PaymentFailed, PaymentProcessed
-from tidings import Context, Service, new_event_id
+from tidings import Context, NonRecoverable, Service, new_event_id
 
 service = Service("billing")
+log = logging.getLogger("shop.billing")
+
+
+class PaymentHeldForReview(NonRecoverable):
+    """The customer is on the fraud watch list: a person must clear them before we charge."""
 
 
 def _declined_by_bank(order_id: str) -> bool:
@@ -26,6 +41,12 @@ def _declined_by_bank(order_id: str) -> bool:
 async def charge(event: InventoryReserved, ctx: Context) -> None:
     if await ctx.state.get("payments", event.order_id) is not None:
         return
+    if event.customer_id in settings.fraud_hold_customers():
+        log.warning("payment of order %s held for fraud review", event.order_id)
+        raise PaymentHeldForReview(
+            f"customer {event.customer_id} is on the fraud watch list; "
+            "clear them, then replay this dead letter"
+        )
     customer = await ctx.state.get("customers", event.customer_id) or {
         "customer_id": event.customer_id,
         "spent_cents": 0,
@@ -37,7 +58,9 @@ async def charge(event: InventoryReserved, ctx: Context) -> None:
     elif _declined_by_bank(event.order_id):
         reason = "declined by the card issuer"
     if reason is not None:
-        ctx.publish(PaymentFailed(order_id=event.order_id, customer_id=event.customer_id, reason=reason))
+        ctx.publish(
+            PaymentFailed(order_id=event.order_id, customer_id=event.customer_id, reason=reason)
+        )
         return
     payment_id = new_event_id()
     customer["spent_cents"] += event.amount_cents
@@ -45,8 +68,12 @@ async def charge(event: InventoryReserved, ctx: Context) -> None:
     await ctx.state.put(
         "payments",
         event.order_id,
-        {"payment_id": payment_id, "order_id": event.order_id, "customer_id": event.customer_id,
-         "amount_cents": event.amount_cents},
+        {
+            "payment_id": payment_id,
+            "order_id": event.order_id,
+            "customer_id": event.customer_id,
+            "amount_cents": event.amount_cents,
+        },
     )
     ctx.publish(
         PaymentProcessed(

@@ -39,7 +39,9 @@ async def reserve(event: OrderPlaced, ctx: Context) -> None:
         if stock[sku] is None or stock[sku]["available"] < qty  # type: ignore[index]
     ]
     if short:
-        ctx.publish(InventoryRejected(order_id=event.order_id, reason="out of stock: " + ", ".join(short)))
+        ctx.publish(
+            InventoryRejected(order_id=event.order_id, reason="out of stock: " + ", ".join(short))
+        )
         return
     for sku, qty in wanted.items():
         item = stock[sku]
@@ -49,7 +51,11 @@ async def reserve(event: OrderPlaced, ctx: Context) -> None:
     await ctx.state.put(
         "reservations",
         event.order_id,
-        {"order_id": event.order_id, "lines": [line.model_dump() for line in event.lines], "released": False},
+        {
+            "order_id": event.order_id,
+            "lines": [line.model_dump() for line in event.lines],
+            "released": False,
+        },
     )
     ctx.publish(
         InventoryReserved(

@@ -49,12 +49,18 @@ async def place_order(command: PlaceOrder, ctx: Context) -> dict[str, Any]:
     """Record a new order and publish OrderPlaced, in one unit of work."""
     unknown = sorted({line.sku for line in command.lines} - PRICES_CENTS.keys())
     if unknown:
-        raise UnknownProduct(f"unknown sku(s): {', '.join(unknown)}; we sell {', '.join(PRICES_CENTS)}")
+        raise UnknownProduct(
+            f"unknown sku(s): {', '.join(unknown)}; we sell {', '.join(PRICES_CENTS)}"
+        )
     order_id = new_event_id()
     amount = sum(PRICES_CENTS[line.sku] * line.quantity for line in command.lines)
     envelope = ctx.publish(
-        OrderPlaced(order_id=order_id, customer_id=command.customer_id, lines=command.lines,
-                    amount_cents=amount)
+        OrderPlaced(
+            order_id=order_id,
+            customer_id=command.customer_id,
+            lines=command.lines,
+            amount_cents=amount,
+        )
     )
     order = {
         "order_id": order_id,
@@ -104,7 +110,9 @@ async def on_payment_failed(event: PaymentFailed, ctx: Context) -> None:
 @service.on(PaymentProcessed)
 async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
     await _advance(
-        ctx, event.order_id, "COMPLETED",
+        ctx,
+        event.order_id,
+        "COMPLETED",
         effect=OrderCompleted(order_id=event.order_id, payment_id=event.payment_id),
     )
 
@@ -112,7 +120,10 @@ async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
 @service.on(InventoryRejected)
 async def on_rejected(event: InventoryRejected, ctx: Context) -> None:
     await _advance(
-        ctx, event.order_id, "CANCELLED", event.reason,
+        ctx,
+        event.order_id,
+        "CANCELLED",
+        event.reason,
         effect=OrderCancelled(order_id=event.order_id, reason=event.reason),
     )
 
@@ -120,6 +131,9 @@ async def on_rejected(event: InventoryRejected, ctx: Context) -> None:
 @service.on(InventoryReleased)
 async def on_released(event: InventoryReleased, ctx: Context) -> None:
     await _advance(
-        ctx, event.order_id, "CANCELLED", event.reason,
+        ctx,
+        event.order_id,
+        "CANCELLED",
+        event.reason,
         effect=OrderCancelled(order_id=event.order_id, reason=event.reason),
     )

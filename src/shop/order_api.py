@@ -120,7 +120,10 @@ async def list_orders(
 ) -> dict[str, Any]:
     async with service.unit_of_work() as ctx:
         orders = await ctx.state.list("orders", limit, after)
-    return {"orders": [_summary(o) for o in orders], "next": orders[-1]["order_id"] if len(orders) == limit else None}
+    return {
+        "orders": [_summary(o) for o in orders],
+        "next": orders[-1]["order_id"] if len(orders) == limit else None,
+    }
 
 
 def _summary(order: dict[str, Any]) -> dict[str, Any]:

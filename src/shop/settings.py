@@ -4,12 +4,16 @@
 * ``SHOP_CREDIT_LIMITS``: per-customer spending limits in cents, ``customer=cents,...``
   (a customer not listed has ``SHOP_DEFAULT_CREDIT_CENTS``, default 10,000,000);
 * ``SHOP_PAYMENT_FAILURE_RATE``: share of payments the simulator declines (default 0);
-* ``SHOP_SEED``: seed of that simulator, so a run can be repeated exactly.
+* ``SHOP_SEED``: seed of that simulator, so a run can be repeated exactly;
+* ``SHOP_FRAUD_HOLD_FILE``: a file of customer ids (one a line, ``#`` comments) whose
+  payments billing holds for manual fraud review; re-read on every payment, so the risk
+  team clears a customer by editing it (see :mod:`shop.billing`).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from shop.catalog import INITIAL_STOCK
 
@@ -43,3 +47,15 @@ def payment_failure_rate() -> float:
 
 def seed() -> str:
     return os.environ.get("SHOP_SEED", "tidings")
+
+
+def fraud_hold_customers() -> frozenset[str]:
+    path = os.environ.get("SHOP_FRAUD_HOLD_FILE")
+    if not path:
+        return frozenset()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return frozenset()
+    lines = (line.strip() for line in text.splitlines())
+    return frozenset(line for line in lines if line and not line.startswith("#"))

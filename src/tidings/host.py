@@ -58,6 +58,7 @@ async def serve(
         await store.connect()
         runtime = Runtime(service, transport, store, observer=observer)
         await runtime.start()
+        watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")
         server = None
         server_task: asyncio.Task[None] | None = None
         if http is not None and service.http_app is not None:
@@ -66,14 +67,27 @@ async def serve(
             app = service.http_app
             if isinstance(app, str):
                 app = load_object(app)
+            app = runtime.observer.wrap_http_app(app)
+            # log_config=None: uvicorn's loggers go through the process's one logging setup.
             config = uvicorn.Config(
-                app, host=http[0], port=http[1], log_level="warning", lifespan="off",
+                app,
+                host=http[0],
+                port=http[1],
+                log_level="warning",
+                lifespan="off",
                 access_log=False,
+                log_config=None,
             )
             server = uvicorn.Server(config)
             # This process owns SIGINT/SIGTERM (to stop the runtime too), not uvicorn.
             server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
             server_task = asyncio.create_task(server.serve())
+            # Ready means accepting requests; uvicorn offers a flag for that, not an event.
+            while not server.started and not server_task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            if server_task.done():
+                server_task.result()  # e.g. the port is taken: raise that
+                raise OSError(f"HTTP server on {http[0]}:{http[1]} stopped at start-up")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,13 +102,14 @@ async def serve(
             if waiter.done():
                 waiter.result()  # a task failed: re-raise after cleaning up below
         finally:
-            for task in (stopper, waiter):
+            for task in (stopper, waiter, watcher):
                 task.cancel()
             if server is not None and server_task is not None:
                 server.should_exit = True
                 with contextlib.suppress(asyncio.CancelledError):
                     await server_task
             await runtime.stop()
+            runtime.observer.close()
             await store.close()
     finally:
         await transport.close()

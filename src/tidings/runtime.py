@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 
@@ -29,11 +29,15 @@ from tidings.envelope import Envelope
 from tidings.messages import Message
 from tidings.reliability.deadletter import dead_letter, dlq_topic, replay_topic
 from tidings.reliability.outbox import OutboxRelay
+from tidings.reliability.retry import RetryPolicy
 from tidings.service import Context, HandlerSpec, Service
-from tidings.store.base import OutboxEntry, Store, UnitOfWork
-from tidings.transport.base import Delivery, Record, Subscription, Transport
+from tidings.store.base import OutboxEntry, Store, StoreUnavailable, UnitOfWork
+from tidings.transport.base import Delivery, Record, Subscription, Transport, TransportError
 
 log = logging.getLogger("tidings.runtime")
+# Errors of the broker or the database, not of a handler: they are waited out, never
+# retried against the handler's policy or dead-lettered.
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (TransportError, StoreUnavailable)
 Outcome = Literal["handled", "duplicate", "skipped", "dead_lettered"]
 
 
@@ -51,19 +55,59 @@ class Stats:
 
 
 class Observer:
-    """Hooks for metrics and tracing; the default does nothing."""
+    """Hooks for metrics, tracing and logs; the default does nothing.
+
+    :mod:`tidings.observability` implements them. Hooks run on the hot path (once per
+    event), so an implementation keeps them cheap and never raises.
+    """
+
+    def handling(
+        self, service: str, envelope: Envelope, record: Record
+    ) -> contextlib.AbstractContextManager[object]:
+        """Wraps the handling of one event by a handler (all its attempts): a consumer span."""
+        return _NO_CONTEXT
+
+    def publishing(self, service: str, topic: str, envelope: Envelope) -> Envelope:
+        """The envelope ``Context.publish`` will write, e.g. with a producer span's traceparent."""
+        return envelope
+
+    def on_dead_lettered(
+        self, service: str, record: Record, reason: str, error: BaseException
+    ) -> None:
+        return None
+
+    def wrap_http_app(self, app: Any) -> Any:
+        """The service's HTTP app as served, e.g. behind tracing middleware."""
+        return app
+
+    async def run(self, runtime: Runtime) -> None:
+        """Background work while ``runtime`` runs (e.g. sampling consumer lag)."""
+        return None
+
+    def close(self) -> None:
+        """Flush and release what the observer holds (after the runtime stopped)."""
+        return None
 
     def on_handled(
-        self, service: str, envelope: Envelope | None, record: Record, outcome: Outcome,
+        self,
+        service: str,
+        envelope: Envelope | None,
+        record: Record,
+        outcome: Outcome,
         seconds: float,
     ) -> None:
         return None
 
-    def on_retry(self, service: str, envelope: Envelope, attempt: int, error: BaseException) -> None:
+    def on_retry(
+        self, service: str, envelope: Envelope, attempt: int, error: BaseException
+    ) -> None:
         return None
 
     def on_published(self, service: str, entries: list[OutboxEntry]) -> None:
         return None
+
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 class Runtime:
@@ -156,7 +200,7 @@ class Runtime:
         self, cause: Envelope | None
     ) -> AsyncIterator[tuple[UnitOfWork, Context]]:
         async with self.store.unit_of_work(self.service.name) as uow:
-            ctx = Context(self.service.name, uow, cause)
+            ctx = Context(self.service.name, uow, cause, stamp=self._stamp)
             yield uow, ctx
             if ctx.outgoing:
                 await uow.add_outbox(
@@ -167,20 +211,49 @@ class Runtime:
 
     # -- consuming -----------------------------------------------------------------------
     async def _consume_loop(self) -> None:
+        backoff = RetryPolicy(initial_delay=0.1, max_delay=5.0)
+        outages = 0
         while not self._stopping.is_set():
-            await self.poll(timeout=0.2)
+            try:
+                await self.poll(timeout=0.2)
+                outages = 0
+            except INFRASTRUCTURE_ERRORS as exc:
+                # The broker or the database is down: nothing was acked past what was
+                # handled, so wait and carry on where we were (never dead-letter for this).
+                outages += 1
+                delay = backoff.delay(min(outages, 10), self.rng)
+                log.warning("%s: %s; retrying in %.1fs", self.service.group, exc, delay)
+                await self.sleep(delay)
 
     async def poll(self, timeout: float = 0.0) -> int:
-        """Fetch one batch, handle it and ack it; returns how many records it had."""
+        """Fetch one batch, handle it and ack it; returns how many records it had.
+
+        If the broker or the store fails midway, what was handled is acked, the partition
+        of the record in hand is rewound to it (nack), and the error is raised.
+        """
         assert self.subscription is not None, "start() the runtime first"
         deliveries = await self.subscription.fetch(self.fetch_max, timeout)
-        last: dict[tuple[str, int], Delivery] = {}
-        for delivery in deliveries:
-            await self.process(delivery)
-            last[(delivery.record.topic, delivery.record.partition)] = delivery
-        # Acks are cumulative per partition: the last record of each is enough.
-        for delivery in last.values():
-            await delivery.ack()
+        done: dict[tuple[str, int], Delivery] = {}
+        rewind: dict[tuple[str, int], Delivery] = {}
+        try:
+            for delivery in deliveries:
+                pair = (delivery.record.topic, delivery.record.partition)
+                if pair in rewind:
+                    continue
+                try:
+                    await self.process(delivery)
+                except INFRASTRUCTURE_ERRORS:
+                    rewind[pair] = delivery
+                    raise
+                done[pair] = delivery
+        finally:
+            # Acks are cumulative per partition: the last handled record of each is enough.
+            for delivery in done.values():
+                with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                    await delivery.ack()
+            for delivery in rewind.values():
+                with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                    await delivery.nack(0.5)
         return len(deliveries)
 
     async def process(self, delivery: Delivery) -> Outcome:
@@ -199,7 +272,8 @@ class Runtime:
                 self.stats.skipped += 1
                 outcome = "skipped"
             else:
-                outcome = await self._handle(record, envelope, spec)
+                with self.observer.handling(self.service.name, envelope, record):
+                    outcome = await self._handle(record, envelope, spec)
         self.observer.on_handled(
             self.service.name, envelope, record, outcome, time.perf_counter() - started
         )
@@ -224,6 +298,8 @@ class Runtime:
                     await uow.mark_seen(group, envelope.id)
                 self.stats.handled += 1
                 return "handled"
+            except INFRASTRUCTURE_ERRORS:
+                raise  # not the handler's fault: poll() rewinds and the loop waits
             except Exception as exc:
                 if not spec.retry.should_retry(exc, attempt):
                     reason = (
@@ -237,18 +313,34 @@ class Runtime:
                 delay = spec.retry.delay(attempt, self.rng)
                 log.info(
                     "%s: %s on %s (attempt %d), retrying in %.3fs",
-                    spec.name, type(exc).__name__, envelope.id, attempt, delay,
+                    spec.name,
+                    type(exc).__name__,
+                    envelope.id,
+                    attempt,
+                    delay,
                 )
                 await self.sleep(delay)
 
     async def _dead_letter(
         self, record: Record, reason: str, error: BaseException, attempts: int
     ) -> Outcome:
-        log.warning("%s: dead-lettering %s/%d@%d: %s", self.service.group, record.topic,
-                    record.partition, record.offset, reason)
-        await self.transport.publish([dead_letter(record, self.service.group, reason, error, attempts)])
+        log.warning(
+            "%s: dead-lettering %s/%d@%d: %s",
+            self.service.group,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        await self.transport.publish(
+            [dead_letter(record, self.service.group, reason, error, attempts)]
+        )
         self.stats.dead_lettered += 1
+        self.observer.on_dead_lettered(self.service.name, record, reason, error)
         return "dead_lettered"
+
+    def _stamp(self, topic: str, envelope: Envelope) -> Envelope:
+        return self.observer.publishing(self.service.name, topic, envelope)
 
     def _published(self, entries: list[OutboxEntry]) -> None:
         self.stats.published += len(entries)

@@ -76,11 +76,19 @@ class Outgoing:
 class Context:
     """What a handler gets besides its event: state, publish, and where it came from."""
 
-    def __init__(self, service: str, uow: UnitOfWork, cause: Envelope | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        uow: UnitOfWork,
+        cause: Envelope | None = None,
+        stamp: Callable[[str, Envelope], Envelope] | None = None,
+    ) -> None:
         self.service = service
         self.state = State(uow)
         self.cause = cause
         self.outgoing: list[Outgoing] = []
+        # Set by the runtime: lets tracing give the envelope its producer span's traceparent.
+        self._stamp = stamp
 
     @property
     def correlation_id(self) -> str | None:
@@ -110,6 +118,8 @@ class Context:
             causationid=cause.id if cause else None,
             traceparent=cause.traceparent if cause else None,
         )
+        if self._stamp is not None:
+            envelope = self._stamp(message.__topic__, envelope)
         self.outgoing.append(Outgoing(message.__topic__, envelope))
         return envelope
 
@@ -151,7 +161,9 @@ class Service:
 
     def on(
         self, *message_types: type[M], retry: RetryPolicy | None = None
-    ) -> Callable[[Callable[[M, Context], Awaitable[None]]], Callable[[M, Context], Awaitable[None]]]:
+    ) -> Callable[
+        [Callable[[M, Context], Awaitable[None]]], Callable[[M, Context], Awaitable[None]]
+    ]:
         """Register the decorated coroutine as the handler of these message types."""
         if not message_types:
             raise TypeError("on() needs at least one message type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
@@ -255,3 +256,28 @@ async def test_dead_letter_replay_reaches_only_the_failing_group(
     assert await total(rt2, "a") == 5
     assert rt2.stats.consumed == 1, "the replay must not reach the group that handled it"
     await other_store.close()
+
+
+async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport, store) -> None:
+    from tidings.store.base import StoreUnavailable
+
+    svc = Service(f"outage{next(_names)}")
+    outage = {"left": 1}
+    seen: list[int] = []
+
+    @svc.on(ThingHappened)
+    async def handle(event: ThingHappened, ctx: Context) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise StoreUnavailable("postgresql://db: connection lost")
+        seen.append(event.n)
+
+    rt = await started(svc, transport, store)
+    await publish(rt, ThingHappened(thing_id="a", n=1), ThingHappened(thing_id="a", n=2))
+    with pytest.raises(StoreUnavailable):
+        await drain(rt)
+    await asyncio.sleep(0.6)  # the partition was rewound with a short pause
+    await drain(rt)
+    assert seen == [1, 2]  # the record in hand came again, in order, and nothing was skipped
+    assert rt.stats.dead_lettered == 0
+    assert rt.stats.retries == 0

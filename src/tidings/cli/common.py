@@ -19,7 +19,9 @@ err_console = Console(stderr=True)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-BROKER_HELP = "Broker URL: sqlite:///./.tidings/log.db, kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
+BROKER_HELP = (
+    "Broker URL: sqlite:///./.tidings/log.db, kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
+)
 STORE_HELP = "Store URL: sqlite:///./.tidings/{service}.db or postgresql://127.0.0.1:5432/tidings"
 
 

@@ -5,11 +5,17 @@ processes on one broker, places orders over HTTP (some made to fail payment, som
 out of stock), waits until every order settles, prints what happened, and checks the
 shop's invariants itself: every order ends Completed or Cancelled, stock is conserved,
 and no order is charged twice.
+
+With ``--dashboard`` it also serves the web dashboard, opens it, places one order that
+billing holds for fraud review (a dead letter to look at and replay), and keeps the shop
+running until Ctrl-C. ``--traces`` and ``--metrics`` pass tracing and metrics on to the
+service processes; their logs are JSON lines in the run's directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -30,6 +36,7 @@ from tidings.cli.common import console, opened_store, opened_transport
 
 SERVICES = ("order", "inventory", "billing")
 BROKE_CUSTOMER = "c-broke"
+WATCHED_CUSTOMER = "c-watched"
 
 
 def _free_port() -> int:
@@ -66,20 +73,37 @@ class Shop:
             SHOP_PAYMENT_FAILURE_RATE=self.env.get("SHOP_PAYMENT_FAILURE_RATE", "0.08"),
             SHOP_SEED=seed,
         )
+        self.env.setdefault("TIDINGS_LOG_FORMAT", "json")
+        # Services given a port here serve Prometheus metrics on it.
+        self.metrics_ports: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, *names: str) -> None:
         """Start the named services (all by default) as ``tidings run`` processes."""
         for name in names or SERVICES:
             (self.workdir / f"{name}.ready").unlink(missing_ok=True)
-            args = [sys.executable, "-m", "tidings", "run", f"shop.{name}:service",
-                    "--broker", self.broker, "--store", self.store,
-                    "--ready-file", str(self.workdir / f"{name}.ready")]
+            args = [
+                sys.executable,
+                "-m",
+                "tidings",
+                "run",
+                f"shop.{name}:service",
+                "--broker",
+                self.broker,
+                "--store",
+                self.store,
+                "--ready-file",
+                str(self.workdir / f"{name}.ready"),
+            ]
             if name == "order":
                 args += ["--http", f"127.0.0.1:{self.port}"]
+            env = dict(self.env)
+            if name in self.metrics_ports:
+                env["TIDINGS_METRICS_PORT"] = str(self.metrics_ports[name])
             with open(self.workdir / f"{name}.log", "ab") as log:
-                self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                                    env=self.env, cwd=os.getcwd())
+                self.procs[name] = subprocess.Popen(
+                    args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()
+                )
 
     def kill(self, name: str) -> None:
         """SIGKILL a service: no clean shutdown, as if its machine died."""
@@ -112,7 +136,10 @@ class Shop:
 
 
 async def read_stock(store_url: str) -> dict[str, int]:
-    async with opened_store(store_url, "inventory") as store, store.unit_of_work("inventory") as uow:
+    async with (
+        opened_store(store_url, "inventory") as store,
+        store.unit_of_work("inventory") as uow,
+    ):
         return {d.key: int(d.data["available"]) for d in await uow.list("stock", 1000)}
 
 
@@ -182,8 +209,21 @@ def _reason_kind(reason: str | None) -> str:
     return reason.split(" (")[0]
 
 
-def run_demo(*, orders: int, broker: str, store: str, port: int, concurrency: int,
-             timeout: float, seed: str) -> bool:
+def run_demo(
+    *,
+    orders: int,
+    broker: str,
+    store: str,
+    port: int,
+    concurrency: int,
+    timeout: float,
+    seed: str,
+    dashboard: bool = False,
+    dashboard_port: int = 0,
+    open_browser: bool = True,
+    traces: str = "",
+    metrics: bool = False,
+) -> bool:
     workdir = Path(".tidings") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     broker = broker or f"sqlite:///{workdir}/log.db"
@@ -193,8 +233,25 @@ def run_demo(*, orders: int, broker: str, store: str, port: int, concurrency: in
     console.print(f"[bold]Tidings demo[/]: {orders} orders, broker {broker}, store {store}")
     console.print(f"logs and data in {workdir}")
     shop = Shop(workdir, broker, store, port, seed)
+    watchlist = workdir / "fraud-watchlist.txt"
+    if dashboard:
+        watchlist.write_text(
+            f"# customers whose payments billing holds for review\n{WATCHED_CUSTOMER}\n"
+        )
+        shop.env["SHOP_FRAUD_HOLD_FILE"] = str(watchlist.resolve())
+    if traces:
+        shop.env["TIDINGS_TRACES"] = traces
+    if metrics:
+        shop.metrics_ports = {name: _free_port() for name in SERVICES}
+        for name, metrics_port in shop.metrics_ports.items():
+            console.print(
+                f"{name}: metrics on http://127.0.0.1:{metrics_port}/metrics", highlight=False
+            )
     shop.start()
+    board: subprocess.Popen[bytes] | None = None
     try:
+        if dashboard:
+            board = _start_dashboard(workdir, broker, dashboard_port or 8050, open_browser)
         shop.wait_ready()
         stock_before = asyncio.run(read_stock(store))
         mix = order_mix(orders, seed)
@@ -204,13 +261,98 @@ def run_demo(*, orders: int, broker: str, store: str, port: int, concurrency: in
         elapsed = time.monotonic() - started
         stock_after = asyncio.run(read_stock(store))
         payments = asyncio.run(payments_in_log(broker))
+        ok = report(final, stock_before, stock_after, payments, elapsed)
+        _print_trace_hints(final, broker)
+        if dashboard:
+            _hold_one_order(base, watchlist)
+            console.print("The shop keeps running for the dashboard; Ctrl-C stops it.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while all(p.poll() is None for p in shop.procs.values()):
+                    time.sleep(0.5)
     finally:
+        if board is not None and board.poll() is None:
+            board.send_signal(signal.SIGTERM)
+            try:
+                board.wait(10)
+            except subprocess.TimeoutExpired:
+                board.kill()
+                board.wait()
         shop.stop()
-    return report(final, stock_before, stock_after, payments, elapsed)
+    return ok
 
 
-def report(final: dict[str, dict[str, Any]], before: dict[str, int], after: dict[str, int],
-           payments: Counter[str], elapsed: float) -> bool:
+def _start_dashboard(
+    workdir: Path, broker: str, port: int, open_browser: bool
+) -> subprocess.Popen[bytes]:
+    ready = workdir / "dashboard.ready"
+    ready.unlink(missing_ok=True)
+    with open(workdir / "dashboard.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tidings",
+                "dashboard",
+                "--broker",
+                broker,
+                "--port",
+                str(port),
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (workdir / "dashboard.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"the dashboard did not start (port {port} taken?):\n{tail}")
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/"
+    console.print(f"[bold]dashboard[/]: {url}", highlight=False)
+    if open_browser:
+        import webbrowser
+
+        with contextlib.suppress(Exception):
+            webbrowser.open(url)
+    return proc
+
+
+def _print_trace_hints(final: dict[str, dict[str, Any]], broker: str) -> None:
+    """Point at `tidings trace` for one completed and one cancelled order of this run."""
+    by_status = sorted(final.values(), key=lambda o: not str(o.get("reason")).startswith("payment"))
+    for status in ("COMPLETED", "CANCELLED"):  # a cancelled order with compensation, if any
+        order = next((o for o in by_status if o["status"] == status), None)
+        if order is not None:
+            console.print(
+                f"trace a {status.lower()} order: tidings trace {order['order_id']} "
+                f"--broker {broker}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _hold_one_order(base: str, watchlist: Path) -> None:
+    body = {"customer_id": WATCHED_CUSTOMER, "lines": [{"sku": "widget", "quantity": 1}]}
+    order_id = httpx.post(f"{base}/orders", json=body, timeout=30).json()["order_id"]
+    console.print(
+        f"order {order_id} of {WATCHED_CUSTOMER} is held for fraud review: billing "
+        "dead-letters it. "
+        f"To clear the customer, remove them from {watchlist}, then press Replay on the dead "
+        "letter in the dashboard.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def report(
+    final: dict[str, dict[str, Any]],
+    before: dict[str, int],
+    after: dict[str, int],
+    payments: Counter[str],
+    elapsed: float,
+) -> bool:
     statuses = Counter(o["status"] for o in final.values())
     completed = [o for o in final.values() if o["status"] == "COMPLETED"]
     sold: Counter[str] = Counter()
@@ -220,8 +362,11 @@ def report(final: dict[str, dict[str, Any]], before: dict[str, int], after: dict
 
     outcome = Table("outcome", "orders", title=f"{len(final)} orders in {elapsed:.1f}s")
     outcome.add_row("completed", str(statuses["COMPLETED"]))
-    for kind, count in sorted(Counter(_reason_kind(o.get("reason")) for o in final.values()
-                                      if o["status"] == "CANCELLED").items()):
+    for kind, count in sorted(
+        Counter(
+            _reason_kind(o.get("reason")) for o in final.values() if o["status"] == "CANCELLED"
+        ).items()
+    ):
         outcome.add_row(f"cancelled: {kind}", str(count))
     for status, count in statuses.items():
         if status not in ("COMPLETED", "CANCELLED"):
@@ -237,13 +382,16 @@ def report(final: dict[str, dict[str, Any]], before: dict[str, int], after: dict
     console.print(f"payments taken: {sum(ours.values())} for {taken / 100:.2f} in total")
 
     checks = {
-        "every order ended Completed or Cancelled":
-            all(o["status"] in ("COMPLETED", "CANCELLED") for o in final.values()),
-        "stock conserved (before - sold = after, for every sku)":
-            all(before[s] - sold[s] == after.get(s, 0) for s in before) and set(sold) <= set(before),
+        "every order ended Completed or Cancelled": all(
+            o["status"] in ("COMPLETED", "CANCELLED") for o in final.values()
+        ),
+        "stock conserved (before - sold = after, for every sku)": all(
+            before[s] - sold[s] == after.get(s, 0) for s in before
+        )
+        and set(sold) <= set(before),
         "no order charged twice": all(v == 1 for v in ours.values()),
-        "every completed order was paid, no cancelled one was":
-            {o["order_id"] for o in completed} == set(ours),
+        "every completed order was paid, no cancelled one was": {o["order_id"] for o in completed}
+        == set(ours),
     }
     for text, ok in checks.items():
         console.print(("[green]✓[/] " if ok else "[red]✗[/] ") + text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,13 +12,30 @@ import typer
 from rich.table import Table
 
 from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
+from tidings.cli.dashboard import dashboard
+from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
+from tidings.observability import TelemetryConfig, configure, setup_logging
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 
-app = typer.Typer(help="Tidings: event-driven microservices.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Tidings: event-driven microservices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 dlq = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
+
+
+@app.callback()
+def _one_logging_setup() -> None:
+    # Every command logs through the same setup (TIDINGS_LOG_FORMAT, TIDINGS_LOG_LEVEL);
+    # `run` sets it up again with its service's name.
+    try:
+        setup_logging()
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
 
 Broker = typer.Option(DEFAULT_BROKER, "--broker", "-b", envvar="TIDINGS_BROKER", help=BROKER_HELP)
 
@@ -28,13 +44,29 @@ Broker = typer.Option(DEFAULT_BROKER, "--broker", "-b", envvar="TIDINGS_BROKER",
 def run(
     target: str = typer.Argument(..., help="The service, as package.module:attribute"),
     broker: str = Broker,
-    store: str = typer.Option(DEFAULT_STORE, "--store", "-s", envvar="TIDINGS_STORE", help=STORE_HELP),
+    store: str = typer.Option(
+        DEFAULT_STORE, "--store", "-s", envvar="TIDINGS_STORE", help=STORE_HELP
+    ),
     http: str = typer.Option("", help="Serve the service's HTTP app on HOST:PORT"),
     ready_file: Path | None = typer.Option(None, help="Touch this file once the service runs"),
+    traces: str = typer.Option(
+        "off",
+        envvar="TIDINGS_TRACES",
+        help="Export spans: otlp, otlp:URL, otlp-proto, console, file:PATH or off",
+    ),
+    metrics_port: int | None = typer.Option(
+        None,
+        envvar="TIDINGS_METRICS_PORT",
+        help="Serve Prometheus /metrics on this port (0: any free port)",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", envvar="TIDINGS_METRICS_HOST", help="Address of the metrics endpoint"
+    ),
+    log_format: str = typer.Option(
+        "text", envvar="TIDINGS_LOG_FORMAT", help="Logs as text or json (JSON lines)"
+    ),
 ) -> None:
     """Run one service until Ctrl-C or SIGTERM."""
-    logging.basicConfig(level=os.environ.get("TIDINGS_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     address = None
     if http:
         host, _, port = http.rpartition(":")
@@ -45,16 +77,28 @@ def run(
     @run_async
     async def main() -> None:
         service = load_service(target)
+        setup_logging(log_format, service=service.name, with_trace_ids=traces != "off")
+        config = TelemetryConfig.from_env()
+        config = TelemetryConfig(traces, metrics_port, metrics_host, config.metrics_interval)
+        try:
+            observer = configure(service.name, config, broker_url=broker)
+        except OSError as exc:
+            raise ValueError(f"metrics endpoint {metrics_host}:{metrics_port}: {exc}") from None
+        if observer.metrics is not None:
+            console.print(
+                f"{service.name}: metrics on http://{metrics_host}:{observer.metrics.port}/metrics",
+                highlight=False,
+            )
         ready = asyncio.Event()
 
         async def announce() -> None:
             await ready.wait()
             if ready_file is not None:
-                ready_file.write_text(str(os.getpid()))
+                ready_file.write_text(str(os.getpid()))  # noqa: ASYNC240 - a few bytes, once
 
         announcer = asyncio.create_task(announce())
         try:
-            await serve(service, broker, store, http=address, ready=ready)
+            await serve(service, broker, store, http=address, observer=observer, ready=ready)
         finally:
             announcer.cancel()
 
@@ -64,18 +108,47 @@ def run(
 @app.command()
 def demo(
     orders: int = typer.Option(50, "--orders", "-n", min=1, max=100_000, help="How many orders"),
-    broker: str = typer.Option("", "--broker", "-b", help=BROKER_HELP + " (default: a fresh SQLite log)"),
-    store: str = typer.Option("", "--store", "-s", help=STORE_HELP + " (default: fresh SQLite files)"),
+    broker: str = typer.Option(
+        "", "--broker", "-b", help=BROKER_HELP + " (default: a fresh SQLite log)"
+    ),
+    store: str = typer.Option(
+        "", "--store", "-s", help=STORE_HELP + " (default: fresh SQLite files)"
+    ),
     port: int = typer.Option(0, help="HTTP port of the order service (0: any free port)"),
     concurrency: int = typer.Option(16, help="Orders in flight at once"),
     timeout: float = typer.Option(120.0, help="Seconds to wait for every order to settle"),
     seed: str = typer.Option("tidings", help="Seed of the order mix and the payment simulator"),
+    dashboard: bool = typer.Option(
+        False,
+        "--dashboard",
+        help="Serve and open the web dashboard; keep the shop running until Ctrl-C",
+    ),
+    dashboard_port: int = typer.Option(8050, help="Port of the dashboard"),
+    open_browser: bool = typer.Option(
+        True, "--open/--no-open", help="Open the dashboard in a browser"
+    ),
+    traces: str = typer.Option(
+        "", help="Tracing of the services: otlp, otlp:URL, console, file:PATH"
+    ),
+    metrics: bool = typer.Option(False, "--metrics", help="Serve Prometheus metrics per service"),
 ) -> None:
     """Run the shop (order, inventory, billing) as processes, place orders, check invariants."""
     from tidings.cli.demo import run_demo
 
-    ok = run_demo(orders=orders, broker=broker, store=store, port=port,
-                  concurrency=concurrency, timeout=timeout, seed=seed)
+    ok = run_demo(
+        orders=orders,
+        broker=broker,
+        store=store,
+        port=port,
+        concurrency=concurrency,
+        timeout=timeout,
+        seed=seed,
+        dashboard=dashboard,
+        dashboard_port=dashboard_port,
+        open_browser=open_browser,
+        traces=traces,
+        metrics=metrics,
+    )
     raise typer.Exit(0 if ok else 1)
 
 
@@ -90,27 +163,35 @@ def topics(broker: str = Broker) -> None:
         table = Table("topic", "partitions", "end offsets", "records")
         for info in infos:
             offsets = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
-            table.add_row(info.name, str(info.partitions), offsets, str(sum(info.end_offsets.values())))
+            table.add_row(
+                info.name, str(info.partitions), offsets, str(sum(info.end_offsets.values()))
+            )
         console.print(table)
 
     main()
 
 
 @app.command()
-def lag(broker: str = Broker, group: str = typer.Option("", help="Only this consumer group")) -> None:
+def lag(
+    broker: str = Broker, group: str = typer.Option("", help="Only this consumer group")
+) -> None:
     """Consumer lag per group and partition (end offset minus committed offset)."""
 
     @run_async
     async def main() -> None:
         async with opened_transport(broker) as transport:
-            ends = {(t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()}
+            ends = {
+                (t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()
+            }
             table = Table("group", "topic", "partition", "committed", "end", "lag")
             for name in await transport.groups():
                 if group and name != group:
                     continue
                 for (topic, partition), offset in sorted((await transport.committed(name)).items()):
                     end = ends.get((topic, partition), offset)
-                    table.add_row(name, topic, str(partition), str(offset), str(end), str(end - offset))
+                    table.add_row(
+                        name, topic, str(partition), str(offset), str(end), str(end - offset)
+                    )
         console.print(table)
 
     main()
@@ -139,15 +220,23 @@ def _letter_id(letter: DeadLetter) -> str:
 
 
 @dlq.command("list")
-def dlq_list(group: str = typer.Argument(..., help="Consumer group (the service name)"),
-             broker: str = Broker) -> None:
+def dlq_list(
+    group: str = typer.Argument(..., help="Consumer group (the service name)"), broker: str = Broker
+) -> None:
     """The dead letters of a consumer group."""
     letters = run_async(_dead_letters)(broker, group)
     table = Table("id", "failed at", "type", "event id", "from", "attempts", "reason")
     for d in letters:
         when = datetime.fromtimestamp(d.failed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(_letter_id(d), when, d.event_type or "?", d.event_id or "?",
-                      f"{d.topic}/{d.partition}@{d.offset}", str(d.attempts), d.reason)
+        table.add_row(
+            _letter_id(d),
+            when,
+            d.event_type or "?",
+            d.event_id or "?",
+            f"{d.topic}/{d.partition}@{d.offset}",
+            str(d.attempts),
+            d.reason,
+        )
     console.print(table)
     console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}")
 
@@ -160,8 +249,11 @@ def _find(letters: list[DeadLetter], letter_id: str) -> DeadLetter:
 
 
 @dlq.command("show")
-def dlq_show(group: str, letter_id: str = typer.Argument(..., help="partition:offset or event id"),
-             broker: str = Broker) -> None:
+def dlq_show(
+    group: str,
+    letter_id: str = typer.Argument(..., help="partition:offset or event id"),
+    broker: str = Broker,
+) -> None:
     """One dead letter: its error, traceback, coordinates and payload."""
     d = _find(run_async(_dead_letters)(broker, group), letter_id)
     console.print(f"[bold]{d.event_type}[/] {d.event_id}  from {d.topic}/{d.partition}@{d.offset}")
@@ -173,10 +265,12 @@ def dlq_show(group: str, letter_id: str = typer.Argument(..., help="partition:of
 
 
 @dlq.command("replay")
-def dlq_replay(group: str,
-               letter_ids: list[str] = typer.Argument(None, help="partition:offset or event id"),
-               all_: bool = typer.Option(False, "--all", help="Replay every dead letter"),
-               broker: str = Broker) -> None:
+def dlq_replay(
+    group: str,
+    letter_ids: list[str] = typer.Argument(None, help="partition:offset or event id"),
+    all_: bool = typer.Option(False, "--all", help="Replay every dead letter"),
+    broker: str = Broker,
+) -> None:
     """Send dead letters back to their group (only that group sees them again)."""
     letters = run_async(_dead_letters)(broker, group)
     if all_:
@@ -193,3 +287,8 @@ def dlq_replay(group: str,
 
     main()
     console.print(f"replayed {len(chosen)} dead letter(s) to {group}")
+
+
+# Commands that live in their own modules.
+app.command()(trace)
+app.command()(dashboard)

@@ -80,7 +80,9 @@ class OutboxRelay:
                     outage_delay = 0.1
                     continue
             except StoreUnavailable as exc:  # the rows stay in the outbox: try again later
-                log.warning("outbox relay of %s: %s; retrying in %.1fs", self.service, exc, outage_delay)
+                log.warning(
+                    "outbox relay of %s: %s; retrying in %.1fs", self.service, exc, outage_delay
+                )
                 await asyncio.sleep(outage_delay)
                 outage_delay = min(outage_delay * 2, 5.0)
                 continue

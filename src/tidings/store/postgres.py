@@ -34,6 +34,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from tidings.records import OutgoingRecord
 from tidings.store.base import (
     ConcurrencyConflict,
     Document,
@@ -42,7 +43,6 @@ from tidings.store.base import (
     StoreUnavailable,
     UnitOfWork,
 )
-from tidings.records import OutgoingRecord
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ class PostgresStore(Store):
         return 0 if row is None else int(row[0])
 
     # -- LISTEN / NOTIFY ------------------------------------------------------------------
-    async def wait_outbox(self, service: str, timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_outbox(self, service: str, timeout: float) -> None:
         wakeup = self._wakeups.setdefault(service, asyncio.Event())
         if self._listen_task is None or self._listen_task.done():
             # Not listening until now, so a commit may have slipped by: say "look now".

@@ -68,7 +68,8 @@ class MemberLog:
         assigns = [parts for parts in self.lines() if parts[0] == "assign"]
         if not assigns:
             return None
-        return {int(p) for p in assigns[-1][1].split(",")} if len(assigns[-1]) > 1 else set()
+        # "assign " with nothing after it: a member that has not been given a partition yet.
+        return {int(p) for p in assigns[-1][1].split(",") if p} if len(assigns[-1]) > 1 else set()
 
     def handled(self) -> list[str]:
         return [parts[3] for parts in self.lines() if parts[0] == "rec"]

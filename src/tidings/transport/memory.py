@@ -6,8 +6,8 @@ not). Nothing runs in the background, so a test decides every interleaving.
 
 Faults (:class:`Faults`) imitate what a real broker does to a consumer:
 
-* ``duplicate`` - after a record is acked, deliver it once more (a redelivery after a
-  rebalance, or a producer retry that the broker did not dedupe);
+* ``duplicate`` - after records are acked, deliver each of them once more (a redelivery
+  after a rebalance, or a producer retry that the broker did not dedupe);
 * ``delay`` - a published record becomes visible to consumers only after this many seconds;
 * ``crash_before_ack`` - drop the next N acks and rewind the partition to its committed
   offset, as if the consumer process died after handling but before committing.
@@ -221,11 +221,10 @@ class MemorySubscription(Subscription):
             return  # a nack rewound this partition before it: that record comes first
         current = self._state.committed.get(pair, 0)
         self._state.committed[pair] = max(current, record.offset + 1)
-        if (
-            faults.duplicate
-            and self._attempts.get((record.topic, record.partition, record.offset), 0) < 2
-        ):
-            self._duplicates.append(record)
+        if faults.duplicate:  # every record this (cumulative) ack covers comes once more
+            for covered in self._broker.partitions(record.topic)[record.partition][current : record.offset + 1]:
+                if self._attempts.get((covered.topic, covered.partition, covered.offset), 0) < 2:
+                    self._duplicates.append(covered)
 
     async def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
         record = delivery.record

@@ -230,7 +230,7 @@ class SQLiteSubscription(Subscription):
     async def fetch(
         self,
         max_records: int = 100,
-        timeout: float = 0.5,  # noqa: ASYNC109 - the protocol's signature
+        timeout: float = 0.5,
     ) -> list[Delivery]:
         if self._closed:
             raise TransportError(f"{self._log.url}: fetch on a closed subscription")

@@ -1,0 +1,55 @@
+"""The web dashboard: live events, order timelines, consumer lag, dead letters, topics.
+
+``tidings dashboard --broker URL`` serves it on http://127.0.0.1:8050; ``tidings demo
+--dashboard`` starts it beside the shop. It reads the broker directly (any transport),
+so it needs no access to the services and shows what the log holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from tidings.dashboard.app import create_app
+
+__all__ = ["create_app", "serve"]
+
+
+def serve(
+    broker_url: str, host: str = "127.0.0.1", port: int = 8050, *, ready_file: Path | None = None
+) -> None:
+    """Serve the dashboard until Ctrl-C or SIGTERM (blocking)."""
+    import asyncio
+
+    import uvicorn
+
+    allowed = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
+    app = create_app(broker_url, allowed_hosts=allowed)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        # uvicorn has no "started" event to wait on
+        while not server.started and not task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if ready_file is not None and server.started:
+            _write_pid(ready_file)
+        await task
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+def _write_pid(path: Path) -> None:
+    import os
+
+    path.write_text(str(os.getpid()))

@@ -1,0 +1,226 @@
+"""Metrics: Prometheus counters, a histogram and gauges, served over HTTP per process.
+
+Every service process serves its own ``/metrics`` (``tidings run --metrics-port``, or
+``TIDINGS_METRICS_PORT``; off unless asked). Names follow Prometheus conventions (base
+units, ``_total`` for counters, snake_case labels)::
+
+    tidings_events_consumed_total{consumer_group,topic,event_type,outcome}
+        outcome: handled | duplicate | skipped | dead_lettered
+    tidings_events_published_total{service,topic,event_type}
+        counted when the broker has the event (after the outbox relay published it)
+    tidings_handler_duration_seconds{consumer_group,event_type}        histogram
+        one handling, all its attempts and backoff included
+    tidings_handler_retries_total{consumer_group,event_type,error}
+    tidings_dead_letters_total{consumer_group,topic,reason}
+        reason: undecodable | invalid | non_recoverable | retries_exhausted
+    tidings_consumer_lag{consumer_group,topic,partition}                gauge, records
+    tidings_outbox_backlog{service}                                     gauge, records
+    tidings_metrics_sampled_timestamp_seconds{consumer_group}           gauge
+
+Lag and backlog are sampled every few seconds by a background task (end offsets minus
+the group's committed offsets, and the outbox row count), never on the hot path. The
+counters are updated by the runtime's observer hooks, through label children cached
+here so that one event costs a dictionary lookup and an increment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from tidings.envelope import Envelope
+from tidings.records import Record
+from tidings.reliability.deadletter import replay_topic
+from tidings.store.base import OutboxEntry
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from tidings.runtime import Outcome, Runtime
+
+log = logging.getLogger("tidings.metrics")
+
+# Handler durations run from sub-millisecond (a duplicate) to seconds (retries with backoff).
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+DEFAULT_SAMPLE_INTERVAL = 5.0
+
+
+def dead_letter_reason(reason: str) -> str:
+    """A bounded label for a dead letter's free-text reason (the runtime's wording)."""
+    if reason.startswith("undecodable"):
+        return "undecodable"
+    if reason.startswith("invalid"):
+        return "invalid"
+    if "non-recoverable" in reason:
+        return "non_recoverable"
+    if "failed after" in reason:
+        return "retries_exhausted"
+    return "other"
+
+
+class Metrics:
+    """The metrics of one process, in their own registry (so tests can make several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "tidings_events_consumed",
+            "Events a consumer group received, by what became of them.",
+            ["consumer_group", "topic", "event_type", "outcome"],
+            registry=r,
+        )
+        self.published = Counter(
+            "tidings_events_published",
+            "Events a service published (the broker has them).",
+            ["service", "topic", "event_type"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "tidings_handler_duration_seconds",
+            "Time to handle one event, every attempt and backoff included.",
+            ["consumer_group", "event_type"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "tidings_handler_retries",
+            "Failed handler attempts that were retried.",
+            ["consumer_group", "event_type", "error"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "tidings_dead_letters",
+            "Events sent to a dead-letter topic.",
+            ["consumer_group", "topic", "reason"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "tidings_consumer_lag",
+            "Records in a partition the consumer group has not committed yet.",
+            ["consumer_group", "topic", "partition"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "tidings_outbox_backlog",
+            "Records in the outbox waiting to be published.",
+            ["service"],
+            registry=r,
+        )
+        self.sampled = Gauge(
+            "tidings_metrics_sampled_timestamp_seconds",
+            "When consumer lag and outbox backlog were last sampled (Unix time).",
+            ["consumer_group"],
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._handled: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._server: WSGIServer | None = None
+        self.port: int | None = None
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # -- the HTTP endpoint ---------------------------------------------------------------
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` on ``host:port`` (0: a free port) in a thread; returns the port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        self.port = int(server.server_port)
+        return self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- observer hooks (hot path) -------------------------------------------------------
+    def handled(
+        self,
+        group: str,
+        envelope: Envelope | None,
+        record: Record,
+        outcome: Outcome,
+        seconds: float,
+    ) -> None:
+        event_type = envelope.type if envelope is not None else "undecodable"
+        key = (group, record.topic, event_type, outcome)
+        children = self._handled.get(key)
+        if children is None:  # once per label combination: then one lookup per event
+            children = self._handled[key] = (
+                self.consumed.labels(*key),
+                None if outcome == "skipped" else self.duration.labels(group, event_type),
+            )
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(seconds)
+
+    def retried(self, group: str, envelope: Envelope, error: BaseException) -> None:
+        self._child(self.retries, group, envelope.type, type(error).__name__).inc()
+
+    def dead_lettered(self, group: str, record: Record, reason: str) -> None:
+        self._child(self.dead_letters, group, record.topic, dead_letter_reason(reason)).inc()
+
+    def published_entries(self, service: str, entries: list[OutboxEntry]) -> None:
+        for entry in entries:
+            record = entry.record
+            event_type = record.headers.get("ce_type")
+            if event_type is None:  # structured mode: the type is inside the JSON body
+                try:
+                    event_type = str(json.loads(record.value).get("type", "unknown"))
+                except (ValueError, AttributeError):
+                    event_type = "unknown"
+            self._child(self.published, service, record.topic, event_type).inc()
+
+    # -- sampling (background) -----------------------------------------------------------
+    async def sample(self, runtime: Runtime) -> None:
+        """Set the lag gauges of this process's group and its outbox backlog once."""
+        group = runtime.service.group
+        subscribed = {*runtime.service.topics(), replay_topic(group)}
+        committed = await runtime.transport.committed(group)
+        for info in await runtime.transport.topics():
+            if info.name not in subscribed:
+                continue
+            for partition, end in info.end_offsets.items():
+                lag = max(0, end - committed.get((info.name, partition), 0))
+                self._child(self.lag, group, info.name, str(partition)).set(lag)
+        backlog = await runtime.store.outbox_backlog(runtime.service.name)
+        self._child(self.backlog, runtime.service.name).set(backlog)
+        self._child(self.sampled, group).set(time.time())
+
+    async def run(self, runtime: Runtime, interval: float = DEFAULT_SAMPLE_INTERVAL) -> None:
+        """Sample every ``interval`` seconds until cancelled; a failed sample is logged."""
+        while True:
+            try:
+                await self.sample(runtime)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sampling consumer lag failed: %s", exc)
+            await asyncio.sleep(interval)

@@ -1,0 +1,162 @@
+"""Kafka's admin API for the transport: topics, end offsets, group offsets, broker limits.
+
+librdkafka's AdminClient answers with concurrent futures, awaited here without a thread;
+only ``list_topics`` (metadata) blocks, and runs in the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+# Defined in these modules; confluent_kafka.admin re-exports them without an __all__.
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka.cimpl import NewTopic
+
+from tidings.transport.kafka_config import (
+    BROKER_DEFAULT_MESSAGE_MAX_BYTES,
+    KafkaSettings,
+    KafkaTransportError,
+    describe,
+    kafka_error,
+    log,
+)
+
+T = TypeVar("T")
+TP = tuple[str, int]
+_LATEST: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+READER_GROUP = "tidings-reader"  # the group.id librdkafka insists on for read(); never joined
+
+
+async def _wait(future: Future[T]) -> T:
+    return await asyncio.wrap_future(future)
+
+
+class KafkaAdmin:
+    def __init__(self, settings: KafkaSettings, on_error: Callable[[KafkaError], None]) -> None:
+        self.settings = settings
+        self.client = AdminClient(settings.common("tidings-admin", on_error))
+        self._timeout = settings.connect_timeout_ms / 1000
+        self._known_topics: set[str] = set()
+
+    def _admin(self) -> AdminClient:
+        self.client.poll(0)  # serve its error callbacks, which would otherwise pile up
+        return self.client
+
+    async def message_max_bytes(self, timeout: float) -> int:
+        """The broker's ``message.max.bytes``: the largest record batch it accepts."""
+        admin = self._admin()
+        cluster = await _wait(admin.describe_cluster(request_timeout=timeout))
+        broker = str(cluster.nodes[0].id) if cluster.nodes else "0"
+        resource = ConfigResource(ConfigResource.Type.BROKER, broker)
+        try:
+            configs = await _wait(
+                admin.describe_configs([resource], request_timeout=timeout)[resource]
+            )
+            return int(configs["message.max.bytes"].value)
+        except (KafkaException, KeyError, ValueError, TypeError) as exc:
+            log.info("%s: broker's message.max.bytes unknown (%s); assuming the default",
+                     self.settings.url, exc)  # fmt: skip
+            return BROKER_DEFAULT_MESSAGE_MAX_BYTES
+
+    # -- topics -----------------------------------------------------------------------
+
+    async def create_topics(self, names: Iterable[str], partitions: int) -> None:
+        """Create the topics this client has not seen yet (an existing one is left alone)."""
+        new = [n for n in names if n not in self._known_topics]
+        if not new:
+            return
+        replicas = self.settings.replication_factor
+        futures = self._admin().create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=replicas) for n in new],
+            request_timeout=self._timeout,
+        )
+        for name, future in futures.items():
+            try:
+                await _wait(future)
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaTransportError(f"{self.settings.url}: creating topic {name!r}:"
+                                              f" {describe(exc)}") from None  # fmt: skip
+            self._known_topics.add(name)
+
+    async def wait_visible(self, names: Sequence[str], within: float = 10.0) -> None:
+        """Until the broker's metadata lists the topics (a consumer joining before that
+        would be assigned none of their partitions)."""
+        deadline = time.monotonic() + within
+        while True:
+            counts = await self.partition_counts(names)
+            missing = [n for n in names if not counts.get(n)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise KafkaTransportError(f"{self.settings.url}: topics {missing} created but not"
+                                          f" visible after {within:g} s")  # fmt: skip
+            await asyncio.sleep(0.05)
+
+    async def partition_counts(self, topics: Iterable[str] | None = None) -> dict[str, int]:
+        """Partitions per topic: of ``topics``, or of every topic but Kafka's internal ones."""
+        admin = self._admin()
+        metadata = await asyncio.get_running_loop().run_in_executor(
+            None, admin.list_topics, None, self._timeout
+        )
+        wanted = None if topics is None else set(topics)
+        return {
+            name: len(meta.partitions)
+            for name, meta in metadata.topics.items()
+            if (name in wanted if wanted is not None else not name.startswith("__"))
+        }
+
+    async def end_offsets(self, counts: dict[str, int]) -> dict[TP, int]:
+        specs = {TopicPartition(t, p): _LATEST for t, n in counts.items() for p in range(n)}
+        if not specs:
+            return {}
+        futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
+        return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
+
+    # -- consumer groups --------------------------------------------------------------
+
+    async def committed(self, group: str) -> dict[TP, int]:
+        futures = self._admin().list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+        try:
+            result = await _wait(futures[group])
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if error is not None and error.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return {}
+            raise KafkaTransportError(f"{self.settings.url}: offsets of {group!r}:"
+                                      f" {describe(exc)}") from None  # fmt: skip
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in result.topic_partitions or []
+            if tp.offset >= 0
+        }
+
+    async def groups(self) -> list[str]:
+        listed = await _wait(self._admin().list_consumer_groups(request_timeout=self._timeout))
+        return sorted(g.group_id for g in listed.valid if g.group_id != READER_GROUP)
+
+    async def set_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        where = TopicPartition(topic, partition, offset)
+        futures = self._admin().alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [where])]
+        )
+        try:
+            result = await _wait(futures[group])
+        except KafkaException as exc:
+            raise KafkaTransportError(
+                f"{self.settings.url}: seek {group!r} on {topic}[{partition}] to {offset}:"
+                f" {describe(exc)} (stop the group's members first)"
+            ) from None
+        for tp in result.topic_partitions or []:
+            if tp.error is not None:
+                raise KafkaTransportError(f"{self.settings.url}: seek {group!r} on {topic}"
+                                          f"[{partition}]: {tp.error}")  # fmt: skip

@@ -1,0 +1,3 @@
+from observed_shop import observed
+
+__all__ = ["observed"]
