@@ -26,8 +26,8 @@ from tidings.transport import (
     make_transport,
     open_transport,
 )
+from tidings.transport.base import assign
 from tidings.transport.sqlite_log import SQLiteLog
-from tidings.transport.sqlite_log_groups import assign
 
 FAST = "session_timeout=1&heartbeat_interval=0.2"
 

@@ -117,19 +117,8 @@ async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
     )
 
 
-@service.on(InventoryRejected)
-async def on_rejected(event: InventoryRejected, ctx: Context) -> None:
-    await _advance(
-        ctx,
-        event.order_id,
-        "CANCELLED",
-        event.reason,
-        effect=OrderCancelled(order_id=event.order_id, reason=event.reason),
-    )
-
-
-@service.on(InventoryReleased)
-async def on_released(event: InventoryReleased, ctx: Context) -> None:
+@service.on(InventoryRejected, InventoryReleased)
+async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Context) -> None:
     await _advance(
         ctx,
         event.order_id,

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from tidings.envelope import SPECVERSION, Envelope
-from tidings.transport.base import OutgoingRecord, Record
+from tidings.records import OutgoingRecord, Record
 
 ContentMode = Literal["binary", "structured"]
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"

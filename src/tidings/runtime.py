@@ -31,13 +31,27 @@ from tidings.reliability.deadletter import dead_letter, dlq_topic, replay_topic
 from tidings.reliability.outbox import OutboxRelay
 from tidings.reliability.retry import RetryPolicy
 from tidings.service import Context, HandlerSpec, Service
-from tidings.store.base import OutboxEntry, Store, StoreUnavailable, UnitOfWork
-from tidings.transport.base import Delivery, Record, Subscription, Transport, TransportError
+from tidings.store.base import (
+    ConcurrencyConflict,
+    OutboxEntry,
+    Store,
+    StoreUnavailable,
+    UnitOfWork,
+)
+from tidings.transport.base import (
+    Delivery,
+    Record,
+    RecordTooLarge,
+    Subscription,
+    Transport,
+    TransportError,
+)
 
 log = logging.getLogger("tidings.runtime")
 # Errors of the broker or the database, not of a handler: they are waited out, never
 # retried against the handler's policy or dead-lettered.
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (TransportError, StoreUnavailable)
+MAX_CONFLICT_RETRIES = 100
 Outcome = Literal["handled", "duplicate", "skipped", "dead_lettered"]
 
 
@@ -162,29 +176,42 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
 
     async def stop(self) -> None:
-        """Finish the delivery in hand, flush the outbox, leave the group."""
+        """Finish the delivery in hand, flush the outbox, leave the group.
+
+        Each step runs even if an earlier one failed (a failed step is logged): a service
+        that stops must always hand its partitions back and close what it opened.
+        """
         self._stopping.set()
-        for task in self._tasks:
-            if task.get_name() == "consume":
-                await task
-        await self.relay.stop()
+        consume = [t for t in self._tasks if t.get_name() == "consume"]
+        steps: list[Awaitable[Any]] = [
+            asyncio.gather(*consume, return_exceptions=True),
+            self.relay.stop(),
+        ]
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("%s: error while stopping", self.service.name)
         for task in self._tasks:
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self.subscription is not None:
-            await self.subscription.close()
+            try:
+                await self.subscription.close()
+            except Exception:
+                log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
         self.service.bind(None)
 
     async def wait(self) -> None:
         """Wait until a task fails (re-raising its error) or :meth:`stop` is called."""
-        await asyncio.wait(
-            [*self._tasks, asyncio.ensure_future(self._stopping.wait())],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([*self._tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
@@ -203,9 +230,11 @@ class Runtime:
             ctx = Context(self.service.name, uow, cause, stamp=self._stamp)
             yield uow, ctx
             if ctx.outgoing:
-                await uow.add_outbox(
-                    [codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing]
-                )
+                records = [
+                    codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing
+                ]
+                self.transport.check_size(records)  # refuse now, not in the relay forever
+                await uow.add_outbox(records)
         if ctx.outgoing:
             self.relay.wake()
 
@@ -228,29 +257,27 @@ class Runtime:
     async def poll(self, timeout: float = 0.0) -> int:
         """Fetch one batch, handle it and ack it; returns how many records it had.
 
-        If the broker or the store fails midway, what was handled is acked, the partition
-        of the record in hand is rewound to it (nack), and the error is raised.
+        If the broker or the store fails midway, what was handled is acked, every
+        partition with records not yet handled is rewound to the first of them (nack),
+        and the error is raised.
         """
         assert self.subscription is not None, "start() the runtime first"
         deliveries = await self.subscription.fetch(self.fetch_max, timeout)
         done: dict[tuple[str, int], Delivery] = {}
-        rewind: dict[tuple[str, int], Delivery] = {}
+        handled = 0
         try:
             for delivery in deliveries:
-                pair = (delivery.record.topic, delivery.record.partition)
-                if pair in rewind:
-                    continue
-                try:
-                    await self.process(delivery)
-                except INFRASTRUCTURE_ERRORS:
-                    rewind[pair] = delivery
-                    raise
-                done[pair] = delivery
+                await self.process(delivery)
+                done[(delivery.record.topic, delivery.record.partition)] = delivery
+                handled += 1
         finally:
             # Acks are cumulative per partition: the last handled record of each is enough.
             for delivery in done.values():
                 with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
                     await delivery.ack()
+            rewind: dict[tuple[str, int], Delivery] = {}
+            for delivery in deliveries[handled:]:
+                rewind.setdefault((delivery.record.topic, delivery.record.partition), delivery)
             for delivery in rewind.values():
                 with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
                     await delivery.nack(0.5)
@@ -287,6 +314,7 @@ class Runtime:
             return await self._dead_letter(record, reason, exc, 0)
         group = self.service.group
         attempt = 0
+        conflicts = 0
         while True:
             attempt += 1
             try:
@@ -298,6 +326,16 @@ class Runtime:
                     await uow.mark_seen(group, envelope.id)
                 self.stats.handled += 1
                 return "handled"
+            except ConcurrencyConflict:
+                # Another unit of work changed the same rows first (or handled this very
+                # event): try again at once; that is contention, not the handler failing.
+                conflicts += 1
+                attempt -= 1
+                if conflicts > MAX_CONFLICT_RETRIES:
+                    raise
+                continue
+            except RecordTooLarge as exc:  # what the handler published can never be sent
+                return await self._dead_letter(record, f"{spec.name}: {exc}", exc, attempt)
             except INFRASTRUCTURE_ERRORS:
                 raise  # not the handler's fault: poll() rewinds and the loop waits
             except Exception as exc:
@@ -332,9 +370,11 @@ class Runtime:
             record.offset,
             reason,
         )
-        await self.transport.publish(
-            [dead_letter(record, self.service.group, reason, error, attempts)]
-        )
+        letter = dead_letter(record, self.service.group, reason, error, attempts)
+        try:
+            await self.transport.publish([letter])
+        except RecordTooLarge:  # a near-limit record: keep the event, drop the details
+            await self.transport.publish([dead_letter(record, self.service.group, reason[:200])])
         self.stats.dead_lettered += 1
         self.observer.on_dead_lettered(self.service.name, record, reason, error)
         return "dead_lettered"

@@ -17,6 +17,7 @@ from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
+from tidings.transport.base import read_topic
 
 app = typer.Typer(
     help="Tidings: event-driven microservices.",
@@ -199,19 +200,7 @@ def lag(
 
 async def _dead_letters(broker: str, group: str) -> list[DeadLetter]:
     async with opened_transport(broker) as transport:
-        topic = dlq_topic(group)
-        info = {t.name: t for t in await transport.topics()}.get(topic)
-        if info is None:
-            return []
-        letters: list[DeadLetter] = []
-        for partition, end in sorted(info.end_offsets.items()):
-            offset = 0
-            while offset < end:
-                batch = await transport.read(topic, partition, offset, 500)
-                if not batch:
-                    break
-                letters.extend(DeadLetter.from_record(r) for r in batch)
-                offset = batch[-1].offset + 1
+        letters = [DeadLetter.from_record(r) async for r in read_topic(transport, dlq_topic(group))]
     return sorted(letters, key=lambda d: d.failed_at)
 
 

@@ -160,13 +160,19 @@ class SQLiteStore(Store):
     async def unit_of_work(self, service: str) -> AsyncIterator[UnitOfWork]:
         async with self._lock:
             conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # locked past the busy timeout, disk full
+                raise StoreUnavailable(f"{self.url}: {exc}") from exc
             try:
                 yield SQLiteUnitOfWork(conn, service)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreUnavailable(f"{self.url}: {exc}") from exc
                 raise
-            conn.execute("COMMIT")
 
     async def claim_outbox(
         self, service: str, limit: int = 100, lease_seconds: float = 30.0

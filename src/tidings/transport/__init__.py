@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from tidings.transport.base import (
     BrokerUnavailable,
     Delivery,
+    InvalidBrokerURL,
     NotAssigned,
     OutgoingRecord,
     Record,
@@ -42,10 +43,6 @@ __all__ = [
 ]
 
 SCHEMES = ("memory", "sqlite", "kafka", "nats")
-
-
-class InvalidBrokerURL(TransportError, ValueError):
-    """A broker URL that names no known transport, or is missing a part."""
 
 
 def make_transport(url: str) -> Transport:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Literal
 
 from tidings.records import OutgoingRecord, Record
@@ -40,6 +40,7 @@ from tidings.records import OutgoingRecord, Record
 __all__ = [
     "BrokerUnavailable",
     "Delivery",
+    "InvalidBrokerURL",
     "NotAssigned",
     "OutgoingRecord",
     "Record",
@@ -48,7 +49,9 @@ __all__ = [
     "TopicInfo",
     "Transport",
     "TransportError",
+    "assign",
     "partition_for",
+    "read_topic",
 ]
 
 DEFAULT_PARTITIONS = 3
@@ -61,6 +64,10 @@ class TransportError(Exception):
 
 class BrokerUnavailable(TransportError):
     """The broker cannot be reached; the message names the URL and how to start it."""
+
+
+class InvalidBrokerURL(TransportError, ValueError):
+    """A broker URL that names no known transport, or is missing a part."""
 
 
 class RecordTooLarge(TransportError):
@@ -183,6 +190,38 @@ class Transport(abc.ABC):
                     f"record for topic {record.topic!r} is {size} bytes; "
                     f"this transport accepts at most {self.max_record_bytes} bytes"
                 )
+
+
+async def read_topic(transport: Transport, topic: str, batch: int = 1000) -> AsyncIterator[Record]:
+    """Every record of ``topic``, partition after partition (for tools, not consumers)."""
+    for info in await transport.topics():
+        if info.name != topic:
+            continue
+        for partition, end in sorted(info.end_offsets.items()):
+            offset = 0
+            while offset < end:
+                records = await transport.read(topic, partition, offset, batch)
+                if not records:
+                    break
+                for record in records:
+                    yield record
+                offset = records[-1].offset + 1
+
+
+def assign(
+    members: Sequence[tuple[str, Collection[str]]], partitions: Mapping[str, int]
+) -> dict[str, set[tuple[str, int]]]:
+    """Each (topic, partition), in sorted order, to the least loaded member subscribed to
+    its topic, ties to the smallest member id: round robin when every member reads the
+    same topics, and still balanced when they do not (where plain round robin is not)."""
+    result: dict[str, set[tuple[str, int]]] = {member: set() for member, _ in members}
+    ordered = sorted(members)
+    for topic in sorted(partitions):
+        eligible = [member for member, topics in ordered if topic in topics]
+        for part in range(partitions[topic]) if eligible else ():
+            chosen = min(eligible, key=lambda member: len(result[member]))  # stable: first wins
+            result[chosen].add((topic, part))
+    return result
 
 
 def partition_for(key: str | None, partitions: int, counter: int = 0) -> int:

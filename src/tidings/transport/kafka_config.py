@@ -75,7 +75,7 @@ class KafkaSettings:
 
     @classmethod
     def from_url(cls, url: str) -> KafkaSettings:
-        from tidings.transport import InvalidBrokerURL
+        from tidings.transport.base import InvalidBrokerURL
 
         parts = urlsplit(url)
         if parts.scheme != "kafka" or not parts.netloc:

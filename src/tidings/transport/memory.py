@@ -222,7 +222,9 @@ class MemorySubscription(Subscription):
         current = self._state.committed.get(pair, 0)
         self._state.committed[pair] = max(current, record.offset + 1)
         if faults.duplicate:  # every record this (cumulative) ack covers comes once more
-            for covered in self._broker.partitions(record.topic)[record.partition][current : record.offset + 1]:
+            for covered in self._broker.partitions(record.topic)[record.partition][
+                current : record.offset + 1
+            ]:
                 if self._attempts.get((covered.topic, covered.partition, covered.offset), 0) < 2:
                     self._duplicates.append(covered)
 

@@ -58,10 +58,10 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from tidings.transport import InvalidBrokerURL
 from tidings.transport.base import (
     DEFAULT_PARTITIONS,
     BrokerUnavailable,
+    InvalidBrokerURL,
     OutgoingRecord,
     Record,
     TopicInfo,
@@ -206,7 +206,11 @@ class NatsTransport(Transport):
             self._nc = None
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("%s: %s", self.url, exc)
+        # Connection errors repeat at every reconnect attempt and the disconnect is
+        # logged once elsewhere; anything else (slow consumer, permissions) must be seen.
+        log.log(
+            logging.DEBUG if isinstance(exc, OSError) else logging.WARNING, "%s: %s", self.url, exc
+        )
 
     async def _on_disconnected(self) -> None:
         if self._nc is not None and not self._nc.is_closed:

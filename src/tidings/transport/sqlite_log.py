@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tidings.transport import InvalidBrokerURL
 from tidings.transport.base import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
+    InvalidBrokerURL,
     OutgoingRecord,
     Record,
     TopicInfo,

@@ -38,10 +38,17 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from tidings.transport.base import Delivery, NotAssigned, Record, Subscription, TransportError
+from tidings.transport.base import (
+    Delivery,
+    NotAssigned,
+    Record,
+    Subscription,
+    TransportError,
+    assign,
+)
 from tidings.transport.sqlite_log_storage import SELECT_RECORDS, write_transaction
 
 if TYPE_CHECKING:
@@ -50,22 +57,6 @@ if TYPE_CHECKING:
 TopicPartition = tuple[str, int]
 
 _MIN_NAP = 0.001  # first idle sleep of a fetch; doubles up to poll_interval_max
-
-
-def assign(
-    members: Sequence[tuple[str, Collection[str]]], partitions: Mapping[str, int]
-) -> dict[str, set[TopicPartition]]:
-    """Each (topic, partition), in sorted order, to the least loaded member subscribed to
-    its topic, ties to the smallest member id: round robin when every member reads the
-    same topics, and still balanced when they do not (where plain round robin is not)."""
-    result: dict[str, set[TopicPartition]] = {member: set() for member, _ in members}
-    ordered = sorted(members)
-    for topic in sorted(partitions):
-        eligible = [member for member, topics in ordered if topic in topics]
-        for part in range(partitions[topic]) if eligible else ():
-            chosen = min(eligible, key=lambda member: len(result[member]))  # stable: first wins
-            result[chosen].add((topic, part))
-    return result
 
 
 def _bump_generation(conn: sqlite3.Connection, group: str) -> None:
