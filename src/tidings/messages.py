@@ -26,7 +26,7 @@ _REGISTRY: dict[str, type[Message]] = {}
 
 
 class Message(BaseModel):
-    """Base of events and commands. Immutable; unknown fields are an error."""
+    """Base of events and commands. Immutable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,11 +58,21 @@ class Message(BaseModel):
 
 
 class Event(Message):
-    """Something that happened. Name it in the past tense: ``OrderPlaced``."""
+    """Something that happened. Name it in the past tense: ``OrderPlaced``.
+
+    Consumers read events as tolerant readers: fields they do not know are ignored, so a
+    producer can add an optional field without breaking consumers that are not upgraded.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Command(Message):
-    """A request for something to happen. Name it in the imperative: ``ReserveInventory``."""
+    """A request for something to happen. Name it in the imperative: ``ReserveInventory``.
+
+    Commands are strict (unknown fields are an error): a request should be understood
+    whole or refused with a reason.
+    """
 
 
 def message_class(type_name: str) -> type[Message]:

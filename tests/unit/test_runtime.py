@@ -288,3 +288,21 @@ async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport,
         assert ns == sorted(ns)
     assert rt.stats.dead_lettered == 0
     assert rt.stats.retries == 0
+
+
+async def test_an_event_with_a_field_this_consumer_does_not_know_is_still_handled(
+    transport, store
+) -> None:
+    """Schema evolution: a producer added an optional field; old consumers keep working."""
+    rt = await started(counter_service(), transport, store)
+    headers = {
+        "ce_id": "e-new",
+        "ce_source": "newer",
+        "ce_type": "ThingHappened",
+        "ce_specversion": "1.0",
+    }
+    value = b'{"thing_id": "a", "n": 3, "colour": "blue"}'
+    await transport.publish([OutgoingRecord("unit.things", value, "a", headers)])
+    await drain(rt)
+    assert await total(rt, "a") == 3
+    assert rt.stats.dead_lettered == 0
