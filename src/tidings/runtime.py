@@ -257,30 +257,46 @@ class Runtime:
     async def poll(self, timeout: float = 0.0) -> int:
         """Fetch one batch, handle it and ack it; returns how many records it had.
 
-        If the broker or the store fails midway, what was handled is acked, every
-        partition with records not yet handled is rewound to the first of them (nack),
-        and the error is raised.
+        Partitions are handled concurrently, each in order (order is promised per key,
+        and a key lives in one partition): on a database with a synchronous commit per
+        unit of work this multiplies throughput by up to the number of partitions.
+        If the broker or the store fails, what was handled is acked, every partition
+        with records not yet handled is rewound to the first of them (nack), and the
+        error is raised.
         """
         assert self.subscription is not None, "start() the runtime first"
         deliveries = await self.subscription.fetch(self.fetch_max, timeout)
+        partitions: dict[tuple[str, int], list[Delivery]] = {}
+        for delivery in deliveries:
+            partitions.setdefault((delivery.record.topic, delivery.record.partition), []).append(
+                delivery
+            )
         done: dict[tuple[str, int], Delivery] = {}
-        handled = 0
-        try:
-            for delivery in deliveries:
-                await self.process(delivery)
-                done[(delivery.record.topic, delivery.record.partition)] = delivery
-                handled += 1
-        finally:
-            # Acks are cumulative per partition: the last handled record of each is enough.
-            for delivery in done.values():
-                with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
-                    await delivery.ack()
-            rewind: dict[tuple[str, int], Delivery] = {}
-            for delivery in deliveries[handled:]:
-                rewind.setdefault((delivery.record.topic, delivery.record.partition), delivery)
-            for delivery in rewind.values():
-                with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
-                    await delivery.nack(0.5)
+        rewind: dict[tuple[str, int], Delivery] = {}
+
+        async def handle_partition(pair: tuple[str, int], items: list[Delivery]) -> None:
+            for delivery in items:
+                try:
+                    await self.process(delivery)
+                except BaseException:
+                    rewind[pair] = delivery
+                    raise
+                done[pair] = delivery
+
+        results = await asyncio.gather(
+            *(handle_partition(pair, items) for pair, items in partitions.items()),
+            return_exceptions=True,
+        )
+        # Acks are cumulative per partition: the last handled record of each is enough.
+        for delivery in done.values():
+            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                await delivery.ack()
+        for delivery in rewind.values():
+            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                await delivery.nack(0.5)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return len(deliveries)
 
     async def process(self, delivery: Delivery) -> Outcome:
