@@ -5,7 +5,7 @@ chosen by URL when a service is run (``tidings run``), never imported by busines
 """
 
 from tidings.envelope import Envelope, new_event_id
-from tidings.messages import Command, Event, Message, UnknownMessageType
+from tidings.messages import Command, Event, Message
 from tidings.reliability.retry import NonRecoverable, RetryPolicy
 from tidings.service import Context, Service, State
 
@@ -19,6 +19,5 @@ __all__ = [
     "RetryPolicy",
     "Service",
     "State",
-    "UnknownMessageType",
     "new_event_id",
 ]

@@ -7,8 +7,8 @@ A message is a pydantic v2 model. Its class says three things the framework need
   ``subject`` and so the partition key (order is kept per subject);
 * ``__version__``: the schema version, written to the envelope's ``dataschema``.
 
-Every concrete message class registers itself by its type name, so a consumer can turn
-an envelope back into the right class, or say clearly why it cannot.
+The CloudEvents ``type`` is the class name (or ``__type_name__``); a service's handlers map
+each type they handle to its class.
 """
 
 from __future__ import annotations
@@ -16,13 +16,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-
-
-class UnknownMessageType(LookupError):
-    """An envelope names a type that no loaded message class declares."""
-
-
-_REGISTRY: dict[str, type[Message]] = {}
 
 
 class Message(BaseModel):
@@ -39,8 +32,6 @@ class Message(BaseModel):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("__type_name__"):
             cls.__type_name__ = cls.__name__
-        if cls.__topic__:  # abstract bases (no topic) are never on the wire
-            _REGISTRY[cls.__type_name__] = cls
 
     @classmethod
     def type_name(cls) -> str:
@@ -73,15 +64,3 @@ class Command(Message):
     Commands are strict (unknown fields are an error): a request should be understood
     whole or refused with a reason.
     """
-
-
-def message_class(type_name: str) -> type[Message]:
-    """The registered class for a CloudEvents ``type``; raises :class:`UnknownMessageType`."""
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        raise UnknownMessageType(f"no message class is registered for type {type_name!r}") from None
-
-
-def registered_types() -> dict[str, type[Message]]:
-    return dict(_REGISTRY)

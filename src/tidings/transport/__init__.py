@@ -42,8 +42,6 @@ __all__ = [
     "open_transport",
 ]
 
-SCHEMES = ("memory", "sqlite", "kafka", "nats")
-
 
 def make_transport(url: str) -> Transport:
     """Build (but do not connect) the transport a URL names."""
