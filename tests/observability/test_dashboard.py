@@ -27,7 +27,7 @@ import httpx
 import pytest
 from observed_shop import ROOT, post_order, wait_for
 
-from tidings.cli.demo import SERVICES, Shop, _free_port
+from tidings.cli.demo import SERVICES, Shop, _free_port, start_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -89,28 +89,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     shop.env.update(SHOP_FRAUD_HOLD_FILE=str(watchlist), SHOP_PAYMENT_FAILURE_RATE="0")
     shop.start()
     port = _free_port()
-    ready = workdir / "dashboard.ready"
-    with open(workdir / "dashboard.log", "ab") as log:
-        board = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tidings",
-                "dashboard",
-                "--broker",
-                shop.broker,
-                "--port",
-                str(port),
-                "--ready-file",
-                str(ready),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    board = start_dashboard(workdir, shop.broker, port, open_browser=False)
     try:
         shop.wait_ready()
-        wait_for(lambda: ready.exists() or board.poll() is not None, 30, "the dashboard")
-        assert board.poll() is None, (workdir / "dashboard.log").read_text()
         with httpx.Client(base_url=f"http://127.0.0.1:{shop.port}", timeout=10) as client:
             orders = {
                 "completed": post_order(client, "c01", ("widget", 1)),

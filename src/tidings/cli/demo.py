@@ -245,7 +245,7 @@ def run_demo(
     board: subprocess.Popen[bytes] | None = None
     try:
         if dashboard:
-            board = _start_dashboard(workdir, broker, dashboard_port or 8050, open_browser)
+            board = start_dashboard(workdir, broker, dashboard_port or 8050, open_browser)
         shop.wait_ready()
         stock_before = asyncio.run(read_stock(store))
         mix = order_mix(orders, seed)
@@ -275,9 +275,10 @@ def run_demo(
     return ok
 
 
-def _start_dashboard(
+def start_dashboard(
     workdir: Path, broker: str, port: int, open_browser: bool
 ) -> subprocess.Popen[bytes]:
+    """Run `tidings dashboard` as a process and return once it serves requests."""
     ready = workdir / "dashboard.ready"
     ready.unlink(missing_ok=True)
     with open(workdir / "dashboard.log", "ab") as log:
