@@ -4,11 +4,12 @@ For every delivery it: decodes the envelope (undecodable -> dead letter at once,
 reason); skips types the service does not handle; validates the payload into the typed
 message (invalid -> dead letter at once); then, in one unit of work, checks the inbox
 (already handled -> nothing to do), runs the handler, marks the event handled and writes
-what the handler published to the outbox. A failing handler is retried by its
-:class:`~tidings.reliability.retry.RetryPolicy`, each attempt in a fresh unit of work;
-when the policy gives up, the event goes to the group's dead-letter topic. Only then is
-the delivery acked, so a crash anywhere before leads to redelivery, which the inbox makes
-harmless. Records of one partition are handled one after another, in order.
+what the handler published to the outbox. What happens when something fails
+(retry the handler, back off a conflict, wait out an outage, or dead-letter with a kind)
+is decided in one place, :mod:`tidings.reliability.policy`; this module carries it out.
+Only then is the delivery acked, so a crash anywhere before leads to redelivery, which the
+inbox makes harmless. Records of one partition are handled one after another, in order.
+Every delay goes through the injected ``sleep``.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ import pydantic
 from tidings import codec
 from tidings.envelope import Envelope
 from tidings.messages import Message
-from tidings.reliability.deadletter import dead_letter, dlq_topic, replay_topic
+from tidings.reliability import policy
+from tidings.reliability.deadletter import DeadLetterReason, dead_letter, dlq_topic, replay_topic
 from tidings.reliability.outbox import OutboxRelay
-from tidings.reliability.retry import RetryPolicy
+from tidings.reliability.policy import INFRASTRUCTURE_ERRORS, Action
 from tidings.service import Context, HandlerSpec, Service
 from tidings.store.base import (
     ConcurrencyConflict,
     OutboxEntry,
     Store,
-    StoreUnavailable,
     UnitOfWork,
 )
 from tidings.transport.base import (
@@ -44,14 +45,9 @@ from tidings.transport.base import (
     RecordTooLarge,
     Subscription,
     Transport,
-    TransportError,
 )
 
 log = logging.getLogger("tidings.runtime")
-# Errors of the broker or the database, not of a handler: they are waited out, never
-# retried against the handler's policy or dead-lettered.
-INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (TransportError, StoreUnavailable)
-MAX_CONFLICT_RETRIES = 100
 Outcome = Literal["handled", "duplicate", "skipped", "dead_lettered"]
 
 
@@ -64,6 +60,7 @@ class Stats:
     duplicates: int = 0
     skipped: int = 0
     retries: int = 0
+    conflicts: int = 0  # units of work run again after a ConcurrencyConflict
     dead_lettered: int = 0
     published: int = 0
 
@@ -86,8 +83,10 @@ class Observer:
         return envelope
 
     def on_dead_lettered(
-        self, service: str, record: Record, reason: str, error: BaseException
+        self, service: str, record: Record, reason: DeadLetterReason, error: BaseException
     ) -> None:
+        """An event went to the dead letters: ``reason.kind`` says why (never parse
+        ``reason.detail``, the sentence for people)."""
         return None
 
     def wrap_http_app(self, app: Any) -> Any:
@@ -240,17 +239,18 @@ class Runtime:
 
     # -- consuming -----------------------------------------------------------------------
     async def _consume_loop(self) -> None:
-        backoff = RetryPolicy(initial_delay=0.1, max_delay=5.0)
         outages = 0
         while not self._stopping.is_set():
             try:
                 await self.poll(timeout=0.2)
                 outages = 0
+            except ConcurrencyConflict:
+                break  # a conflict storm cut short by stop(): rewound, delivered again later
             except INFRASTRUCTURE_ERRORS as exc:
                 # The broker or the database is down: nothing was acked past what was
                 # handled, so wait and carry on where we were (never dead-letter for this).
                 outages += 1
-                delay = backoff.delay(min(outages, 10), self.rng)
+                delay = policy.outage_delay(outages, self.rng)
                 log.warning("%s: %s; retrying in %.1fs", self.service.group, exc, delay)
                 await self.sleep(delay)
 
@@ -262,7 +262,10 @@ class Runtime:
         unit of work this multiplies throughput by up to the number of partitions.
         If the broker or the store fails, what was handled is acked, every partition
         with records not yet handled is rewound to the first of them (nack), and the
-        error is raised.
+        error is raised. An ack or nack that the broker refuses is logged (group, topic,
+        partition, offset) and not retried here: an ack not made only means records are
+        delivered again, which the inbox absorbs, and an outage shows up at the next
+        fetch, which the consume loop waits out.
         """
         assert self.subscription is not None, "start() the runtime first"
         deliveries = await self.subscription.fetch(self.fetch_max, timeout)
@@ -289,15 +292,37 @@ class Runtime:
         )
         # Acks are cumulative per partition: the last handled record of each is enough.
         for delivery in done.values():
-            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+            try:
                 await delivery.ack()
+            except INFRASTRUCTURE_ERRORS as exc:
+                self._settle_failed("ack", delivery, exc)
         for delivery in rewind.values():
-            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+            try:
                 await delivery.nack(0.5)
+            except INFRASTRUCTURE_ERRORS as exc:
+                self._settle_failed("nack", delivery, exc)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return len(deliveries)
+
+    def _settle_failed(self, what: str, delivery: Delivery, exc: Exception) -> None:
+        record = delivery.record
+        log.warning(
+            "%s: %s of %s/%d@%d failed: %s",
+            self.service.group,
+            what,
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+            extra={
+                "consumer_group": self.service.group,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
 
     async def process(self, delivery: Delivery) -> Outcome:
         """Handle one delivery (without acking it); returns what became of it."""
@@ -308,7 +333,7 @@ class Runtime:
         try:
             envelope = codec.decode(record)
         except codec.DecodeError as exc:
-            outcome = await self._dead_letter(record, f"undecodable: {exc}", exc, 0)
+            outcome = await self._dead_letter(record, policy.undecodable(exc), exc, 0)
         else:
             spec = self.service.handlers.get(envelope.type)
             if spec is None:
@@ -326,11 +351,10 @@ class Runtime:
         try:
             message: Message = spec.message_type.model_validate(envelope.data)
         except pydantic.ValidationError as exc:
-            reason = f"invalid {envelope.type}: {_short_validation_error(exc)}"
-            return await self._dead_letter(record, reason, exc, 0)
+            return await self._dead_letter(record, policy.invalid(envelope.type, exc), exc, 0)
         group = self.service.group
-        attempt = 0
-        conflicts = 0
+        attempt = 0  # attempts of the handler, as its retry policy counts them
+        conflicts = 0  # conflicts in a row, which are not attempts
         while True:
             attempt += 1
             try:
@@ -342,55 +366,67 @@ class Runtime:
                     await uow.mark_seen(group, envelope.id)
                 self.stats.handled += 1
                 return "handled"
-            except ConcurrencyConflict:
-                # Another unit of work changed the same rows first (or handled this very
-                # event): try again at once; that is contention, not the handler failing.
-                conflicts += 1
-                attempt -= 1
-                if conflicts > MAX_CONFLICT_RETRIES:
-                    raise
-                continue
-            except RecordTooLarge as exc:  # what the handler published can never be sent
-                return await self._dead_letter(record, f"{spec.name}: {exc}", exc, attempt)
-            except INFRASTRUCTURE_ERRORS:
-                raise  # not the handler's fault: poll() rewinds and the loop waits
             except Exception as exc:
-                if not spec.retry.should_retry(exc, attempt):
-                    reason = (
-                        f"{spec.name} failed after {attempt} attempt(s)"
-                        if attempt >= spec.retry.max_attempts
-                        else f"{spec.name} raised a non-recoverable error"
-                    )
-                    return await self._dead_letter(record, reason, exc, attempt)
-                self.stats.retries += 1
-                self.observer.on_retry(self.service.name, envelope, attempt, exc)
-                delay = spec.retry.delay(attempt, self.rng)
-                log.info(
-                    "%s: %s on %s (attempt %d), retrying in %.3fs",
-                    spec.name,
-                    type(exc).__name__,
-                    envelope.id,
-                    attempt,
-                    delay,
+                decision = policy.after_failure(
+                    exc,
+                    handler=spec.name,
+                    retry=spec.retry,
+                    attempt=attempt,
+                    conflicts=conflicts,
+                    rng=self.rng,
                 )
-                await self.sleep(delay)
+                if decision.action is Action.WAIT_OUT:
+                    raise  # not the handler's fault: poll() rewinds and the loop waits
+                if decision.action is Action.DEAD_LETTER:
+                    assert decision.reason is not None
+                    return await self._dead_letter(record, decision.reason, exc, attempt)
+                if decision.action is Action.BACK_OFF:
+                    if self._stopping.is_set():
+                        raise  # cut the storm short: poll() rewinds, redelivered later
+                    attempt -= 1
+                    conflicts += 1
+                    self.stats.conflicts += 1
+                    if policy.is_storm(conflicts):
+                        log.warning(
+                            "%s: %d conflicts in a row on %s (%s); backing off %.3fs",
+                            spec.name,
+                            conflicts,
+                            envelope.id,
+                            exc,
+                            decision.delay,
+                        )
+                else:  # Action.RETRY
+                    conflicts = 0
+                    self.stats.retries += 1
+                    self.observer.on_retry(self.service.name, envelope, attempt, exc)
+                    log.info(
+                        "%s: %s on %s (attempt %d), retrying in %.3fs",
+                        spec.name,
+                        type(exc).__name__,
+                        envelope.id,
+                        attempt,
+                        decision.delay,
+                    )
+                await self.sleep(decision.delay)
 
     async def _dead_letter(
-        self, record: Record, reason: str, error: BaseException, attempts: int
+        self, record: Record, reason: DeadLetterReason, error: BaseException, attempts: int
     ) -> Outcome:
         log.warning(
-            "%s: dead-lettering %s/%d@%d: %s",
+            "%s: dead-lettering %s/%d@%d (%s): %s",
             self.service.group,
             record.topic,
             record.partition,
             record.offset,
-            reason,
+            reason.kind.value,
+            reason.detail,
         )
         letter = dead_letter(record, self.service.group, reason, error, attempts)
         try:
             await self.transport.publish([letter])
         except RecordTooLarge:  # a near-limit record: keep the event, drop the details
-            await self.transport.publish([dead_letter(record, self.service.group, reason[:200])])
+            short = DeadLetterReason(reason.kind, reason.detail[:200])
+            await self.transport.publish([dead_letter(record, self.service.group, short)])
         self.stats.dead_lettered += 1
         self.observer.on_dead_lettered(self.service.name, record, reason, error)
         return "dead_lettered"
@@ -401,11 +437,3 @@ class Runtime:
     def _published(self, entries: list[OutboxEntry]) -> None:
         self.stats.published += len(entries)
         self.observer.on_published(self.service.name, entries)
-
-
-def _short_validation_error(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
-from tidings.reliability.deadletter import DeadLetter, dlq_topic
+from tidings.reliability.deadletter import DeadLetter, DeadLetterKind, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing.harness import drain
@@ -161,6 +162,7 @@ async def test_retries_exhausted_go_to_dead_letters_with_error_and_coordinates(
     assert "raise error" in letter.traceback
     assert letter.topic == "unit.things" and letter.offset == 0
     assert "failed after 3 attempt(s)" in letter.reason
+    assert letter.kind is DeadLetterKind.RETRIES_EXHAUSTED
     assert await total(rt, "a") is None  # nothing of the failed attempts committed
     assert await all_records(transport, "unit.counts") == []
 
@@ -172,8 +174,10 @@ async def test_non_recoverable_error_is_dead_lettered_without_retry(transport, s
     await publish(rt, ThingHappened(thing_id="a", n=1))
     await drain(rt)
     assert clock.sleeps == []
-    letters = await all_records(transport, dlq_topic(svc.group))
-    assert [DeadLetter.from_record(r).attempts for r in letters] == [1]
+    letters = [
+        DeadLetter.from_record(r) for r in await all_records(transport, dlq_topic(svc.group))
+    ]
+    assert [(d.attempts, d.kind) for d in letters] == [(1, DeadLetterKind.NON_RECOVERABLE)]
 
 
 async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transport, store) -> None:
@@ -198,8 +202,14 @@ async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transpo
     )
     await publish(rt, ThingHappened(thing_id="a", n=4))  # the consumer keeps going after them
     await drain(rt)
-    reasons = [
-        DeadLetter.from_record(r).reason for r in await all_records(transport, dlq_topic(svc.group))
+    letters = [
+        DeadLetter.from_record(r) for r in await all_records(transport, dlq_topic(svc.group))
+    ]
+    reasons = [d.reason for d in letters]
+    assert [d.kind for d in letters] == [
+        DeadLetterKind.UNDECODABLE,
+        DeadLetterKind.UNDECODABLE,
+        DeadLetterKind.INVALID,
     ]
     assert len(reasons) == 3
     assert reasons[0].startswith("undecodable: structured CloudEvent is not valid JSON")
@@ -306,3 +316,21 @@ async def test_an_event_with_a_field_this_consumer_does_not_know_is_still_handle
     await drain(rt)
     assert await total(rt, "a") == 3
     assert rt.stats.dead_lettered == 0
+
+
+async def test_a_dead_letter_written_before_letters_had_a_kind_is_still_read(
+    transport, store
+) -> None:
+    svc = counter_service(fail_times=99)
+    rt = await started(svc, transport, store, sleep=FakeClock().sleep)
+    await publish(rt, ThingHappened(thing_id="a", n=1))
+    await drain(rt)
+    [record] = await all_records(transport, dlq_topic(svc.group))
+    headers = {k: v for k, v in record.headers.items() if k != "dlq-kind"}
+    letter = DeadLetter.from_record(dataclasses.replace(record, headers=headers))
+    assert letter.kind is None
+    assert "failed after 3 attempt(s)" in letter.reason
+    assert letter.attempts == 3
+    assert letter.replay_record().headers == {
+        k: v for k, v in headers.items() if not k.startswith("dlq-")
+    }
