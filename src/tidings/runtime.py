@@ -147,7 +147,9 @@ class Runtime:
         self.observer = observer or Observer()
         self.fetch_max = fetch_max
         self.stats = Stats()
-        self.relay = OutboxRelay(store, transport, service.name, on_published=self._published)
+        self.relay = OutboxRelay(
+            store, transport, service.name, on_published=self._published, sleep=sleep
+        )
         self.subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()

@@ -14,7 +14,7 @@ from tidings.reliability.deadletter import DeadLetter, DeadLetterKind, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing.harness import drain
-from tidings.transport.base import OutgoingRecord
+from tidings.transport.base import BrokerUnavailable, OutgoingRecord
 from tidings.transport.memory import MemoryTransport
 
 _names = itertools.count()
@@ -334,3 +334,33 @@ async def test_a_dead_letter_written_before_letters_had_a_kind_is_still_read(
     assert letter.replay_record().headers == {
         k: v for k, v in headers.items() if not k.startswith("dlq-")
     }
+
+
+class BrokerDownFor(MemoryTransport):
+    """The in-memory broker, refusing the first ``n`` publishes as an unreachable one does."""
+
+    def __init__(self, url: str, n: int) -> None:
+        super().__init__(url)
+        self.refusals = n
+
+    async def publish(self, records):  # type: ignore[no-untyped-def]
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise BrokerUnavailable("memory://down: connection refused")
+        return await super().publish(records)
+
+
+async def test_the_outbox_relay_waits_for_the_broker_through_the_injected_clock(store) -> None:
+    transport = BrokerDownFor(f"memory://unit-{next(_names)}", n=0)
+    clock = FakeClock()
+    rt = await started(counter_service(), transport, store, sleep=clock.sleep)
+    await publish(rt, ThingHappened(thing_id="a", n=1))
+    transport.refusals = 3
+    assert await rt.relay.relay_once() == 1
+    # Three refusals, three growing waits (100 ms * 2**(n-1), less up to half), all seen
+    # by the fake clock: none of them slept for real.
+    assert len(clock.sleeps) == 3
+    for n, slept in enumerate(clock.sleeps, start=1):
+        assert 0.1 * 2 ** (n - 1) / 2 <= slept <= 0.1 * 2 ** (n - 1)
+    assert len(await all_records(transport, "unit.things")) == 1
+    assert await store.outbox_backlog(rt.service.name) == 0
