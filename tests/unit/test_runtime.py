@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -364,3 +367,96 @@ async def test_the_outbox_relay_waits_for_the_broker_through_the_injected_clock(
         assert 0.1 * 2 ** (n - 1) / 2 <= slept <= 0.1 * 2 ** (n - 1)
     assert len(await all_records(transport, "unit.things")) == 1
     assert await store.outbox_backlog(rt.service.name) == 0
+
+
+class YieldingClock(FakeClock):
+    """A fake clock for a runtime that runs in the background: waits take no time but let
+    the other tasks run."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+
+async def test_a_conflict_storm_backs_off_and_never_stops_the_service(
+    transport, store, caplog
+) -> None:
+    conflicts = 120  # more than the 100 after which conflicts used to stop the consume loop
+    svc = Service(f"storm{next(_names)}", retry=RetryPolicy(max_attempts=2, jitter=0.0))
+    left = {"conflicts": conflicts}
+
+    @svc.on(ThingHappened)
+    async def count(event: ThingHappened, ctx: Context) -> None:
+        doc = await ctx.state.get_versioned("totals", event.thing_id)
+        version = 0 if doc is None else doc.version
+        if left["conflicts"] > 0:  # as if another unit of work had written it meanwhile
+            left["conflicts"] -= 1
+            version += 1
+        await ctx.state.put("totals", event.thing_id, {"total": event.n}, expected_version=version)
+
+    clock = YieldingClock()
+    rt = Runtime(svc, transport, store, sleep=clock.sleep, rng=random.Random(7))
+    with caplog.at_level(logging.WARNING, logger="tidings.runtime"):
+        await rt.start()
+        try:
+            await publish(rt, ThingHappened(thing_id="a", n=1))
+            await wait_until(lambda: rt.stats.handled == 1)
+            await publish(rt, ThingHappened(thing_id="b", n=2))  # the loop still consumes
+            await wait_until(lambda: rt.stats.handled == 2)
+            consuming = [t for t in rt._tasks if t.get_name() == "consume"]
+            assert consuming and not consuming[0].done()
+            assert await total(rt, "a") == 1 and await total(rt, "b") == 2
+        finally:
+            await rt.stop()
+    assert rt.stats.conflicts == conflicts
+    assert rt.stats.retries == 0 and rt.stats.dead_lettered == 0  # not the handler's attempts
+    # One wait per conflict, doubling from 2 ms up to the 1 s cap, each less up to half.
+    backoffs = [s for s in clock.sleeps if s > 0]
+    assert len(backoffs) == conflicts
+    for n, slept in enumerate(backoffs, start=1):
+        ceiling = min(1.0, 0.002 * 2 ** (n - 1))
+        assert ceiling / 2 <= slept <= ceiling
+    storms = [r for r in caplog.records if "conflicts in a row" in r.getMessage()]
+    assert [r.getMessage().split(": ")[1].split()[0] for r in storms] == ["10", "100"]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_refused_ack_is_logged_and_the_event_comes_again(transport, store, caplog) -> None:
+    svc = Service(f"evicted{next(_names)}")
+    runtime: list[Runtime] = []
+
+    @svc.on(ThingHappened)
+    async def handle(event: ThingHappened, ctx: Context) -> None:
+        await ctx.state.put("totals", event.thing_id, {"total": event.n})
+        sub = runtime[0].subscription
+        if sub is not None and sub.assignment():
+            # The member is put out of the group while it handles (as after a session
+            # timeout): the broker refuses its ack.
+            await sub.close()
+
+    rt = await started(svc, transport, store)
+    runtime.append(rt)
+    await publish(rt, ThingHappened(thing_id="a", n=3))
+    await rt.relay.relay_once()
+    with caplog.at_level(logging.WARNING, logger="tidings.runtime"):
+        assert await rt.poll() == 1  # the refusal is not an error of the batch
+    [record] = await all_records(transport, "unit.things")
+    [warning] = [r for r in caplog.records if " ack of " in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert (warning.consumer_group, warning.topic, warning.partition, warning.offset) == (
+        svc.group,
+        "unit.things",
+        record.partition,
+        record.offset,
+    )
+    # Nothing acked, so the group's next member gets the event again; the inbox absorbs it.
+    rt.subscription = await transport.subscribe(svc.group, list(svc.topics()))
+    await drain(rt)
+    assert rt.stats.handled == 1 and rt.stats.duplicates == 1
+    assert await total(rt, "a") == 3
