@@ -139,7 +139,8 @@ class Store(abc.ABC):
     async def wait_outbox(self, service: str, timeout: float) -> None:
         """Return when new outbox rows may be there, or after ``timeout`` seconds.
 
-        The default just sleeps; PostgreSQL wakes relays with LISTEN/NOTIFY.
+        The default just sleeps; PostgreSQL wakes relays with LISTEN/NOTIFY, SQLite with
+        a notice passed in memory between the stores of one process.
         """
         import asyncio
 
