@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -14,7 +15,8 @@ import pytest
 
 from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
 from tidings.reliability.deadletter import DeadLetter, DeadLetterKind, dlq_topic
-from tidings.runtime import Runtime
+from tidings.runtime import Observer, Runtime
+from tidings.store.base import StoreUnavailable
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing.harness import drain
 from tidings.transport.base import BrokerUnavailable, OutgoingRecord
@@ -271,36 +273,75 @@ async def test_dead_letter_replay_reaches_only_the_failing_group(
     await other_store.close()
 
 
-async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport, store) -> None:
-    from tidings.store.base import StoreUnavailable
+class LockTheFileAfter(Observer):
+    """After the ``n``-th handled event, another connection takes the SQLite file's write
+    lock (as a backup or a migration in another process would) until ``release()``.
 
+    ``on_handled`` runs right after the event's commit, before any other unit of work of
+    the batch can begin, so the outage starts at a known point in the middle of a batch.
+    """
+
+    def __init__(self, path: str, n: int) -> None:
+        self.path = path
+        self.left = n
+        self.blocker: sqlite3.Connection | None = None
+
+    def on_handled(self, service, envelope, record, outcome, seconds) -> None:  # type: ignore[no-untyped-def]
+        self.left -= 1
+        if self.left == 0:
+            self.blocker = sqlite3.connect(self.path, isolation_level=None)
+            self.blocker.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        assert self.blocker is not None, "the outage never started"
+        self.blocker.execute("ROLLBACK")
+        self.blocker.close()
+
+
+async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport, tmp_path) -> None:
+    path = str(tmp_path / "outage.db")
+    store = SQLiteStore(path, busy_timeout=0.1)  # give up on a locked file quickly
+    await store.connect()
     svc = Service(f"outage{next(_names)}")
-    outage = {"left": 1}
-    seen: list[tuple[str, int]] = []
 
     @svc.on(ThingHappened)
     async def handle(event: ThingHappened, ctx: Context) -> None:
-        if outage["left"]:
-            outage["left"] -= 1
-            raise StoreUnavailable("postgresql://db: connection lost")
-        seen.append((event.thing_id, event.n))
+        doc = await ctx.state.get("handled", event.thing_id) or {"ns": []}
+        doc["ns"].append(event.n)
+        await ctx.state.put("handled", event.thing_id, doc)
 
-    rt = await started(svc, transport, store)
-    # Several keys, so one fetched batch spans several partitions.
+    outage = LockTheFileAfter(path, n=7)
+    rt = Runtime(svc, transport, store, observer=outage)
+    await rt.start(background=False)
+    # Several keys, so the fetched batch spans several partitions.
     events = [ThingHappened(thing_id=f"t{i % 5}", n=i) for i in range(20)]
     await publish(rt, *events)
-    with pytest.raises(StoreUnavailable):
-        await drain(rt)
+    await rt.relay.relay_once()
+    with pytest.raises(StoreUnavailable, match="database is locked"):
+        await rt.poll()
+    assert rt.stats.handled == 7, "the outage should start in the middle of the batch"
+    outage.release()
     await asyncio.sleep(0.6)  # the partitions were rewound with a short pause
     await drain(rt)
-    # Nothing fetched in the failed batch was skipped, in any partition, and each key's
-    # events came in order.
-    assert sorted(n for _, n in seen) == list(range(20))
-    for key in {e.thing_id for e in events}:
-        ns = [n for k, n in seen if k == key]
-        assert ns == sorted(ns)
+
+    # Every event was handled once, in every partition, and each key's events in order.
+    async with rt.unit_of_work() as ctx:
+        handled = {
+            f"t{k}": (await ctx.state.get("handled", f"t{k}") or {"ns": []})["ns"] for k in range(5)
+        }
+    assert sorted(n for ns in handled.values() for n in ns) == list(range(20))
+    for key, ns in handled.items():
+        assert ns == [e.n for e in events if e.thing_id == key]
+    assert rt.stats.handled == 20
+    # And the group's committed offsets reach the end of every partition it was given.
+    committed = await transport.committed(svc.group)
+    [info] = [t for t in await transport.topics() if t.name == "unit.things"]
+    assert {p: committed.get(("unit.things", p), 0) for p in info.end_offsets} == dict(
+        info.end_offsets
+    )
     assert rt.stats.dead_lettered == 0
     assert rt.stats.retries == 0
+    await store.close()
 
 
 async def test_an_event_with_a_field_this_consumer_does_not_know_is_still_handled(

@@ -49,8 +49,11 @@ CREATE TABLE IF NOT EXISTS documents (
 """
 
 
-def connect_sqlite(path: str, url: str) -> sqlite3.Connection:
-    """Open a SQLite file in WAL mode, or say in one line why it cannot be opened."""
+def connect_sqlite(path: str, url: str, busy_timeout: float = 30.0) -> sqlite3.Connection:
+    """Open a SQLite file in WAL mode, or say in one line why it cannot be opened.
+
+    A write that finds the file locked by another connection waits up to ``busy_timeout``
+    seconds, then fails (the store raises :class:`StoreUnavailable`)."""
     if path != ":memory:":
         directory = os.path.dirname(os.path.abspath(path))
         try:
@@ -58,10 +61,12 @@ def connect_sqlite(path: str, url: str) -> sqlite3.Connection:
         except OSError as exc:
             raise StoreUnavailable(f"{url}: cannot create directory {directory}: {exc}") from None
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
     except sqlite3.Error as exc:
         raise StoreUnavailable(f"{url}: cannot open SQLite file {path}: {exc}") from None
     return conn
@@ -182,9 +187,10 @@ class SQLiteUnitOfWork(UnitOfWork):
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, url: str = "") -> None:
+    def __init__(self, path: str, url: str = "", *, busy_timeout: float = 30.0) -> None:
         self.path = path
         self.url = url or f"sqlite:///{path}"
+        self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         # Commit notices are shared by the stores of one file; an in-memory database is
@@ -195,7 +201,7 @@ class SQLiteStore(Store):
     async def connect(self) -> None:
         if self._conn is not None:
             return
-        conn = connect_sqlite(self.path, self.url)
+        conn = connect_sqlite(self.path, self.url, self.busy_timeout)
         conn.executescript(SCHEMA)
         self._conn = conn
 
