@@ -501,3 +501,24 @@ async def test_a_refused_ack_is_logged_and_the_event_comes_again(transport, stor
     await drain(rt)
     assert rt.stats.handled == 1 and rt.stats.duplicates == 1
     assert await total(rt, "a") == 3
+
+
+async def test_an_effect_too_large_for_the_broker_is_dead_lettered_at_once(
+    transport, store
+) -> None:
+    svc = Service(f"large{next(_names)}")
+
+    @svc.on(ThingHappened)
+    async def describe(event: ThingHappened, ctx: Context) -> None:
+        ctx.publish(ThingCounted(thing_id="x" * (transport.max_record_bytes + 1), total=1))
+
+    clock = FakeClock()
+    rt = await started(svc, transport, store, sleep=clock.sleep)
+    await publish(rt, ThingHappened(thing_id="a", n=1))
+    await drain(rt)
+    [letter] = [
+        DeadLetter.from_record(r) for r in await all_records(transport, dlq_topic(svc.group))
+    ]
+    assert letter.kind is DeadLetterKind.TOO_LARGE
+    assert letter.attempts == 1 and clock.sleeps == []
+    assert await all_records(transport, "unit.counts") == []

@@ -121,8 +121,8 @@ def conflict_delay(conflicts: int, rng: random.Random | None = None) -> float:
 
 
 def is_storm(conflicts: int) -> bool:
-    """Is this run of conflicts a storm to log? True at the first storm-sized run and then
-    at every tenth of that size again, so a long storm logs now and then, not each time."""
+    """Should this many conflicts in a row be logged as a storm? At :data:`CONFLICT_STORM`,
+    then at every multiple of ten times that: a long storm logs now and then, not each time."""
     return conflicts == CONFLICT_STORM or (
         conflicts > CONFLICT_STORM and conflicts % (10 * CONFLICT_STORM) == 0
     )
