@@ -522,3 +522,21 @@ async def test_an_effect_too_large_for_the_broker_is_dead_lettered_at_once(
     assert letter.kind is DeadLetterKind.TOO_LARGE
     assert letter.attempts == 1 and clock.sleeps == []
     assert await all_records(transport, "unit.counts") == []
+
+
+async def test_stop_ends_a_conflict_storm_that_never_ends_and_keeps_the_event(
+    transport, store
+) -> None:
+    svc = Service(f"endless{next(_names)}")
+
+    @svc.on(ThingHappened)
+    async def count(event: ThingHappened, ctx: Context) -> None:
+        await ctx.state.put("totals", event.thing_id, {"total": 1}, expected_version=7)
+
+    rt = Runtime(svc, transport, store, sleep=YieldingClock().sleep)
+    await rt.start()
+    await publish(rt, ThingHappened(thing_id="a", n=1))
+    await wait_until(lambda: rt.stats.conflicts > 50)
+    await asyncio.wait_for(rt.stop(), 10)  # the storm must not hold stop() up
+    assert rt.stats.handled == 0 and rt.stats.dead_lettered == 0
+    assert await transport.committed(svc.group) == {}, "the event must not be acked"
