@@ -4,12 +4,13 @@ For every delivery it: decodes the envelope (undecodable -> dead letter at once,
 reason); skips types the service does not handle; validates the payload into the typed
 message (invalid -> dead letter at once); then, in one unit of work, checks the inbox
 (already handled -> nothing to do), runs the handler, marks the event handled and writes
-what the handler published to the outbox. What happens when something fails
-(retry the handler, back off a conflict, wait out an outage, or dead-letter with a kind)
-is decided in one place, :mod:`tidings.reliability.policy`; this module carries it out.
-Only then is the delivery acked, so a crash anywhere before leads to redelivery, which the
-inbox makes harmless. Records of one partition are handled one after another, in order.
-Every delay goes through the injected ``sleep``.
+what the handler published to the outbox. When a step fails, what to do (retry the
+handler, back off a conflict, wait out an outage, or dead-letter with a kind) is decided
+in one place, :mod:`tidings.reliability.policy`; this module carries it out, and every
+delay goes through the injected ``sleep``. Only once the event is handled, found a
+duplicate, skipped or dead-lettered is the delivery acked, so a crash anywhere before
+leads to redelivery, which the inbox makes harmless. Records of one partition are handled
+one after another, in order.
 """
 
 from __future__ import annotations
