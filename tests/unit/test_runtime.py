@@ -7,8 +7,9 @@ import itertools
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import BaseModel
 
-from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
+from tidings import Collection, Context, Event, NonRecoverable, RetryPolicy, Service
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
@@ -19,18 +20,21 @@ from tidings.transport.memory import MemoryTransport
 _names = itertools.count()
 
 
-class ThingHappened(Event):
-    __topic__ = "unit.things"
-    __subject__ = "thing_id"
+class ThingHappened(Event, topic="unit.things", key="thing_id"):
     thing_id: str
     n: int
 
 
-class ThingCounted(Event):
-    __topic__ = "unit.counts"
-    __subject__ = "thing_id"
+class ThingCounted(Event, topic="unit.counts", key="thing_id"):
     thing_id: str
     total: int
+
+
+class Total(BaseModel):
+    total: int = 0
+
+
+totals = Collection("totals", Total)
 
 
 class FakeClock:
@@ -61,10 +65,10 @@ def counter_service(fail_times: int = 0, error: type[Exception] = RuntimeError) 
 
     @svc.on(ThingHappened)
     async def count(event: ThingHappened, ctx: Context) -> None:
-        doc = await ctx.state.get("totals", event.thing_id) or {"total": 0}
-        doc["total"] += event.n
-        await ctx.state.put("totals", event.thing_id, doc)
-        ctx.publish(ThingCounted(thing_id=event.thing_id, total=doc["total"]))
+        doc = await ctx.get(totals, event.thing_id) or Total()
+        doc = Total(total=doc.total + event.n)
+        await ctx.put(totals, event.thing_id, doc)
+        ctx.publish(ThingCounted(thing_id=event.thing_id, total=doc.total))
         if failures["left"] > 0:
             failures["left"] -= 1
             raise error("boom")
@@ -78,9 +82,9 @@ async def publish(rt: Runtime, *events: Event) -> list[str]:
 
 
 async def total(rt: Runtime, thing: str) -> int | None:
-    async with rt.service.unit_of_work() as ctx:
-        doc = await ctx.state.get("totals", thing)
-    return None if doc is None else int(doc["total"])
+    async with rt.unit_of_work() as ctx:
+        doc = await ctx.get(totals, thing)
+    return None if doc is None else doc.total
 
 
 async def all_records(transport: MemoryTransport, topic: str) -> list[OutgoingRecord]:
@@ -211,9 +215,9 @@ async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transpo
 async def test_rolled_back_unit_of_work_publishes_nothing(transport, store) -> None:
     rt = await started(counter_service(), transport, store)
     with pytest.raises(ZeroDivisionError):
-        async with rt.service.unit_of_work() as ctx:
+        async with rt.unit_of_work() as ctx:
             ctx.publish(ThingHappened(thing_id="a", n=1))
-            await ctx.state.put("totals", "a", {"total": 100})
+            await ctx.put(totals, "a", Total(total=100))
             1 / 0  # noqa: B018
     await drain(rt)
     assert await all_records(transport, "unit.things") == []
