@@ -17,6 +17,7 @@ from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
+from tidings.testing import records
 from tidings.transport import make_transport
 from tidings.transport.base import OutgoingRecord, Transport
 
@@ -40,16 +41,7 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) ->
 
 
 async def _read_all(transport: Transport, topic: str) -> list[DeadLetter]:
-    out = []
-    for info in await transport.topics():
-        if info.name == topic:
-            for partition, end in info.end_offsets.items():
-                if end:
-                    out += [
-                        DeadLetter.from_record(r)
-                        for r in await transport.read(topic, partition, 0, end)
-                    ]
-    return out
+    return [DeadLetter.from_record(r) for r in await records(transport, topic)]
 
 
 async def test_poison_and_failing_events_are_dead_lettered_then_replayed(

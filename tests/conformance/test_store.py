@@ -20,6 +20,7 @@ from psycopg import sql
 
 from tidings.store import StoreUnavailable, make_store
 from tidings.store.postgres import PostgresStore, redact
+from tidings.testing.servers import skip_or_fail
 from tidings.testing.store import StoreConformance
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/tidings")
@@ -40,9 +41,7 @@ def require_postgres() -> None:
             )
     reason = _reachable[POSTGRES_URL]
     if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 @pytest.fixture

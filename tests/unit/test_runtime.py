@@ -13,6 +13,7 @@ from tidings import Collection, Context, Event, NonRecoverable, RetryPolicy, Ser
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
+from tidings.testing import records as all_records
 from tidings.testing.harness import drain
 from tidings.transport.base import OutgoingRecord
 from tidings.transport.memory import MemoryTransport
@@ -85,15 +86,6 @@ async def total(rt: Runtime, thing: str) -> int | None:
     async with rt.unit_of_work() as ctx:
         doc = await ctx.get(totals, thing)
     return None if doc is None else doc.total
-
-
-async def all_records(transport: MemoryTransport, topic: str) -> list[OutgoingRecord]:
-    out = []
-    for info in await transport.topics():
-        if info.name == topic:
-            for p, end in info.end_offsets.items():
-                out.extend(await transport.read(topic, p, 0, end))
-    return out
 
 
 async def started(svc: Service, transport: MemoryTransport, store: SQLiteStore, **kw) -> Runtime:
