@@ -21,9 +21,10 @@ from typing import Any
 
 import aiohttp
 
+from shop.demo import Shop
 from tidings import codec
 from tidings.cli.common import opened_transport
-from tidings.cli.demo import Shop, _free_port
+from tidings.testing import free_port
 
 LINE = {"sku": "widget", "quantity": 1}
 
@@ -107,7 +108,7 @@ def run(
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-shop-"))
     broker = broker or f"sqlite:///{workdir}/log.db"
     store = store or f"sqlite:///{workdir}/{{service}}.db"
-    shop = Shop(workdir, broker, store, _free_port(), "bench")
+    shop = Shop(workdir, broker, store, free_port(), "bench")
     shop.env.update(
         SHOP_STOCK="widget=1000000", SHOP_PAYMENT_FAILURE_RATE="0", SHOP_CREDIT_LIMITS=""
     )

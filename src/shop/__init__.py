@@ -7,5 +7,8 @@
     order     on PaymentProcessed                -> OrderCompleted
     order     on InventoryRejected / InventoryReleased -> OrderCancelled
 
-Business code only: it imports the framework API (``tidings``), never a broker or a store.
+The services are business code only: they import the framework API (``tidings``), never a
+broker or a store. :mod:`shop.demo` (what ``tidings demo`` runs) starts them as processes
+and :mod:`shop.invariants` checks them from outside, over HTTP and with the read helpers of
+:mod:`tidings.testing`.
 """

@@ -19,12 +19,30 @@ from __future__ import annotations
 import logging
 import random
 
+from pydantic import BaseModel
+
 from shop import settings
 from shop.events import InventoryReserved, PaymentFailed, PaymentProcessed
 from tidings import Context, NonRecoverable, Service, new_event_id
 
 service = Service("billing")
 log = logging.getLogger("shop.billing")
+
+
+class Account(BaseModel):
+    customer_id: str
+    spent_cents: int = 0
+
+
+class Payment(BaseModel):
+    payment_id: str
+    order_id: str
+    customer_id: str
+    amount_cents: int
+
+
+accounts = service.collection("customers", Account)
+payments = service.collection("payments", Payment)
 
 
 class PaymentHeldForReview(NonRecoverable):
@@ -37,9 +55,9 @@ def _declined_by_bank(order_id: str) -> bool:
     return rate > 0 and random.Random(f"{settings.seed()}:{order_id}").random() < rate
 
 
-@service.on(InventoryReserved)
+@service.on
 async def charge(event: InventoryReserved, ctx: Context) -> None:
-    if await ctx.state.get("payments", event.order_id) is not None:
+    if await ctx.get(payments, event.order_id) is not None:
         return
     if event.customer_id in settings.fraud_hold_customers():
         log.warning("payment of order %s held for fraud review", event.order_id)
@@ -47,13 +65,12 @@ async def charge(event: InventoryReserved, ctx: Context) -> None:
             f"customer {event.customer_id} is on the fraud watch list; "
             "clear them, then replay this dead letter"
         )
-    customer = await ctx.state.get("customers", event.customer_id) or {
-        "customer_id": event.customer_id,
-        "spent_cents": 0,
-    }
+    account = await ctx.get(accounts, event.customer_id) or Account(
+        customer_id=event.customer_id
+    )
     limit = settings.credit_limits().get(event.customer_id, settings.default_credit_cents())
     reason = None
-    if customer["spent_cents"] + event.amount_cents > limit:
+    if account.spent_cents + event.amount_cents > limit:
         reason = f"credit limit of {limit} cents exceeded"
     elif _declined_by_bank(event.order_id):
         reason = "declined by the card issuer"
@@ -62,23 +79,19 @@ async def charge(event: InventoryReserved, ctx: Context) -> None:
             PaymentFailed(order_id=event.order_id, customer_id=event.customer_id, reason=reason)
         )
         return
-    payment_id = new_event_id()
-    customer["spent_cents"] += event.amount_cents
-    await ctx.state.put("customers", event.customer_id, customer)
-    await ctx.state.put(
-        "payments",
-        event.order_id,
-        {
-            "payment_id": payment_id,
-            "order_id": event.order_id,
-            "customer_id": event.customer_id,
-            "amount_cents": event.amount_cents,
-        },
+    payment = Payment(
+        payment_id=new_event_id(),
+        order_id=event.order_id,
+        customer_id=event.customer_id,
+        amount_cents=event.amount_cents,
     )
+    spent = account.spent_cents + event.amount_cents
+    await ctx.put(accounts, event.customer_id, account.model_copy(update={"spent_cents": spent}))
+    await ctx.put(payments, event.order_id, payment)
     ctx.publish(
         PaymentProcessed(
             order_id=event.order_id,
-            payment_id=payment_id,
+            payment_id=payment.payment_id,
             customer_id=event.customer_id,
             amount_cents=event.amount_cents,
         )

@@ -1,7 +1,7 @@
 """The shop's messages. Events are facts (past tense); commands are requests (imperative).
 
-Every event of an order carries its ``order_id`` as subject, so all of them share one
-partition key and are seen in order by every consumer.
+Every event of an order is keyed by its ``order_id`` (the envelope's subject), so all of
+them share one partition key and are seen in order by every consumer.
 """
 
 from __future__ import annotations
@@ -28,54 +28,47 @@ class PlaceOrder(Command):
     lines: list[OrderLine] = Field(min_length=1, max_length=20)
 
 
-class _OrderEvent(Event):
-    __subject__ = "order_id"
+class _OrderEvent(Event, key="order_id", abstract=True):
+    """Every event of an order is keyed by its order id (one partition, in order)."""
+
     order_id: str
 
 
-class OrderPlaced(_OrderEvent):
-    __topic__ = ORDERS
+class OrderPlaced(_OrderEvent, topic=ORDERS):
     customer_id: str
     lines: list[OrderLine]
     amount_cents: int
 
 
-class OrderCompleted(_OrderEvent):
-    __topic__ = ORDERS
+class OrderCompleted(_OrderEvent, topic=ORDERS):
     payment_id: str
 
 
-class OrderCancelled(_OrderEvent):
-    __topic__ = ORDERS
+class OrderCancelled(_OrderEvent, topic=ORDERS):
     reason: str
 
 
-class InventoryReserved(_OrderEvent):
-    __topic__ = INVENTORY
+class InventoryReserved(_OrderEvent, topic=INVENTORY):
     customer_id: str
     lines: list[OrderLine]
     amount_cents: int
 
 
-class InventoryRejected(_OrderEvent):
-    __topic__ = INVENTORY
+class InventoryRejected(_OrderEvent, topic=INVENTORY):
     reason: str
 
 
-class InventoryReleased(_OrderEvent):
-    __topic__ = INVENTORY
+class InventoryReleased(_OrderEvent, topic=INVENTORY):
     lines: list[OrderLine]
     reason: str
 
 
-class PaymentProcessed(_OrderEvent):
-    __topic__ = BILLING
+class PaymentProcessed(_OrderEvent, topic=BILLING):
     payment_id: str
     customer_id: str
     amount_cents: int
 
 
-class PaymentFailed(_OrderEvent):
-    __topic__ = BILLING
+class PaymentFailed(_OrderEvent, topic=BILLING):
     customer_id: str
     reason: str

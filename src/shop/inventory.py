@@ -6,11 +6,14 @@ reservation (``reservations``), and a reservation is released at most once.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from shop import settings
 from shop.events import (
     InventoryRejected,
     InventoryReleased,
     InventoryReserved,
+    OrderLine,
     OrderPlaced,
     PaymentFailed,
 )
@@ -19,24 +22,39 @@ from tidings import Context, Service
 service = Service("inventory")
 
 
+class StockItem(BaseModel):
+    sku: str
+    available: int
+
+
+class Reservation(BaseModel):
+    order_id: str
+    lines: list[OrderLine]
+    released: bool = False
+
+
+stock = service.collection("stock", StockItem)
+reservations = service.collection("reservations", Reservation)
+
+
 @service.on_startup
 async def seed_stock(ctx: Context) -> None:
     """Give a fresh inventory its initial stock (a restart keeps what is there)."""
     for sku, quantity in settings.initial_stock().items():
-        if await ctx.state.get("stock", sku) is None:
-            await ctx.state.put("stock", sku, {"sku": sku, "available": quantity})
+        if await ctx.get(stock, sku) is None:
+            await ctx.put(stock, sku, StockItem(sku=sku, available=quantity))
 
 
-@service.on(OrderPlaced)
+@service.on
 async def reserve(event: OrderPlaced, ctx: Context) -> None:
-    stock = {line.sku: await ctx.state.get("stock", line.sku) for line in event.lines}
     wanted: dict[str, int] = {}
     for line in event.lines:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+    shelf = {sku: await ctx.get(stock, sku) for sku in wanted}
     short = [
-        f"{sku} (wanted {qty}, have {stock[sku]['available'] if stock[sku] else 0})"
+        f"{sku} (wanted {qty}, have {item.available if item else 0})"
         for sku, qty in wanted.items()
-        if stock[sku] is None or stock[sku]["available"] < qty  # type: ignore[index]
+        if (item := shelf[sku]) is None or item.available < qty
     ]
     if short:
         ctx.publish(
@@ -44,18 +62,11 @@ async def reserve(event: OrderPlaced, ctx: Context) -> None:
         )
         return
     for sku, qty in wanted.items():
-        item = stock[sku]
+        item = shelf[sku]
         assert item is not None
-        item["available"] -= qty
-        await ctx.state.put("stock", sku, item)
-    await ctx.state.put(
-        "reservations",
-        event.order_id,
-        {
-            "order_id": event.order_id,
-            "lines": [line.model_dump() for line in event.lines],
-            "released": False,
-        },
+        await ctx.put(stock, sku, StockItem(sku=sku, available=item.available - qty))
+    await ctx.put(
+        reservations, event.order_id, Reservation(order_id=event.order_id, lines=event.lines)
     )
     ctx.publish(
         InventoryReserved(
@@ -67,23 +78,23 @@ async def reserve(event: OrderPlaced, ctx: Context) -> None:
     )
 
 
-@service.on(PaymentFailed)
+@service.on
 async def release(event: PaymentFailed, ctx: Context) -> None:
     """Compensation: put the reserved units back on the shelf."""
-    reservation = await ctx.state.get("reservations", event.order_id)
-    if reservation is None or reservation["released"]:
+    reservation = await ctx.get(reservations, event.order_id)
+    if reservation is None or reservation.released:
         return
-    for line in reservation["lines"]:
-        item = await ctx.state.get("stock", line["sku"])
-        assert item is not None, f"reserved sku {line['sku']} has no stock record"
-        item["available"] += line["quantity"]
-        await ctx.state.put("stock", line["sku"], item)
-    reservation["released"] = True
-    await ctx.state.put("reservations", event.order_id, reservation)
+    for line in reservation.lines:
+        item = await ctx.get(stock, line.sku)
+        assert item is not None, f"reserved sku {line.sku} has no stock record"
+        await ctx.put(stock, line.sku, StockItem(sku=line.sku, available=item.available + line.quantity))
+    await ctx.put(
+        reservations, event.order_id, reservation.model_copy(update={"released": True})
+    )
     ctx.publish(
         InventoryReleased(
             order_id=event.order_id,
-            lines=reservation["lines"],
+            lines=reservation.lines,
             reason=f"payment failed: {event.reason}",
         )
     )

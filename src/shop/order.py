@@ -2,11 +2,24 @@
 
 The ``orders`` collection is this service's read model: one document per order with its
 status and the events that concern it (CQRS: the HTTP API reads only this).
+
+    POST /orders        {"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 2}]}
+                        -> 202 {"order_id": ..., "status": "PLACED", ...}
+    GET  /orders/{id}   -> the order, its status and its events in order
+    GET  /orders        -> orders, paged with ?limit=&after=
+    GET  /health        -> 200 when the service is running
+
+Bad input gets a 4xx with a readable message: 422 with what is wrong and where (or an
+unknown sku), 413 for a body over 64 KiB, 404 for an unknown order.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from shop.catalog import PRICES_CENTS
 from shop.events import (
@@ -15,37 +28,67 @@ from shop.events import (
     InventoryReserved,
     OrderCancelled,
     OrderCompleted,
+    OrderLine,
     OrderPlaced,
     PaymentFailed,
     PaymentProcessed,
     PlaceOrder,
 )
 from tidings import Context, Envelope, Event, Service, new_event_id
+from tidings.http import BodyLimit, UnitOfWork, readable_validation_errors
 
 service = Service("order")
-service.http_app = "shop.order_api:app"
 
 FINAL = ("COMPLETED", "CANCELLED")
 # Status only moves forward: events from different topics may arrive in either order.
 RANK = {"PLACED": 0, "RESERVED": 1, "PAYMENT_FAILED": 2, "COMPLETED": 3, "CANCELLED": 3}
+MAX_BODY_BYTES = 64 * 1024
+
+
+class HistoryEntry(BaseModel):
+    id: str
+    type: str
+    source: str
+    time: str
+    causation_id: str | None
+    data: dict[str, Any]
+
+
+class Order(BaseModel):
+    order_id: str
+    customer_id: str
+    lines: list[OrderLine]
+    amount_cents: int
+    status: str
+    reason: str | None = None
+    correlation_id: str | None = None
+    placed_at: str
+    updated_at: str | None = None
+    history: list[HistoryEntry]
+
+    def summary(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"history"})
+
+
+orders = service.collection("orders", Order)
 
 
 class UnknownProduct(ValueError):
     pass
 
 
-def _history_entry(envelope: Envelope) -> dict[str, Any]:
-    return {
-        "id": envelope.id,
-        "type": envelope.type,
-        "source": envelope.source,
-        "time": envelope.time.isoformat(),
-        "causation_id": envelope.causationid,
-        "data": envelope.data,
-    }
+def _history_entry(envelope: Envelope) -> HistoryEntry:
+    return HistoryEntry(
+        id=envelope.id,
+        type=envelope.type,
+        source=envelope.source,
+        time=envelope.time.isoformat(),
+        causation_id=envelope.causationid,
+        data=envelope.data,
+    )
 
 
-async def place_order(command: PlaceOrder, ctx: Context) -> dict[str, Any]:
+async def place_order(command: PlaceOrder, ctx: Context) -> Order:
     """Record a new order and publish OrderPlaced, in one unit of work."""
     unknown = sorted({line.sku for line in command.lines} - PRICES_CENTS.keys())
     if unknown:
@@ -62,52 +105,51 @@ async def place_order(command: PlaceOrder, ctx: Context) -> dict[str, Any]:
             amount_cents=amount,
         )
     )
-    order = {
-        "order_id": order_id,
-        "customer_id": command.customer_id,
-        "lines": [line.model_dump() for line in command.lines],
-        "amount_cents": amount,
-        "status": "PLACED",
-        "reason": None,
-        "correlation_id": envelope.correlationid,
-        "placed_at": envelope.time.isoformat(),
-        "history": [_history_entry(envelope)],
-    }
-    await ctx.state.put("orders", order_id, order)
+    order = Order(
+        order_id=order_id,
+        customer_id=command.customer_id,
+        lines=command.lines,
+        amount_cents=amount,
+        status="PLACED",
+        correlation_id=envelope.correlationid,
+        placed_at=envelope.time.isoformat(),
+        history=[_history_entry(envelope)],
+    )
+    await ctx.put(orders, order_id, order)
     return order
 
 
 async def _advance(
     ctx: Context, order_id: str, status: str, reason: str | None = None, effect: Event | None = None
 ) -> None:
-    order = await ctx.state.get("orders", order_id)
+    order = await ctx.get(orders, order_id)
     if order is None:  # not ours (an order placed before this store existed): ignore
         return
     assert ctx.cause is not None
     entries = [ctx.cause]
-    if order["status"] not in FINAL and RANK[status] > RANK[order["status"]]:
-        order["status"] = status
+    changes: dict[str, Any] = {}
+    if order.status not in FINAL and RANK[status] > RANK[order.status]:
+        changes = {"status": status, "updated_at": ctx.cause.time.isoformat()}
         if reason is not None:
-            order["reason"] = reason
+            changes["reason"] = reason
         if effect is not None:
             entries.append(ctx.publish(effect))
-        order["updated_at"] = ctx.cause.time.isoformat()
-    order["history"].extend(_history_entry(e) for e in entries)
-    order["history"].sort(key=lambda entry: entry["id"])  # UUIDv7: time order
-    await ctx.state.put("orders", order_id, order)
+    history = [*order.history, *(_history_entry(e) for e in entries)]
+    history.sort(key=lambda entry: entry.id)  # UUIDv7: time order
+    await ctx.put(orders, order_id, order.model_copy(update={**changes, "history": history}))
 
 
-@service.on(InventoryReserved)
+@service.on
 async def on_reserved(event: InventoryReserved, ctx: Context) -> None:
     await _advance(ctx, event.order_id, "RESERVED")
 
 
-@service.on(PaymentFailed)
+@service.on
 async def on_payment_failed(event: PaymentFailed, ctx: Context) -> None:
     await _advance(ctx, event.order_id, "PAYMENT_FAILED", event.reason)
 
 
-@service.on(PaymentProcessed)
+@service.on
 async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
     await _advance(
         ctx,
@@ -117,7 +159,7 @@ async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
     )
 
 
-@service.on(InventoryRejected, InventoryReleased)
+@service.on
 async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Context) -> None:
     await _advance(
         ctx,
@@ -126,3 +168,43 @@ async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Contex
         event.reason,
         effect=OrderCancelled(order_id=event.order_id, reason=event.reason),
     )
+
+
+# -- the HTTP API --------------------------------------------------------------------------
+app = service.http(FastAPI(title="Tidings shop: order service", version="0.1.0"))
+app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+readable_validation_errors(app)
+
+
+@app.exception_handler(UnknownProduct)
+async def unknown_product(request: Request, exc: UnknownProduct) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=422)
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok", "service": service.name}
+
+
+@app.post("/orders", status_code=202)
+async def create_order(command: PlaceOrder, ctx: UnitOfWork) -> dict[str, Any]:
+    return (await place_order(command, ctx)).summary()
+
+
+@app.get("/orders/{order_id}")
+async def get_order(order_id: str, ctx: UnitOfWork) -> dict[str, Any]:
+    order = await ctx.get(orders, order_id)
+    if order is None:
+        raise HTTPException(404, f"no order {order_id!r}")
+    return order.model_dump(mode="json")
+
+
+@app.get("/orders")
+async def list_orders(
+    ctx: UnitOfWork, limit: int = Query(100, ge=1, le=1000), after: str | None = None
+) -> dict[str, Any]:
+    page = await ctx.list(orders, limit, after)
+    return {
+        "orders": [o.summary() for o in page],
+        "next": page[-1].order_id if len(page) == limit else None,
+    }

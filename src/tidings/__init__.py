@@ -5,19 +5,21 @@ chosen by URL when a service is run (``tidings run``), never imported by busines
 """
 
 from tidings.envelope import Envelope, new_event_id
-from tidings.messages import Command, Event, Message
+from tidings.messages import Command, Event, Message, MessageInfo
 from tidings.reliability.retry import NonRecoverable, RetryPolicy
-from tidings.service import Context, Service, State
+from tidings.service import Collection, Context, Service, Versioned
 
 __all__ = [
+    "Collection",
     "Command",
     "Context",
     "Envelope",
     "Event",
     "Message",
+    "MessageInfo",
     "NonRecoverable",
     "RetryPolicy",
     "Service",
-    "State",
+    "Versioned",
     "new_event_id",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 import uuid6
 
 SPECVERSION = "1.0"
+# dataschema of a Tidings message: urn:tidings:schema:<type>:<version> (messages.py writes it).
+SCHEMA_PREFIX = "urn:tidings:schema:"
 
 
 def new_event_id() -> str:
@@ -52,6 +54,14 @@ class Envelope:
     def key(self) -> str | None:
         """The partition key: the subject (the aggregate id), so order holds per key."""
         return self.subject
+
+    @property
+    def version(self) -> int | None:
+        """The schema version the producer declared (from ``dataschema``), if it is ours."""
+        if not self.dataschema or not self.dataschema.startswith(SCHEMA_PREFIX):
+            return None
+        _, _, version = self.dataschema.rpartition(":")
+        return int(version) if version.isdigit() else None
 
     def replace(self, **changes: Any) -> Envelope:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,7 @@ import logging
 import signal
 from typing import Any
 
+from tidings.http import with_units
 from tidings.runtime import Observer, Runtime
 from tidings.service import Service
 from tidings.store import make_store
@@ -64,10 +65,8 @@ async def serve(
         if http is not None and service.http_app is not None:
             import uvicorn
 
-            app = service.http_app
-            if isinstance(app, str):
-                app = load_object(app)
-            app = runtime.observer.wrap_http_app(app)
+            app = runtime.observer.wrap_http_app(service.http_app)
+            app = with_units(app, runtime.unit_of_work)
             # log_config=None: uvicorn's loggers go through the process's one logging setup.
             config = uvicorn.Config(
                 app,

@@ -157,7 +157,7 @@ class Runtime:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, *, background: bool = True) -> None:
-        """Create topics, run startup hooks, bind the service, join the group.
+        """Create topics, run startup hooks, join the group.
 
         With ``background`` (the default) tasks then consume and relay until :meth:`stop`;
         without, the caller drives :meth:`poll` and ``relay.relay_once`` itself (tests).
@@ -166,7 +166,6 @@ class Runtime:
         topics = [*self.service.topics(), replay_topic(group)]
         for topic in [*topics, dlq_topic(group)]:
             await self.transport.create_topic(topic)
-        self.service.bind(self)
         for hook in self.service.startup_hooks:
             async with self.unit_of_work() as ctx:
                 await hook(ctx)
@@ -205,7 +204,6 @@ class Runtime:
             except Exception:
                 log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
-        self.service.bind(None)
 
     async def wait(self) -> None:
         """Wait until a task fails (re-raising its error) or :meth:`stop` is called."""
@@ -218,9 +216,13 @@ class Runtime:
             if task.done() and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
 
-    # -- the unit of work (Binding for Service.unit_of_work) ------------------------------
+    # -- the unit of work ----------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def unit_of_work(self, cause: Envelope | None = None) -> AsyncIterator[Context]:
+        """A unit of work of this service outside a handler (startup hooks, HTTP requests).
+
+        State changes and published messages commit together when the block exits.
+        """
         async with self._transaction(cause) as (_, ctx):
             yield ctx
 
@@ -365,7 +367,7 @@ class Runtime:
                     if await uow.seen(group, envelope.id):
                         self.stats.duplicates += 1
                         return "duplicate"
-                    await spec.fn(message, ctx)
+                    await spec(message, ctx)
                     await uow.mark_seen(group, envelope.id)
                 self.stats.handled += 1
                 return "handled"

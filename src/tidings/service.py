@@ -1,68 +1,65 @@
-"""The framework API that business code uses: services, handlers and their context.
+"""The framework API that business code uses: services, handlers, typed state, context.
 
     from tidings import Context, Service
 
     inventory = Service("inventory")
+    stock = inventory.collection("stock", StockItem)      # a pydantic model per document
 
-    @inventory.on(OrderPlaced)
+    @inventory.on                                         # the type comes from the annotation
     async def reserve(event: OrderPlaced, ctx: Context) -> None:
-        stock = await ctx.state.get("stock", event.sku)
+        item = await ctx.get(stock, event.sku)            # StockItem | None
         ...
+        await ctx.put(stock, event.sku, item.model_copy(update={"available": left}))
         ctx.publish(InventoryReserved(order_id=event.order_id, ...))
 
 A service's name is its consumer group. A handler runs inside a unit of work: what it
-writes to ``ctx.state``, the id of the event it consumed (the inbox) and what it passes
-to ``ctx.publish`` (the outbox) commit together, or not at all. Nothing here knows which
-broker or database is used; :mod:`tidings.runtime` wires that from URLs.
+writes with ``ctx.put``, the id of the event it consumed (the inbox) and what it passes
+to ``ctx.publish`` (the outbox) commit together, or not at all. A ``Service`` is only a
+declaration: nothing here knows which broker or database is used, and nothing is bound
+to it when it runs. Whatever runs it (:mod:`tidings.runtime`) hands each handler its
+``Context``, and an HTTP app gets one per request from :mod:`tidings.http`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, overload
 
-from tidings.envelope import Envelope, new_event_id, utc_now
-from tidings.messages import Message
+import pydantic
+
+from tidings.envelope import Envelope
+from tidings.messages import Message, new_envelope, published_topic
 from tidings.reliability.retry import RetryPolicy
-from tidings.store.base import Document, UnitOfWork
+from tidings.store.base import UnitOfWork
 
 M = TypeVar("M", bound=Message)
-Handler = Callable[[Any, "Context"], Awaitable[None]]
+T = TypeVar("T", bound=pydantic.BaseModel)
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 StartupHook = Callable[["Context"], Awaitable[None]]
 
 
-class State:
-    """A service's own state: JSON documents in named collections, in the unit of work."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Collection(Generic[T]):
+    """A named collection of documents of one pydantic model, e.g. ``stock`` of StockItem.
 
-    def __init__(self, uow: UnitOfWork) -> None:
-        self._uow = uow
+    Documents are stored as JSON and versioned: every put raises the version by one,
+    which :meth:`Context.put` can check (optimistic concurrency).
+    """
 
-    async def get(self, collection: str, key: str) -> dict[str, Any] | None:
-        doc = await self._uow.get(collection, key)
-        return None if doc is None else doc.data
+    name: str
+    model: type[T]
 
-    async def get_versioned(self, collection: str, key: str) -> Document | None:
-        """The document with its version, for :meth:`put` with ``expected_version``."""
-        return await self._uow.get(collection, key)
 
-    async def put(
-        self,
-        collection: str,
-        key: str,
-        data: dict[str, Any],
-        expected_version: int | None = None,
-    ) -> int:
-        return await self._uow.put(collection, key, data, expected_version)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Versioned(Generic[T]):
+    """A document with the version it was read at, for ``ctx.put(..., expected_version=)``."""
 
-    async def delete(self, collection: str, key: str) -> None:
-        await self._uow.delete(collection, key)
-
-    async def list(
-        self, collection: str, limit: int = 100, after: str | None = None
-    ) -> list[dict[str, Any]]:
-        return [doc.data for doc in await self._uow.list(collection, limit, after)]
+    value: T
+    version: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,7 +71,10 @@ class Outgoing:
 
 
 class Context:
-    """What a handler gets besides its event: state, publish, and where it came from."""
+    """What a handler gets besides its message: typed state, publish, and the cause.
+
+    One context belongs to one unit of work; it is made by whatever runs the service.
+    """
 
     def __init__(
         self,
@@ -84,9 +84,9 @@ class Context:
         stamp: Callable[[str, Envelope], Envelope] | None = None,
     ) -> None:
         self.service = service
-        self.state = State(uow)
         self.cause = cause
         self.outgoing: list[Outgoing] = []
+        self._uow = uow
         # Set by the runtime: lets tracing give the envelope its producer span's traceparent.
         self._stamp = stamp
 
@@ -96,53 +96,82 @@ class Context:
             return None
         return self.cause.correlationid or self.cause.id
 
-    def publish(self, message: Message, *, subject: str | None = None) -> Envelope:
+    # -- state ------------------------------------------------------------------------
+    async def get(self, collection: Collection[T], key: str) -> T | None:
+        found = await self.get_versioned(collection, key)
+        return None if found is None else found.value
+
+    async def get_versioned(self, collection: Collection[T], key: str) -> Versioned[T] | None:
+        """The document with its version, for :meth:`put` with ``expected_version``."""
+        doc = await self._uow.get(collection.name, key)
+        if doc is None:
+            return None
+        return Versioned(collection.model.model_validate(doc.data), doc.version)
+
+    async def put(
+        self,
+        collection: Collection[T],
+        key: str,
+        value: T,
+        expected_version: int | None = None,
+    ) -> int:
+        """Write ``value`` under ``key``; returns the new version.
+
+        With ``expected_version`` the write fails with ``ConcurrencyConflict`` unless the
+        stored document is still at that version (0: it must not exist yet).
+        """
+        if not isinstance(value, collection.model):
+            raise TypeError(
+                f"collection {collection.name!r} holds {collection.model.__name__}, "
+                f"not {type(value).__name__}"
+            )
+        return await self._uow.put(
+            collection.name, key, value.model_dump(mode="json"), expected_version
+        )
+
+    async def delete(self, collection: Collection[Any], key: str) -> None:
+        await self._uow.delete(collection.name, key)
+
+    async def list(
+        self, collection: Collection[T], limit: int = 100, after: str | None = None
+    ) -> list[T]:
+        """Up to ``limit`` documents in key order, starting after the key ``after``."""
+        docs = await self._uow.list(collection.name, limit, after)
+        return [collection.model.model_validate(doc.data) for doc in docs]
+
+    # -- publishing -------------------------------------------------------------------
+    def publish(self, message: Message, *, key: str | None = None) -> Envelope:
         """Publish ``message`` when this unit of work commits (through the outbox).
 
         The new event inherits the correlation id of the event being handled and takes
-        its id as causation id; outside a handler it starts a new correlation.
+        its id as causation id; outside a handler it starts a new correlation. ``key``
+        overrides the message's declared key.
         """
-        if not message.__topic__:
-            raise TypeError(f"{type(message).__name__} declares no __topic__")
-        event_id = new_event_id()
-        cause = self.cause
-        envelope = Envelope(
-            id=event_id,
-            source=self.service,
-            type=message.type_name(),
-            subject=subject if subject is not None else message.subject(),
-            data=message.model_dump(mode="json"),
-            time=utc_now(),
-            dataschema=message.schema_uri(),
-            correlationid=(cause.correlationid or cause.id) if cause else event_id,
-            causationid=cause.id if cause else None,
-            traceparent=cause.traceparent if cause else None,
-        )
+        topic = published_topic(type(message))
+        envelope = new_envelope(message, source=self.service, cause=self.cause, key=key)
         if self._stamp is not None:
-            envelope = self._stamp(message.__topic__, envelope)
-        self.outgoing.append(Outgoing(message.__topic__, envelope))
+            envelope = self._stamp(topic, envelope)
+        self.outgoing.append(Outgoing(topic, envelope))
         return envelope
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HandlerSpec:
     message_type: type[Message]
-    fn: Handler
+    fn: Callable[..., Awaitable[None]]
     retry: RetryPolicy
+    takes_context: bool = True
 
     @property
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", repr(self.fn))
 
-
-class Binding(Protocol):
-    """What a running service is bound to (implemented by :mod:`tidings.runtime`)."""
-
-    def unit_of_work(self) -> contextlib.AbstractAsyncContextManager[Context]: ...
+    def __call__(self, message: Message, ctx: Context) -> Awaitable[None]:
+        return self.fn(message, ctx) if self.takes_context else self.fn(message)
 
 
 class Service:
-    """A named service: its handlers, its startup hooks and, optionally, an HTTP app."""
+    """A named service: its handlers, collections, startup hooks and, optionally, an HTTP app."""
 
     def __init__(self, name: str, *, retry: RetryPolicy | None = None) -> None:
         if not name or any(c in name for c in " ./*>"):
@@ -150,56 +179,105 @@ class Service:
         self.name = name
         self.retry = retry or RetryPolicy()
         self.handlers: dict[str, HandlerSpec] = {}
+        self.collections: dict[str, Collection[Any]] = {}
         self.startup_hooks: list[StartupHook] = []
         self.http_app: Any = None
-        self._binding: Binding | None = None
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r})"
 
     @property
     def group(self) -> str:
         """The consumer group: the service's name, shared by all its processes."""
         return self.name
 
-    def on(
-        self, *message_types: type[M], retry: RetryPolicy | None = None
-    ) -> Callable[
-        [Callable[[M, Context], Awaitable[None]]], Callable[[M, Context], Awaitable[None]]
-    ]:
-        """Register the decorated coroutine as the handler of these message types."""
-        if not message_types:
-            raise TypeError("on() needs at least one message type")
+    def collection(self, name: str, model: type[T]) -> Collection[T]:
+        """Declare a collection of ``model`` documents in this service's state."""
+        known = self.collections.get(name)
+        if known is not None and known.model is not model:
+            raise ValueError(
+                f"{self.name}: collection {name!r} already holds {known.model.__name__}"
+            )
+        made = Collection(name, model)
+        self.collections[name] = made
+        return made
 
-        def register(
-            fn: Callable[[M, Context], Awaitable[None]],
-        ) -> Callable[[M, Context], Awaitable[None]]:
-            for message_type in message_types:
-                name = message_type.type_name()
-                if name in self.handlers:
-                    raise ValueError(f"{self.name} already handles {name}")
-                if not message_type.__topic__:
-                    raise TypeError(f"{message_type.__name__} declares no __topic__")
-                self.handlers[name] = HandlerSpec(message_type, fn, retry or self.retry)
-            return fn
+    @overload
+    def on(self, fn: F, /) -> F: ...
+
+    @overload
+    def on(
+        self, *message_types: type[Message], retry: RetryPolicy | None = None
+    ) -> Callable[[F], F]: ...
+
+    def on(self, *args: Any, retry: RetryPolicy | None = None) -> Any:
+        """Register the decorated coroutine as a handler.
+
+        ``@service.on`` takes the message type from the first parameter's annotation
+        (``A | B`` registers both); ``@service.on(A, B, retry=...)`` names them. The
+        handler is ``async def f(message)`` or ``async def f(message, ctx)``.
+        """
+        if len(args) == 1 and inspect.isfunction(args[0]):
+            return self._register(args[0], (), retry)
+
+        def register(fn: F) -> F:
+            return self._register(fn, args, retry)
 
         return register
+
+    def _register(
+        self, fn: F, message_types: tuple[type[Message], ...], retry: RetryPolicy | None
+    ) -> F:
+        where = getattr(fn, "__qualname__", repr(fn))
+        handler = fn  # what is returned: the check below narrows the type of fn
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{self.name}: handler {where} must be an async def")
+        params = list(inspect.signature(fn).parameters.values())
+        if not 1 <= len(params) <= 2:
+            raise TypeError(f"{self.name}: handler {where} takes (message) or (message, ctx)")
+        types_ = message_types or _annotated_types(fn, params[0].name, where)
+        for message_type in types_:
+            if not (isinstance(message_type, type) and issubclass(message_type, Message)):
+                raise TypeError(f"{self.name}: {where} handles {message_type!r}, not a Message")
+            name = message_type.message_info.type
+            if name in self.handlers:
+                raise ValueError(f"{self.name} already handles {name}")
+            published_topic(message_type)  # a handled type must name its topic
+            self.handlers[name] = HandlerSpec(
+                message_type, fn, retry or self.retry, takes_context=len(params) == 2
+            )
+        return handler
 
     def on_startup(self, fn: StartupHook) -> StartupHook:
         """Run ``fn(ctx)`` in a unit of work when the service starts (e.g. to seed state)."""
         self.startup_hooks.append(fn)
         return fn
 
-    def topics(self) -> list[str]:
-        return sorted({spec.message_type.__topic__ for spec in self.handlers.values()})
+    def http(self, app: Any) -> Any:
+        """Serve ``app`` (an ASGI app, e.g. FastAPI) with this service; returns it.
 
-    def bind(self, binding: Binding | None) -> None:
-        self._binding = binding
-
-    @contextlib.asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[Context]:
-        """A unit of work outside any handler, e.g. in an HTTP endpoint.
-
-        State changes and published messages commit together when the block exits.
+        Its endpoints get a unit of work per request from :mod:`tidings.http`.
         """
-        if self._binding is None:
-            raise RuntimeError(f"service {self.name!r} is not running (see tidings.runtime)")
-        async with self._binding.unit_of_work() as ctx:
-            yield ctx
+        self.http_app = app
+        return app
+
+    def topics(self) -> list[str]:
+        return sorted({published_topic(s.message_type) for s in self.handlers.values()})
+
+
+def _annotated_types(
+    fn: Callable[..., Any], param: str, where: str
+) -> tuple[type[Message], ...]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except NameError as exc:
+        raise TypeError(f"{where}: cannot resolve the message annotation ({exc})") from None
+    hint = hints.get(param)
+    if hint is None:
+        raise TypeError(
+            f"{where}: annotate the message parameter ({param}: OrderPlaced) "
+            "or name the types: @service.on(OrderPlaced)"
+        )
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(typing.get_args(hint))
+    return (hint,)

@@ -29,6 +29,7 @@ from nats.js.client import JetStreamContext
 
 from tidings import codec
 from tidings.envelope import Envelope
+from tidings.testing.servers import skip_or_fail
 from tidings.transport import make_transport, open_transport
 from tidings.transport.base import (
     BrokerUnavailable,
@@ -48,9 +49,7 @@ def unreachable(reason: str) -> None:
     message = (
         f"NATS backend not reachable at {URL} ({reason}); start it with `scripts/services up nats`"
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(message)
 
 
 @pytest_asyncio.fixture

@@ -11,20 +11,25 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
+from tidings.testing import records
 from tidings.transport import make_transport
 from tidings.transport.base import OutgoingRecord, Transport
 
 
-class PaymentRequested(Event):
-    __topic__ = "conformance.payments"
-    __subject__ = "payment_id"
-    payment_id: str
-    cents: int
+def payment_requested(topic: str) -> type[Event]:
+    """The event type, on a topic of its own: the real brokers are shared by every run."""
+
+    class PaymentRequested(Event, topic=topic, key="payment_id"):
+        payment_id: str
+        cents: int
+
+    return PaymentRequested
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
@@ -36,30 +41,21 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) ->
 
 
 async def _read_all(transport: Transport, topic: str) -> list[DeadLetter]:
-    out = []
-    for info in await transport.topics():
-        if info.name == topic:
-            for partition, end in info.end_offsets.items():
-                if end:
-                    out += [
-                        DeadLetter.from_record(r)
-                        for r in await transport.read(topic, partition, 0, end)
-                    ]
-    return out
+    return [DeadLetter.from_record(r) for r in await records(transport, topic)]
 
 
 async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
     transport_url: str, tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
-    # A fresh topic per run: the real brokers are shared by every test and every run.
-    PaymentRequested.__topic__ = f"conformance.payments.{suffix}"
+    PaymentRequested = payment_requested(f"conformance.payments.{suffix}")
+    topic = f"conformance.payments.{suffix}"
     svc = Service(f"payments-{suffix}", retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
     handled: list[int] = []
     broken = {"on": True}
 
     @svc.on(PaymentRequested)
-    async def pay(event: PaymentRequested, ctx: Context) -> None:
+    async def pay(event: Any, ctx: Context) -> None:
         if event.cents < 0:
             raise NonRecoverable("negative amount")
         if broken["on"] and event.cents == 13:
@@ -76,7 +72,7 @@ async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
         async with rt.unit_of_work() as ctx:
             for cents in (5, -1, 13, 7):
                 ctx.publish(PaymentRequested(payment_id=f"p{cents}", cents=cents))
-        await transport.publish([OutgoingRecord(PaymentRequested.__topic__, b"garbage", "p0")])
+        await transport.publish([OutgoingRecord(topic, b"garbage", "p0")])
         await _until(lambda: _dlq_count(transport, svc.group, 3))
         letters = {
             d.reason.split(":")[0]: d for d in await _read_all(transport, dlq_topic(svc.group))
@@ -89,7 +85,7 @@ async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
         }
         failed = letters[f"{pay.__qualname__} failed after 2 attempt(s)"]
         assert failed.error == "RuntimeError: card processor timed out" and failed.attempts == 2
-        assert failed.topic == PaymentRequested.__topic__ and failed.offset >= 0
+        assert failed.topic == topic and failed.offset >= 0
 
         broken["on"] = False  # the processor is back: replay the dead letter
         await transport.publish([failed.replay_record()])

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tidings.cli.demo import Shop, _free_port
+from shop.demo import Shop
+from tidings.testing import free_port
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def shop_factory(tmp_path: Path) -> Iterator[type[Shop]]:
             tmp_path,
             broker or f"sqlite:///{tmp_path}/log.db",
             store or f"sqlite:///{tmp_path}/{{service}}.db",
-            _free_port(),
+            free_port(),
             seed,
         )
         shops.append(shop)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tidings.cli.demo import Shop
+from shop.demo import Shop
 
 
 @pytest.fixture

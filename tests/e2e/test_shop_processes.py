@@ -7,15 +7,8 @@ import subprocess
 import sys
 import time
 
-from tidings.cli.demo import (
-    Shop,
-    order_mix,
-    payments_in_log,
-    place_orders,
-    read_stock,
-    report,
-    wait_settled,
-)
+from shop.demo import Shop, order_mix, place_orders, wait_settled
+from shop.invariants import payments_in_log, read_stock, report
 
 
 def test_shop_survives_sigkill_of_inventory_and_billing(shop_factory) -> None:

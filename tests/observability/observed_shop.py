@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from shop.demo import BROKE_CUSTOMER, SERVICES, WATCHED_CUSTOMER, Shop
 from tidings.cli.common import opened_transport
-from tidings.cli.demo import BROKE_CUSTOMER, SERVICES, WATCHED_CUSTOMER, Shop, _free_port
 from tidings.envelope import Envelope
+from tidings.testing import free_port, records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,10 +72,7 @@ def read_log(broker: str) -> list[tuple[str, Envelope]]:
         out: list[tuple[str, Envelope]] = []
         async with opened_transport(broker) as transport:
             for info in await transport.topics():
-                for partition, end in info.end_offsets.items():
-                    if end:
-                        for record in await transport.read(info.name, partition, 0, end):
-                            out.append((info.name, codec.decode(record)))
+                out += [(info.name, codec.decode(r)) for r in await records(transport, info.name)]
         return out
 
     return asyncio.run(main())
@@ -97,7 +95,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedRun]:
         workdir,
         f"sqlite:///{workdir}/log.db",
         f"sqlite:///{workdir}/{{service}}.db",
-        _free_port(),
+        free_port(),
         "observed",
     )
     shop.env.update(
@@ -109,7 +107,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedRun]:
         SHOP_FRAUD_HOLD_FILE=str(watchlist),
         SHOP_PAYMENT_FAILURE_RATE="0",
     )
-    shop.metrics_ports = {name: _free_port() for name in SERVICES}
+    shop.metrics_ports = {name: free_port() for name in SERVICES}
     shop.start()
     try:
         shop.wait_ready()

@@ -27,7 +27,9 @@ import httpx
 import pytest
 from observed_shop import ROOT, post_order, wait_for
 
-from tidings.cli.demo import SERVICES, Shop, _free_port, start_dashboard
+from shop.demo import SERVICES, Shop
+from tidings.testing import free_port
+from tidings.testing.processes import start_dashboard, stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -83,13 +85,13 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         workdir,
         f"sqlite:///{workdir}/log.db",
         f"sqlite:///{workdir}/{{service}}.db",
-        _free_port(),
+        free_port(),
         "dashboard",
     )
     shop.env.update(SHOP_FRAUD_HOLD_FILE=str(watchlist), SHOP_PAYMENT_FAILURE_RATE="0")
     shop.start()
-    port = _free_port()
-    board = start_dashboard(workdir, shop.broker, port, open_browser=False)
+    port = free_port()
+    board = start_dashboard(workdir, shop.broker, port)
     try:
         shop.wait_ready()
         with httpx.Client(base_url=f"http://127.0.0.1:{shop.port}", timeout=10) as client:
@@ -107,12 +109,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         )
         yield Running(shop, board, url, watchlist, orders)
     finally:
-        board.terminate()
-        try:
-            board.wait(10)
-        except subprocess.TimeoutExpired:
-            board.kill()
-            board.wait()
+        stop_process(board)
         shop.stop()
 
 

@@ -19,9 +19,7 @@ from tidings.transport.memory import MemoryTransport
 _names = itertools.count()
 
 
-class CacheStale(Event):
-    __topic__ = "obs.cache"
-    __subject__ = "key"
+class CacheStale(Event, topic="obs.cache", key="key"):
     key: str
 
 

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from observed_shop import post_order, wait_for
 
-from tidings.cli.demo import Shop, _free_port
+from shop.demo import Shop
+from tidings.testing import free_port
 
 
 class Collector(ThreadingHTTPServer):
@@ -70,7 +71,7 @@ def test_spans_reach_an_otlp_collector(collector: Collector, tmp_path: Path) -> 
         tmp_path,
         f"sqlite:///{tmp_path}/log.db",
         f"sqlite:///{tmp_path}/{{service}}.db",
-        _free_port(),
+        free_port(),
         "otlp",
     )
     shop.env.update(

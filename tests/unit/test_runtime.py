@@ -12,12 +12,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from pydantic import BaseModel
 
-from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
+from tidings import Collection, Context, Event, NonRecoverable, RetryPolicy, Service
 from tidings.reliability.deadletter import DeadLetter, DeadLetterKind, dlq_topic
 from tidings.runtime import Observer, Runtime
 from tidings.store.base import StoreUnavailable
 from tidings.store.sqlite import SQLiteStore
+from tidings.testing import records as all_records
 from tidings.testing.harness import drain
 from tidings.transport.base import BrokerUnavailable, OutgoingRecord
 from tidings.transport.memory import MemoryTransport
@@ -25,18 +27,28 @@ from tidings.transport.memory import MemoryTransport
 _names = itertools.count()
 
 
-class ThingHappened(Event):
-    __topic__ = "unit.things"
-    __subject__ = "thing_id"
+class ThingHappened(Event, topic="unit.things", key="thing_id"):
     thing_id: str
     n: int
 
 
-class ThingCounted(Event):
-    __topic__ = "unit.counts"
-    __subject__ = "thing_id"
+class ThingCounted(Event, topic="unit.counts", key="thing_id"):
     thing_id: str
     total: int
+
+
+class Total(BaseModel):
+    total: int = 0
+
+
+totals = Collection("totals", Total)
+
+
+class Handled(BaseModel):
+    ns: list[int] = []
+
+
+handled_ns = Collection("handled", Handled)
 
 
 class FakeClock:
@@ -67,10 +79,10 @@ def counter_service(fail_times: int = 0, error: type[Exception] = RuntimeError) 
 
     @svc.on(ThingHappened)
     async def count(event: ThingHappened, ctx: Context) -> None:
-        doc = await ctx.state.get("totals", event.thing_id) or {"total": 0}
-        doc["total"] += event.n
-        await ctx.state.put("totals", event.thing_id, doc)
-        ctx.publish(ThingCounted(thing_id=event.thing_id, total=doc["total"]))
+        doc = await ctx.get(totals, event.thing_id) or Total()
+        doc = Total(total=doc.total + event.n)
+        await ctx.put(totals, event.thing_id, doc)
+        ctx.publish(ThingCounted(thing_id=event.thing_id, total=doc.total))
         if failures["left"] > 0:
             failures["left"] -= 1
             raise error("boom")
@@ -84,18 +96,9 @@ async def publish(rt: Runtime, *events: Event) -> list[str]:
 
 
 async def total(rt: Runtime, thing: str) -> int | None:
-    async with rt.service.unit_of_work() as ctx:
-        doc = await ctx.state.get("totals", thing)
-    return None if doc is None else int(doc["total"])
-
-
-async def all_records(transport: MemoryTransport, topic: str) -> list[OutgoingRecord]:
-    out = []
-    for info in await transport.topics():
-        if info.name == topic:
-            for p, end in info.end_offsets.items():
-                out.extend(await transport.read(topic, p, 0, end))
-    return out
+    async with rt.unit_of_work() as ctx:
+        doc = await ctx.get(totals, thing)
+    return None if doc is None else doc.total
 
 
 async def started(svc: Service, transport: MemoryTransport, store: SQLiteStore, **kw) -> Runtime:
@@ -226,9 +229,9 @@ async def test_undecodable_and_invalid_events_go_to_dead_letters_at_once(transpo
 async def test_rolled_back_unit_of_work_publishes_nothing(transport, store) -> None:
     rt = await started(counter_service(), transport, store)
     with pytest.raises(ZeroDivisionError):
-        async with rt.service.unit_of_work() as ctx:
+        async with rt.unit_of_work() as ctx:
             ctx.publish(ThingHappened(thing_id="a", n=1))
-            await ctx.state.put("totals", "a", {"total": 100})
+            await ctx.put(totals, "a", Total(total=100))
             1 / 0  # noqa: B018
     await drain(rt)
     assert await all_records(transport, "unit.things") == []
@@ -306,9 +309,8 @@ async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport,
 
     @svc.on(ThingHappened)
     async def handle(event: ThingHappened, ctx: Context) -> None:
-        doc = await ctx.state.get("handled", event.thing_id) or {"ns": []}
-        doc["ns"].append(event.n)
-        await ctx.state.put("handled", event.thing_id, doc)
+        doc = await ctx.get(handled_ns, event.thing_id) or Handled()
+        await ctx.put(handled_ns, event.thing_id, Handled(ns=[*doc.ns, event.n]))
 
     outage = LockTheFileAfter(path, n=7)
     rt = Runtime(svc, transport, store, observer=outage)
@@ -326,9 +328,7 @@ async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport,
 
     # Every event was handled once, in every partition, and each key's events in order.
     async with rt.unit_of_work() as ctx:
-        handled = {
-            f"t{k}": (await ctx.state.get("handled", f"t{k}") or {"ns": []})["ns"] for k in range(5)
-        }
+        handled = {f"t{k}": (await ctx.get(handled_ns, f"t{k}") or Handled()).ns for k in range(5)}
     assert sorted(n for ns in handled.values() for n in ns) == list(range(20))
     for key, ns in handled.items():
         assert ns == [e.n for e in events if e.thing_id == key]
@@ -428,12 +428,12 @@ async def test_a_conflict_storm_backs_off_and_never_stops_the_service(
 
     @svc.on(ThingHappened)
     async def count(event: ThingHappened, ctx: Context) -> None:
-        doc = await ctx.state.get_versioned("totals", event.thing_id)
+        doc = await ctx.get_versioned(totals, event.thing_id)
         version = 0 if doc is None else doc.version
         if left["conflicts"] > 0:  # as if another unit of work had written it meanwhile
             left["conflicts"] -= 1
             version += 1
-        await ctx.state.put("totals", event.thing_id, {"total": event.n}, expected_version=version)
+        await ctx.put(totals, event.thing_id, Total(total=event.n), expected_version=version)
 
     clock = YieldingClock()
     rt = Runtime(svc, transport, store, sleep=clock.sleep, rng=random.Random(7))
@@ -474,7 +474,7 @@ async def test_a_refused_ack_is_logged_and_the_event_comes_again(transport, stor
 
     @svc.on(ThingHappened)
     async def handle(event: ThingHappened, ctx: Context) -> None:
-        await ctx.state.put("totals", event.thing_id, {"total": event.n})
+        await ctx.put(totals, event.thing_id, Total(total=event.n))
         sub = runtime[0].subscription
         if sub is not None and sub.assignment():
             # The member is put out of the group while it handles (as after a session
@@ -531,7 +531,7 @@ async def test_stop_ends_a_conflict_storm_that_never_ends_and_keeps_the_event(
 
     @svc.on(ThingHappened)
     async def count(event: ThingHappened, ctx: Context) -> None:
-        await ctx.state.put("totals", event.thing_id, {"total": 1}, expected_version=7)
+        await ctx.put(totals, event.thing_id, Total(total=1), expected_version=7)
 
     rt = Runtime(svc, transport, store, sleep=YieldingClock().sleep)
     await rt.start()

@@ -1,110 +1,124 @@
-"""The shop's choreography in one process, on the memory transport: every path ends."""
+"""The shop's choreography in one process (TestApp on the memory transport): every path ends."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 
 import pytest
 
 from shop import billing, inventory, order
-from shop.events import OrderLine, PlaceOrder
-from tidings.runtime import Runtime
-from tidings.store.sqlite import SQLiteStore
-from tidings.testing.harness import drain
-from tidings.transport.memory import MemoryTransport
-
-_names = itertools.count()
+from shop.events import OrderCancelled, OrderCompleted, OrderLine, OrderPlaced, PlaceOrder
+from tidings.testing import TestApp
 
 
 @pytest.fixture
-async def shop(tmp_path, monkeypatch) -> AsyncIterator[dict[str, Runtime]]:
+async def shop(monkeypatch) -> AsyncIterator[TestApp]:
     monkeypatch.setenv("SHOP_STOCK", "widget=10,doohickey=1")
     monkeypatch.setenv("SHOP_CREDIT_LIMITS", "c-broke=0")
-    transport = MemoryTransport(f"memory://shop-{next(_names)}")
-    runtimes: dict[str, Runtime] = {}
-    stores = []
-    for module in (order, inventory, billing):
-        store = SQLiteStore(str(tmp_path / f"{module.service.name}.db"))
-        await store.connect()
-        stores.append(store)
-        rt = Runtime(module.service, transport, store)
-        await rt.start(background=False)
-        runtimes[module.service.name] = rt
-    yield runtimes
-    for rt in runtimes.values():
-        rt.service.bind(None)
-    for store in stores:
-        await store.close()
+    async with TestApp(order.service, inventory.service, billing.service) as app:
+        yield app
 
 
-async def place(rt: Runtime, customer: str, *lines: tuple[str, int]) -> str:
+async def place(app: TestApp, customer: str, *lines: tuple[str, int]) -> str:
     command = PlaceOrder(
         customer_id=customer, lines=[OrderLine(sku=s, quantity=q) for s, q in lines]
     )
-    async with rt.service.unit_of_work() as ctx:
+    async with app.unit_of_work(order.service) as ctx:
         placed = await order.place_order(command, ctx)
-    return str(placed["order_id"])
+    return placed.order_id
 
 
-async def doc(rt: Runtime, collection: str, key: str) -> dict:
-    async with rt.service.unit_of_work() as ctx:
-        found = await ctx.state.get(collection, key)
+async def an_order(app: TestApp, order_id: str) -> order.Order:
+    found = await app.get(order.orders, order_id)
     assert found is not None
     return found
 
 
+async def available(app: TestApp, sku: str) -> int:
+    return (await app.get(inventory.stock, sku)).available
+
+
 async def test_order_completes_and_takes_stock_and_payment(shop) -> None:
-    order_id = await place(shop["order"], "c1", ("widget", 3))
-    await drain(*shop.values())
-    placed = await doc(shop["order"], "orders", order_id)
-    assert placed["status"] == "COMPLETED"
-    assert [e["type"] for e in placed["history"]] == [
+    order_id = await place(shop, "c1", ("widget", 3))
+    await shop.drain()
+    placed = await an_order(shop, order_id)
+    assert placed.status == "COMPLETED"
+    assert [e.type for e in placed.history] == [
         "OrderPlaced",
         "InventoryReserved",
         "PaymentProcessed",
         "OrderCompleted",
     ]
-    assert (await doc(shop["inventory"], "stock", "widget"))["available"] == 7
-    payment = await doc(shop["billing"], "payments", order_id)
-    assert payment["amount_cents"] == 3 * 1250
+    assert await available(shop, "widget") == 7
+    payment = await shop.get(billing.payments, order_id)
+    assert payment.amount_cents == 3 * 1250
+    [completed] = await shop.published(OrderCompleted)
+    assert completed.order_id == order_id and completed.payment_id == payment.payment_id
 
 
 async def test_out_of_stock_cancels_without_payment(shop) -> None:
-    order_id = await place(shop["order"], "c1", ("widget", 1), ("doohickey", 2))
-    await drain(*shop.values())
-    placed = await doc(shop["order"], "orders", order_id)
-    assert placed["status"] == "CANCELLED"
-    assert placed["reason"] == "out of stock: doohickey (wanted 2, have 1)"
-    assert (await doc(shop["inventory"], "stock", "widget"))["available"] == 10  # nothing held
-    assert shop["billing"].stats.handled == 0
+    order_id = await place(shop, "c1", ("widget", 1), ("doohickey", 2))
+    await shop.drain()
+    placed = await an_order(shop, order_id)
+    assert placed.status == "CANCELLED"
+    assert placed.reason == "out of stock: doohickey (wanted 2, have 1)"
+    assert await available(shop, "widget") == 10  # nothing held
+    assert shop.runtime(billing.service).stats.handled == 0
 
 
 async def test_failed_payment_releases_stock_compensation(shop) -> None:
-    order_id = await place(shop["order"], "c-broke", ("widget", 4))
-    await drain(*shop.values())
-    placed = await doc(shop["order"], "orders", order_id)
-    assert placed["status"] == "CANCELLED"
-    assert placed["reason"].startswith("payment failed: credit limit of 0 cents exceeded")
-    assert [e["type"] for e in placed["history"]] == [
+    order_id = await place(shop, "c-broke", ("widget", 4))
+    await shop.drain()
+    placed = await an_order(shop, order_id)
+    assert placed.status == "CANCELLED"
+    assert placed.reason is not None
+    assert placed.reason.startswith("payment failed: credit limit of 0 cents exceeded")
+    assert [e.type for e in placed.history] == [
         "OrderPlaced",
         "InventoryReserved",
         "PaymentFailed",
         "InventoryReleased",
         "OrderCancelled",
     ]
-    assert (await doc(shop["inventory"], "stock", "widget"))["available"] == 10
-    assert (await doc(shop["inventory"], "reservations", order_id))["released"] is True
+    assert await available(shop, "widget") == 10
+    assert (await shop.get(inventory.reservations, order_id)).released is True
+    assert [c.order_id for c in await shop.published(OrderCancelled)] == [order_id]
 
 
 async def test_redelivery_everywhere_changes_nothing(shop) -> None:
-    transport = shop["order"].transport
-    assert isinstance(transport, MemoryTransport)
-    transport.faults.duplicate = True
-    ids = [await place(shop["order"], "c1", ("widget", 2)) for _ in range(3)]
-    await drain(*shop.values())
-    assert sum(rt.stats.duplicates for rt in shop.values()) >= 6
+    shop.transport.faults.duplicate = True
+    ids = [await place(shop, "c1", ("widget", 2)) for _ in range(3)]
+    await shop.drain()
+    assert sum(rt.stats.duplicates for rt in shop.runtimes.values()) >= 6
     for order_id in ids:
-        assert (await doc(shop["order"], "orders", order_id))["status"] == "COMPLETED"
-    assert (await doc(shop["inventory"], "stock", "widget"))["available"] == 4
-    assert (await doc(shop["billing"], "customers", "c1"))["spent_cents"] == 3 * 2 * 1250
+        assert (await an_order(shop, order_id)).status == "COMPLETED"
+    assert await available(shop, "widget") == 4
+    assert (await shop.get(billing.accounts, "c1")).spent_cents == 3 * 2 * 1250
+
+
+async def test_an_event_published_from_outside_is_handled(shop) -> None:
+    """TestApp.publish feeds a service as another producer would (no order record)."""
+    line = OrderLine(sku="widget", quantity=2)
+    await shop.publish(OrderPlaced(order_id="o-ext", customer_id="c1", lines=[line], amount_cents=2500))
+    await shop.drain()
+    assert await available(shop, "widget") == 8
+    assert (await shop.get(billing.payments, "o-ext")).amount_cents == 2500
+    assert await shop.get(order.orders, "o-ext") is None  # order ignores orders it never took
+
+
+async def test_order_api_in_process(shop) -> None:
+    async with shop.http(order.service) as client:
+        created = await client.post(
+            "/orders", json={"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 1}]}
+        )
+        assert created.status_code == 202, created.text
+        order_id = created.json()["order_id"]
+        assert (await client.get(f"/orders/{order_id}")).json()["status"] == "PLACED"
+        await shop.drain()
+        assert (await client.get(f"/orders/{order_id}")).json()["status"] == "COMPLETED"
+        unknown = await client.post(
+            "/orders", json={"customer_id": "c1", "lines": [{"sku": "nope", "quantity": 1}]}
+        )
+        assert unknown.status_code == 422 and "unknown sku(s): nope" in unknown.json()["error"]
+        assert (await client.get("/orders/missing")).status_code == 404
+    assert len(await shop.published(OrderPlaced)) == 1  # the refused order published nothing

@@ -108,6 +108,13 @@ def run(
 
 @app.command()
 def demo(
+    target: str = typer.Argument(
+        "",
+        metavar="APP",
+        help="The app's demo, as package.module:function "
+        "(default: shop.demo:main, the reference shop's)",
+        show_default=False,
+    ),
     orders: int = typer.Option(50, "--orders", "-n", min=1, max=100_000, help="How many orders"),
     broker: str = typer.Option(
         "", "--broker", "-b", help=BROKER_HELP + " (default: a fresh SQLite log)"
@@ -133,22 +140,29 @@ def demo(
     ),
     metrics: bool = typer.Option(False, "--metrics", help="Serve Prometheus metrics per service"),
 ) -> None:
-    """Run the shop (order, inventory, billing) as processes, place orders, check invariants."""
-    from tidings.cli.demo import run_demo
+    """Run an app's demo; by default the shop (order, inventory, billing) as processes,
+    orders placed over HTTP, invariants checked."""
+    from tidings.cli.demo import demo_options, load_demo
 
-    ok = run_demo(
-        orders=orders,
-        broker=broker,
-        store=store,
-        port=port,
-        concurrency=concurrency,
-        timeout=timeout,
-        seed=seed,
-        dashboard=dashboard,
-        dashboard_port=dashboard_port,
-        open_browser=open_browser,
-        traces=traces,
-        metrics=metrics,
+    try:
+        entry = load_demo(target)
+    except (LookupError, TypeError) as exc:
+        raise fail(str(exc)) from None
+    ok = entry(
+        demo_options(
+            broker,
+            store,
+            orders=orders,
+            port=port,
+            concurrency=concurrency,
+            timeout=timeout,
+            seed=seed,
+            dashboard=dashboard,
+            dashboard_port=dashboard_port,
+            open_browser=open_browser,
+            traces=traces,
+            metrics=metrics,
+        )
     )
     raise typer.Exit(0 if ok else 1)
 

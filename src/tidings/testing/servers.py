@@ -2,7 +2,8 @@
 
 Under ``CI=true`` a missing server fails the test: CI must never go green without having
 run what it claims to run. Elsewhere the test is skipped with the backend's name and the
-command that starts it.
+command that starts it. :func:`require` checks by URL (a TCP connect);
+:func:`skip_or_fail` is the rule itself, for a test that found out another way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,11 +36,17 @@ def unreachable(url: str) -> str | None:
     return None
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test for ``reason`` (a missing server: say how to start it), or
+    fail it under ``CI=true``."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 def require(*urls: str) -> None:
     """Skip the calling test (fail it under CI) unless every server is reachable."""
     for url in urls:
         reason = unreachable(url)
         if reason:
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(reason, pytrace=False)
-            pytest.skip(reason)
+            skip_or_fail(reason)

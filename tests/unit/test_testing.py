@@ -1,0 +1,91 @@
+"""The shared test helpers of :mod:`tidings.testing`: ports, topics, state, servers."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from tidings import Service, codec
+from tidings.messages import Event, new_envelope
+from tidings.store import open_store
+from tidings.testing import documents, envelopes, free_port, records, state
+from tidings.testing.servers import skip_or_fail
+from tidings.transport import OutgoingRecord, open_transport
+from tidings.transport.memory import MemoryTransport
+
+
+class Parcel(BaseModel):
+    weight: int
+
+
+class ParcelSent(Event, topic="unit.parcels", key="parcel_id"):
+    parcel_id: str
+
+
+def test_free_port_can_be_bound() -> None:
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+async def test_records_reads_every_partition_of_one_topic() -> None:
+    transport = MemoryTransport("memory://unit-testing-records")
+    await transport.connect()
+    try:
+        await transport.create_topic("a", partitions=3)
+        await transport.create_topic("b")
+        await transport.publish([OutgoingRecord("a", f"{i}".encode(), f"k{i}") for i in range(10)])
+        await transport.publish([OutgoingRecord("b", b"other")])
+        found = await records(transport, "a")
+        assert sorted(int(r.value) for r in found) == list(range(10))
+        assert {r.topic for r in found} == {"a"} and len({r.partition for r in found}) > 1
+        assert await records(transport, "missing") == []
+    finally:
+        await transport.close()
+
+
+async def test_envelopes_reads_a_topic_by_broker_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    sent = [new_envelope(ParcelSent(parcel_id=f"p{i}"), source="unit") for i in range(3)]
+    transport = await open_transport(url)
+    try:
+        await transport.create_topic("unit.parcels")
+        await transport.publish([codec.encode(e, "unit.parcels") for e in sent])
+    finally:
+        await transport.close()
+    found = await envelopes(url, "unit.parcels")
+    assert sorted(e.id for e in found) == sorted(e.id for e in sent)
+    assert {e.type for e in found} == {"ParcelSent"}
+
+
+async def test_documents_reads_a_collection_typed_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state, "_PAGE", 2)  # several pages
+    service = Service("depot")
+    parcels = service.collection("parcels", Parcel)
+    url = f"sqlite:///{tmp_path}/{{service}}.db"
+    store = await open_store(url, service.name)
+    try:
+        async with store.unit_of_work(service.name) as uow:
+            for i in range(5):
+                await uow.put("parcels", f"p{i}", Parcel(weight=i).model_dump(mode="json"))
+    finally:
+        await store.close()
+    assert (tmp_path / "depot.db").exists()
+    found = await documents(url, service, parcels)
+    assert found == {f"p{i}": Parcel(weight=i) for i in range(5)}
+    with pytest.raises(LookupError, match="depot declares no collection 'other'"):
+        await documents(url, service, Service("elsewhere").collection("other", Parcel))
+
+
+def test_skip_or_fail_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no server"):
+        skip_or_fail("no server")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no server"):
+        skip_or_fail("no server")
