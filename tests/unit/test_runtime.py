@@ -280,8 +280,9 @@ class LockTheFileAfter(Observer):
     """After the ``n``-th handled event, another connection takes the SQLite file's write
     lock (as a backup or a migration in another process would) until ``release()``.
 
-    ``on_handled`` runs right after the event's commit, before any other unit of work of
-    the batch can begin, so the outage starts at a known point in the middle of a batch.
+    ``on_handled`` runs right after the commit of the unit of work that handled the event
+    (one event, or a run of one partition's events), before any other unit of work of the
+    fetched batch can begin, so the outage starts in the middle of a batch.
     """
 
     def __init__(self, path: str, n: int) -> None:
@@ -321,7 +322,7 @@ async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport,
     await rt.relay.relay_once()
     with pytest.raises(StoreUnavailable, match="database is locked"):
         await rt.poll()
-    assert rt.stats.handled == 7, "the outage should start in the middle of the batch"
+    assert 7 <= rt.stats.handled < 20, "the outage should start in the middle of the batch"
     outage.release()
     await asyncio.sleep(0.6)  # the partitions were rewound with a short pause
     await drain(rt)

@@ -139,6 +139,39 @@ class PostgresUnitOfWork(UnitOfWork):
             (group, event_id),
         )
 
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        try:
+            cur = await self._conn.execute(
+                "SELECT event_id FROM inbox WHERE grp = %s AND event_id = ANY(%s)",
+                (group, list(event_ids)),
+            )
+            return {r[0] for r in await cur.fetchall()}
+        except psycopg.Error as exc:
+            if _lost_race(exc):
+                raise ConcurrencyConflict(f"{self.service}: {_first_line(exc)}") from exc
+            raise
+
+    async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await self._one(
+                "INSERT INTO inbox (grp, event_id) SELECT %s, unnest(%s::text[])"
+                " ON CONFLICT DO NOTHING",
+                (group, list(event_ids)),
+            )
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        # psycopg makes a nested transaction a SAVEPOINT, rolled back to if the block raises.
+        try:
+            async with self._conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            if _lost_race(exc):
+                raise ConcurrencyConflict(f"{self.service}: {_first_line(exc)}") from exc
+            raise
+
     async def get(self, collection: str, key: str) -> Document | None:
         row = await self._one(
             "SELECT version, data FROM documents"

@@ -117,6 +117,7 @@ class SQLiteUnitOfWork(UnitOfWork):
         self._conn = conn
         self.service = service
         self.queued_outbox = False
+        self._savepoints = 0
 
     async def seen(self, group: str, event_id: str) -> bool:
         row = self._conn.execute(
@@ -125,10 +126,39 @@ class SQLiteUnitOfWork(UnitOfWork):
         return row is not None
 
     async def mark_seen(self, group: str, event_id: str) -> None:
-        self._conn.execute(
+        await self.mark_seen_many(group, [event_id])
+
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(event_ids), 500):  # SQLite's limit of bound parameters
+            chunk = event_ids[start : start + 500]
+            rows = self._conn.execute(
+                "SELECT event_id FROM inbox WHERE grp = ? AND event_id IN"
+                f" ({','.join('?' * len(chunk))})",
+                (group, *chunk),
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
+    async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
+        now = time.time()
+        self._conn.executemany(
             "INSERT OR IGNORE INTO inbox (grp, event_id, handled_at) VALUES (?, ?, ?)",
-            (group, event_id, time.time()),
+            [(group, event_id, now) for event_id in event_ids],
         )
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        self._savepoints += 1
+        name = f"tidings_{self._savepoints}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        self._conn.execute(f"RELEASE {name}")
 
     async def get(self, collection: str, key: str) -> Document | None:
         row = self._conn.execute(

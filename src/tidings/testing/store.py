@@ -269,6 +269,57 @@ class StoreConformance:
             assert await uow.get("orders", "o1") == Document("o1", 1, {"v": 1})
         assert await store.outbox_backlog(svc) == 0
 
+    async def test_savepoint_that_raises_undoes_only_its_own_writes(
+        self, store: Store, svc: str
+    ) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"v": 1})
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "before", {"v": 1})
+            with pytest.raises(Boom):
+                async with uow.savepoint():
+                    await uow.put("orders", "inside", {"v": 1})
+                    await uow.put("orders", "o1", {"v": 2})
+                    await uow.delete("orders", "before")
+                    raise Boom
+            async with uow.savepoint():  # a later savepoint in the same unit of work commits
+                await uow.put("orders", "after", {"v": 1})
+            assert await uow.get("orders", "before") is not None
+            await uow.add_outbox([record(1)])
+        async with read_only(store, svc) as uow:
+            assert await uow.get("orders", "inside") is None
+            assert await uow.get("orders", "o1") == Document("o1", 1, {"v": 1})
+            assert await uow.get("orders", "before") == Document("before", 1, {"v": 1})
+            assert await uow.get("orders", "after") == Document("after", 1, {"v": 1})
+        assert await store.outbox_backlog(svc) == 1
+
+    async def test_conflict_in_a_savepoint_leaves_the_unit_of_work_usable(
+        self, store: Store, svc: str
+    ) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"v": 1})
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o2", {"v": 1})
+            with pytest.raises(ConcurrencyConflict):
+                async with uow.savepoint():
+                    await uow.put("orders", "o1", {"v": 2}, expected_version=0)
+            await uow.mark_seen(f"{svc}-g", "e1")
+        async with read_only(store, svc) as uow:
+            assert await uow.get("orders", "o2") == Document("o2", 1, {"v": 1})
+            assert await uow.seen(f"{svc}-g", "e1")
+
+    async def test_seen_many_and_mark_seen_many(self, store: Store, svc: str) -> None:
+        ids = [f"e{i}" for i in range(1200)]  # more than one statement's worth on SQLite
+        async with store.unit_of_work(svc) as uow:
+            assert await uow.seen_many(f"{svc}-g", ids) == set()
+            await uow.mark_seen_many(f"{svc}-g", ids[::2])
+            await uow.mark_seen_many(f"{svc}-g", ids[:4])  # idempotent, overlapping
+            await uow.mark_seen_many(f"{svc}-g", [])
+        async with read_only(store, svc) as uow:
+            assert await uow.seen_many(f"{svc}-g", ids) == {*ids[::2], *ids[:4]}
+            assert await uow.seen_many(f"{svc}-other", ids) == set()
+            assert await uow.seen_many(f"{svc}-g", []) == set()
+
     async def test_cancelled_unit_of_work_rolls_back_and_store_stays_usable(
         self, store: Store, svc: str
     ) -> None:
