@@ -13,6 +13,8 @@ from rich.table import Table
 
 from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
 from tidings.cli.dashboard import dashboard
+from tidings.cli.publish import publish
+from tidings.cli.tail import tail
 from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
@@ -281,3 +283,5 @@ def dlq_replay(
 # Commands that live in their own modules.
 app.command()(trace)
 app.command()(dashboard)
+app.command()(publish)
+app.command()(tail)
