@@ -14,6 +14,7 @@ from rich.table import Table
 
 from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
 from tidings.cli.dashboard import dashboard
+from tidings.cli.new import new
 from tidings.cli.publish import publish
 from tidings.cli.tail import tail
 from tidings.cli.trace import trace
@@ -299,3 +300,4 @@ app.command()(trace)
 app.command()(dashboard)
 app.command()(publish)
 app.command()(tail)
+app.command()(new)
