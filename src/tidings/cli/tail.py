@@ -197,7 +197,7 @@ def tail(
         except ValueError as exc:
             raise fail(str(exc)) from None
 
-    where = "new events" if start == "end" else "from the beginning" if from_beginning else f"since {since}"
+    where = f"since {since}" if since else "from the beginning" if from_beginning else "new events"
 
     def started() -> None:
         err_console.print(
