@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -31,6 +32,8 @@ from tidings.reliability.outbox import OutboxRelay
 from tidings.service import Context
 from tidings.store import Store, make_store
 from tidings.transport import Transport, make_transport
+
+log = logging.getLogger("tidings.bus")
 
 
 class Bus:
@@ -85,14 +88,28 @@ class Bus:
         self._open = False
         try:
             if self.relay is not None and self._relaying is not None:
-                await self.relay.stop(self.flush_seconds)
-                self._relaying.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._relaying
+                await self._stop_relay(self.relay, self._relaying)
             if self.store is not None:
                 await self.store.close()
         finally:
             await self.transport.close()
+
+    async def _stop_relay(self, relay: OutboxRelay, relaying: asyncio.Task[None]) -> None:
+        # stop() relays what is committed and not yet claimed. The relay loop may hold a
+        # batch it claimed a moment ago: let it finish that batch rather than cancel it
+        # mid-publish, which would leave its rows leased in the outbox until the lease ends.
+        await relay.stop(self.flush_seconds)
+        done, _ = await asyncio.wait([relaying], timeout=self.flush_seconds)
+        if not done:
+            relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relaying
+        elif not relaying.cancelled() and relaying.exception() is not None:
+            log.warning(
+                "outbox relay of %s stopped with %r; its rows stay in the outbox",
+                self.source,
+                relaying.exception(),
+            )
 
     async def __aenter__(self) -> Bus:
         return await self.open()

@@ -106,13 +106,22 @@ async def test_publish_without_a_store_puts_the_envelope_on_the_broker(broker: s
     assert structured == {expected_mode == "structured"}
 
 
+@pytest.mark.parametrize(
+    "store_template",
+    [
+        pytest.param("sqlite:///{tmp}/producer.db", id="sqlite-store"),
+        pytest.param("postgresql://postgres@127.0.0.1:5432/tidings", id="postgres-store"),
+    ],
+)
 async def test_a_unit_of_work_publishes_through_the_outbox_atomically(
-    broker: str, tmp_path: Path
+    broker: str, store_template: str, tmp_path: Path
 ) -> None:
+    require(store_template)
     topic = fresh_topic()
     SignedUp = signed_up(topic)
-    store_url = f"sqlite:///{tmp_path}/producer.db"
-    async with tidings.connect(broker, store_url, source="importer") as bus:
+    store_url = store_template.format(tmp=tmp_path)
+    source = f"importer-{uuid.uuid4().hex[:8]}"  # its own outbox in a shared database
+    async with tidings.connect(broker, store_url, source=source) as bus:
         with pytest.raises(RuntimeError, match="boom"):
             async with bus.unit_of_work() as ctx:
                 ctx.publish(SignedUp(user="rolled-back", plan="pro"))
@@ -127,12 +136,12 @@ async def test_a_unit_of_work_publishes_through_the_outbox_atomically(
     assert received["ada"] == first
     assert received["alan"] == single
     assert single.correlationid == first.id and single.causationid == first.id
-    assert {e.source for e in received.values()} == {"importer"}
+    assert {e.source for e in received.values()} == {source}
     assert {e.version for e in received.values()} == {2}
     store = make_store(store_url)
     await store.connect()
     try:
-        assert await store.outbox_backlog("importer") == 0  # the close flushed everything
+        assert await store.outbox_backlog(source) == 0  # the close flushed everything
     finally:
         await store.close()
 
