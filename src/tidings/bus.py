@@ -19,7 +19,6 @@ The envelope is the one a service would publish: :func:`tidings.messages.new_env
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -59,7 +58,6 @@ class Bus:
         self.transport: Transport = make_transport(broker_url)
         self.store: Store | None = None if store_url is None else make_store(store_url, source)
         self.relay: OutboxRelay | None = None
-        self._relaying: asyncio.Task[None] | None = None
         self._open = False
 
     @property
@@ -74,7 +72,7 @@ class Bus:
             if self.store is not None:
                 await self.store.connect()
                 self.relay = OutboxRelay(self.store, self.transport, self.source)
-                self._relaying = asyncio.create_task(self.relay.run(), name="bus-relay")
+                self.relay.start()
         except BaseException:
             await self.transport.close()
             raise
@@ -87,29 +85,12 @@ class Bus:
             return
         self._open = False
         try:
-            if self.relay is not None and self._relaying is not None:
-                await self._stop_relay(self.relay, self._relaying)
+            if self.relay is not None:
+                await self.relay.stop(self.flush_seconds)
             if self.store is not None:
                 await self.store.close()
         finally:
             await self.transport.close()
-
-    async def _stop_relay(self, relay: OutboxRelay, relaying: asyncio.Task[None]) -> None:
-        # stop() relays what is committed and not yet claimed. The relay loop may hold a
-        # batch it claimed a moment ago: let it finish that batch rather than cancel it
-        # mid-publish, which would leave its rows leased in the outbox until the lease ends.
-        await relay.stop(self.flush_seconds)
-        done, _ = await asyncio.wait([relaying], timeout=self.flush_seconds)
-        if not done:
-            relaying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relaying
-        elif not relaying.cancelled() and relaying.exception() is not None:
-            log.warning(
-                "outbox relay of %s stopped with %r; its rows stay in the outbox",
-                self.source,
-                relaying.exception(),
-            )
 
     async def __aenter__(self) -> Bus:
         return await self.open()

@@ -15,6 +15,7 @@ that tests with a fake clock see every wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -50,6 +51,7 @@ class OutboxRelay:
         self.sleep = sleep
         self._wake = asyncio.Event()
         self._stopping = False
+        self._task: asyncio.Task[None] | None = None
         self.published = 0
 
     def wake(self) -> None:
@@ -110,11 +112,32 @@ class OutboxRelay:
                 for waiter in waiters:
                     waiter.cancel()
 
+    def start(self) -> asyncio.Task[None]:
+        """Run :meth:`run` in a task of its own, which :meth:`stop` ends."""
+        self._task = asyncio.create_task(self.run(), name=f"relay {self.service}")
+        return self._task
+
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Stop, relaying what is committed now if the broker takes it within
-        ``drain_seconds``; whatever is left stays in the outbox for the next start."""
+        ``drain_seconds``; whatever is left stays in the outbox for the next start.
+
+        A relay started with :meth:`start` may hold a batch it claimed a moment ago: it
+        is let finish that batch rather than cancelled mid-publish, which would leave the
+        rows leased in the outbox until the lease ends.
+        """
         self._stopping = True
         self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            done, _ = await asyncio.wait([task], timeout=drain_seconds)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "outbox relay of %s stopped with %r", self.service, task.exception()
+                )
         try:
             async with asyncio.timeout(drain_seconds):
                 while await self.relay_once():

@@ -100,7 +100,7 @@ class Runtime:
         if background:
             if self.subscription is not None:
                 self._tasks.append(asyncio.create_task(self._consume_loop(), name="consume"))
-            self._tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
+            self._tasks.append(self.relay.start())
 
     async def stop(self) -> None:
         """Finish the delivery in hand, flush the outbox, leave the group.
