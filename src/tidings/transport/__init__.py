@@ -52,7 +52,7 @@ def make_transport(url: str) -> Transport:
 
         return MemoryTransport(url)
     if scheme == "sqlite":
-        from tidings.transport.sqlite_log import SQLiteLog
+        from tidings.transport.sqlite.log import SQLiteLog
 
         try:
             path = sqlite_path(url)
@@ -62,13 +62,13 @@ def make_transport(url: str) -> Transport:
     if scheme == "kafka":
         if not parts.hostname:
             raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. kafka://127.0.0.1:9092")
-        from tidings.transport.kafka import KafkaTransport
+        from tidings.transport.kafka.transport import KafkaTransport
 
         return KafkaTransport(url)
     if scheme == "nats":
         if not parts.hostname:
             raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. nats://127.0.0.1:4222")
-        from tidings.transport.nats import NatsTransport
+        from tidings.transport.nats.transport import NatsTransport
 
         return NatsTransport(url)
     raise InvalidBrokerURL(

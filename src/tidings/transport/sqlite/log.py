@@ -7,8 +7,8 @@ processes instead of failing them. As in :mod:`tidings.store.sqlite`, the calls 
 synchronous under async signatures: a local transaction costs microseconds, less than a
 hop to a thread would, and no ``await`` ever happens inside a transaction.
 
-The tables and retention live in :mod:`.sqlite_log_storage`, consumer groups (membership,
-leases, fetch, ack) in :mod:`.sqlite_log_groups`.
+The tables and retention live in :mod:`.storage`, consumer groups (membership,
+leases, fetch, ack) in :mod:`.groups`.
 
 URL options (they override the keyword arguments): ``session_timeout``,
 ``heartbeat_interval``, ``poll_interval_max`` (seconds), ``retention_ms``,
@@ -41,8 +41,8 @@ from tidings.transport.base import (
     TransportError,
     partition_for,
 )
-from tidings.transport.sqlite_log_groups import SQLiteSubscription
-from tidings.transport.sqlite_log_storage import (
+from tidings.transport.sqlite.groups import SQLiteSubscription
+from tidings.transport.sqlite.storage import (
     INSERT_RECORD,
     SELECT_RECORDS,
     delete_expired,
@@ -296,7 +296,7 @@ class SQLiteLog(Transport):
 
     async def _heartbeat_loop(self) -> None:
         # Renews leases while a handler awaits something slow between two fetches; see
-        # sqlite_log_groups for why fetch() alone is not enough.
+        # sqlite.groups for why fetch() alone is not enough.
         while self._subscriptions:
             await asyncio.sleep(self.heartbeat_interval)
             try:

@@ -2,14 +2,14 @@
 
 **Topics and offsets.** Each partition of a topic is its own stream (``shop.orders``
 partition 2 is stream ``shop_orders-2`` on subject ``tidings.shop.orders.2``; naming in
-:mod:`.nats_wire`). One stream per partition, rather than one per topic with a subject
+:mod:`.wire`). One stream per partition, rather than one per topic with a subject
 per partition, because JetStream numbers messages per stream: the stream sequence minus
 one *is* the partition offset, dense and gap-free like Kafka's, so ``read``, ``seek``,
 ``committed`` and the end offsets of ``topics()`` mean exactly what they mean on the
 other transports. The partition count lives in each stream's description; creating
 partition 0 decides it atomically when two processes create a topic at once.
 
-**Publishing** (:mod:`.nats_publish`). A batch is published concurrently and every
+**Publishing** (:mod:`.publish`). A batch is published concurrently and every
 stream ack awaited. Each message carries ``Nats-Msg-Id`` (the CloudEvent id when the
 record has one) so that a retry, ours or the outbox relay's, is stored once within the
 stream's duplicate window (2 minutes). What the server did not acknowledge (a
@@ -17,7 +17,7 @@ disconnect, a restart, JetStream still starting) is sent again, in order, until
 ``publish_timeout``; then :class:`BrokerUnavailable` is raised, and publishing the batch
 again is safe.
 
-**Consumer groups** (:mod:`.nats_groups`, :mod:`.nats_reader`). Members are keys with a
+**Consumer groups** (:mod:`.groups`, :mod:`.reader`). Members are keys with a
 TTL in the KV bucket ``tidings_members``; each computes the SQLite log's round-robin
 assignment alone and reads a partition only while holding its compare-and-set lease in
 ``tidings_leases``. A partition is read through a durable pull consumer per group with
@@ -31,8 +31,8 @@ binding of CloudEvents defines structured mode (its binary mode, added later, na
 headers ``ce-``, not Kafka's ``ce_`` that our codec writes), so any CloudEvents SDK
 reading the stream understands the event, and the whole event stays in the payload.
 
-Streams, group consumers and reading by offset are in :mod:`.nats_streams`; names and
-headers in :mod:`.nats_wire`.
+Streams, group consumers and reading by offset are in :mod:`.streams`; names and
+headers in :mod:`.wire`.
 
 URL options: ``session_timeout`` and ``heartbeat_interval`` (seconds; the session
 timeout is the TTL of the ``tidings_members`` bucket, fixed by whoever creates it),
@@ -68,10 +68,10 @@ from tidings.transport.base import (
     Transport,
     TransportError,
 )
-from tidings.transport.nats_groups import NatsSubscription
-from tidings.transport.nats_publish import Publisher
-from tidings.transport.nats_streams import Streams
-from tidings.transport.nats_wire import (
+from tidings.transport.nats.groups import NatsSubscription
+from tidings.transport.nats.publish import Publisher
+from tidings.transport.nats.streams import Streams
+from tidings.transport.nats.wire import (
     HOW_TO_START,
     LEASES_BUCKET,
     MEMBERS_BUCKET,

@@ -26,7 +26,7 @@ contract's, and the consumer's ack floor *is* the committed offset. A member tha
 a partition starts a fresh consumer (a new epoch) at the committed offset of the newest
 one and deletes the older ones: what the previous owner had fetched but not acked is
 delivered again, in order, and a late ack from a presumed-dead owner lands on a deleted
-consumer instead of moving the new one. Reading, ack and nack: :mod:`.nats_reader`.
+consumer instead of moving the new one. Reading, ack and nack: :mod:`.reader`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from nats.aio.subscription import Subscription as NatsSub
 from nats.js.kv import KeyValue
 
 from tidings.transport.base import Delivery, NotAssigned, Subscription, TransportError, assign
-from tidings.transport.nats_reader import Partition, Reader, TopicPartition
-from tidings.transport.nats_wire import (
+from tidings.transport.nats.reader import Partition, Reader, TopicPartition
+from tidings.transport.nats.wire import (
     MEMBERS_BUCKET,
     NATS_ERRORS,
     NOTIFY_PREFIX,
@@ -62,7 +62,7 @@ from tidings.transport.nats_wire import (
 )
 
 if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
+    from tidings.transport.nats.transport import NatsTransport
 
 log = logging.getLogger(__name__)
 

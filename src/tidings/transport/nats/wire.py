@@ -1,7 +1,7 @@
 """How the NATS transport lays Tidings out on JetStream: names, headers, raw API calls.
 
 Kept apart from :mod:`tidings.transport.nats` (the transport) and
-:mod:`tidings.transport.nats_groups` (consumer groups) so that both read the same
+:mod:`tidings.transport.nats.groups` (consumer groups) so that both read the same
 mapping, and so that a tool reading the streams directly has one page to look at.
 
 * topic ``shop.orders``, partition 2  ->  stream ``shop_orders-2`` capturing the single

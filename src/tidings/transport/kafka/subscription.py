@@ -39,8 +39,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tidings.transport.base import Delivery, NotAssigned, Subscription, TransportError
-from tidings.transport.kafka_config import describe, log
-from tidings.transport.kafka_ledger import DeliveryLedger
+from tidings.transport.kafka.config import describe, log
+from tidings.transport.kafka.ledger import DeliveryLedger
 
 TP = tuple[str, int]
 

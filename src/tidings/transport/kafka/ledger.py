@@ -4,7 +4,7 @@ Kept apart from the consumer so that the rules are plain: a delivery can be sett
 while it is outstanding; an ack settles it and everything before it in its partition
 (cumulative), a nack everything from it on (those come again). Attempts count how often
 this member handed out an offset; only offsets handed out again are remembered.
-Not thread-safe: :class:`~.kafka_subscription.KafkaSubscription` holds its lock.
+Not thread-safe: :class:`~.subscription.KafkaSubscription` holds its lock.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from confluent_kafka import Message
 
 from tidings.transport.base import Delivery, Subscription
-from tidings.transport.kafka_config import to_record
+from tidings.transport.kafka.config import to_record
 
 TP = tuple[str, int]
 

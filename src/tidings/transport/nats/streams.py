@@ -3,7 +3,7 @@
 The administrative half of the NATS transport (:mod:`tidings.transport.nats`): it
 creates and finds the stream of each partition, the durable consumers of the groups
 (whose ack floors are the committed offsets), and reads records without a group. The
-layout itself (names, descriptions, headers) is in :mod:`.nats_wire`.
+layout itself (names, descriptions, headers) is in :mod:`.wire`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from tidings.transport.base import Record, TransportError
-from tidings.transport.nats_wire import (
+from tidings.transport.nats.wire import (
     NATS_ERRORS,
     NS,
     SUBJECT_PREFIX,
@@ -41,7 +41,7 @@ from tidings.transport.nats_wire import (
 )
 
 if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
+    from tidings.transport.nats.transport import NatsTransport
 
 StreamEntry = tuple[str, int, int, dict[str, Any]]  # topic, partition, partitions, info
 

@@ -1,7 +1,7 @@
 """Reading the partitions one group member holds: pull requests, buffers, ack and nack.
 
 Each held partition has a durable pull consumer with ``AckPolicy.all`` (see
-:mod:`.nats_groups` for who owns which). A pull request for up to ``prefetch`` records is
+:mod:`.groups` for who owns which). A pull request for up to ``prefetch`` records is
 kept open per partition; the server answers it into this member's inbox, and the records
 wait in the partition's buffer, so ``fetch`` is served from memory while the next
 records are already on their way.
@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
 from tidings.transport.base import Delivery, Record, Subscription
-from tidings.transport.nats_wire import (
+from tidings.transport.nats.wire import (
     NATS_ERRORS,
     NS,
     JetStreamError,
@@ -50,7 +50,7 @@ from tidings.transport.nats_wire import (
 )
 
 if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
+    from tidings.transport.nats.transport import NatsTransport
 
 log = logging.getLogger(__name__)
 

@@ -49,10 +49,10 @@ from tidings.transport.base import (
     TransportError,
     assign,
 )
-from tidings.transport.sqlite_log_storage import SELECT_RECORDS, write_transaction
+from tidings.transport.sqlite.storage import SELECT_RECORDS, write_transaction
 
 if TYPE_CHECKING:
-    from tidings.transport.sqlite_log import SQLiteLog
+    from tidings.transport.sqlite.log import SQLiteLog
 
 TopicPartition = tuple[str, int]
 

@@ -36,7 +36,7 @@ from tidings.transport.base import (
     TransportError,
     partition_for,
 )
-from tidings.transport.nats_wire import (
+from tidings.transport.nats.wire import (
     HOW_TO_START,
     NATS_ERRORS,
     api,
@@ -46,7 +46,7 @@ from tidings.transport.nats_wire import (
 )
 
 if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
+    from tidings.transport.nats.transport import NatsTransport
 
 Outgoing = tuple[str, str, bytes, dict[str, str]]  # topic, subject, value, headers
 # The CloudEvents JSON format's media type (the codec's structured mode), spelled out
