@@ -1,4 +1,4 @@
-"""Transports: brokers behind one protocol (:mod:`tidings.transport.base`).
+"""Transports: brokers behind one protocol (:mod:`tidings.transport.contract`).
 
 Pick one by URL with :func:`open_transport`:
 
@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from tidings.transport.base import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import Delivery, Subscription, TopicInfo, Transport
+from tidings.transport.errors import (
     BrokerUnavailable,
-    Delivery,
     InvalidBrokerURL,
     NotAssigned,
-    OutgoingRecord,
-    Record,
     RecordTooLarge,
-    Subscription,
-    TopicInfo,
-    Transport,
     TransportError,
 )
 from tidings.urls import sqlite_path
@@ -39,6 +35,7 @@ __all__ = [
     "TopicInfo",
     "Transport",
     "TransportError",
+    "make_transport",
     "open_transport",
 ]
 

@@ -22,17 +22,16 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from tidings.transport.base import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import (
     DEFAULT_PARTITIONS,
     Delivery,
-    NotAssigned,
-    OutgoingRecord,
-    Record,
     Subscription,
     TopicInfo,
     Transport,
-    partition_for,
 )
+from tidings.transport.errors import NotAssigned
+from tidings.transport.placement import partition_for
 
 
 @dataclasses.dataclass

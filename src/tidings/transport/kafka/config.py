@@ -31,7 +31,8 @@ from confluent_kafka import KafkaError, Message
 from confluent_kafka._types import HeadersType
 
 from tidings.records import Record
-from tidings.transport.base import DEFAULT_PARTITIONS, TransportError
+from tidings.transport.contract import DEFAULT_PARTITIONS
+from tidings.transport.errors import TransportError
 
 log = logging.getLogger("tidings.transport.kafka")
 
@@ -75,7 +76,7 @@ class KafkaSettings:
 
     @classmethod
     def from_url(cls, url: str) -> KafkaSettings:
-        from tidings.transport.base import InvalidBrokerURL
+        from tidings.transport.errors import InvalidBrokerURL
 
         parts = urlsplit(url)
         if parts.scheme != "kafka" or not parts.netloc:

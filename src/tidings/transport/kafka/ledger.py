@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Message
 
-from tidings.transport.base import Delivery, Subscription
+from tidings.transport.contract import Delivery, Subscription
 from tidings.transport.kafka.config import to_record
 
 TP = tuple[str, int]

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from tidings.transport.base import BrokerUnavailable, OutgoingRecord, RecordTooLarge
+from tidings.records import OutgoingRecord
+from tidings.transport.errors import BrokerUnavailable, RecordTooLarge
 from tidings.transport.kafka.config import (
     FRAMING_BYTES,
     KafkaSettings,

@@ -1,4 +1,4 @@
-"""A Kafka consumer group member behind :class:`~tidings.transport.base.Subscription`.
+"""A Kafka consumer group member behind :class:`~tidings.transport.contract.Subscription`.
 
 **One thread per member.** librdkafka calls block, so each member owns a single worker
 thread that makes every call on its consumer, one at a time. librdkafka heartbeats from
@@ -38,7 +38,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from tidings.transport.base import Delivery, NotAssigned, Subscription, TransportError
+from tidings.transport.contract import Delivery, Subscription
+from tidings.transport.errors import NotAssigned, TransportError
 from tidings.transport.kafka.config import describe, log
 from tidings.transport.kafka.ledger import DeliveryLedger
 

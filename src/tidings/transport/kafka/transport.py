@@ -45,14 +45,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from tidings.transport.base import (
-    DEFAULT_PARTITIONS,
-    BrokerUnavailable,
-    OutgoingRecord,
-    Record,
-    TopicInfo,
-    Transport,
-)
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
+from tidings.transport.errors import BrokerUnavailable
 from tidings.transport.kafka.admin import KafkaAdmin
 from tidings.transport.kafka.config import (
     FRAMING_BYTES,

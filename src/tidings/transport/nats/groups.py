@@ -8,7 +8,7 @@ members of a group are read in one request (stream info filtered by subject).
 
 **Assignment** is the SQLite log's: round robin over the sorted (topic, partition) pairs
 and the sorted live members, computed by each member alone
-(:func:`tidings.transport.base.assign`). A member reads a partition only
+(:func:`tidings.transport.placement.assign`). A member reads a partition only
 while it holds the partition's *lease*, key ``<group>.<topic>.<partition>`` in bucket
 ``tidings_leases``, taken with compare-and-set (create, or update from the revision it
 read) and only when it is free or its owner is no longer a live member. Joins, leaves
@@ -47,7 +47,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 from nats.js.kv import KeyValue
 
-from tidings.transport.base import Delivery, NotAssigned, Subscription, TransportError, assign
+from tidings.transport.contract import Delivery, Subscription
+from tidings.transport.errors import NotAssigned, TransportError
 from tidings.transport.nats.reader import Partition, Reader, TopicPartition
 from tidings.transport.nats.wire import (
     MEMBERS_BUCKET,
@@ -60,6 +61,7 @@ from tidings.transport.nats.wire import (
     member_key,
     stream_name,
 )
+from tidings.transport.placement import assign
 
 if TYPE_CHECKING:
     from tidings.transport.nats.transport import NatsTransport

@@ -29,13 +29,8 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from tidings.transport.base import (
-    BrokerUnavailable,
-    OutgoingRecord,
-    RecordTooLarge,
-    TransportError,
-    partition_for,
-)
+from tidings.records import OutgoingRecord
+from tidings.transport.errors import BrokerUnavailable, RecordTooLarge, TransportError
 from tidings.transport.nats.wire import (
     HOW_TO_START,
     NATS_ERRORS,
@@ -44,6 +39,7 @@ from tidings.transport.nats.wire import (
     encoded_size,
     subject,
 )
+from tidings.transport.placement import partition_for
 
 if TYPE_CHECKING:
     from tidings.transport.nats.transport import NatsTransport

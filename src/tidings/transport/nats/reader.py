@@ -37,7 +37,8 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
-from tidings.transport.base import Delivery, Record, Subscription
+from tidings.records import Record
+from tidings.transport.contract import Delivery, Subscription
 from tidings.transport.nats.wire import (
     NATS_ERRORS,
     NS,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from tidings.transport.base import Record, TransportError
+from tidings.records import Record
+from tidings.transport.errors import TransportError
 from tidings.transport.nats.wire import (
     NATS_ERRORS,
     NS,

@@ -58,16 +58,9 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from tidings.transport.base import (
-    DEFAULT_PARTITIONS,
-    BrokerUnavailable,
-    InvalidBrokerURL,
-    OutgoingRecord,
-    Record,
-    TopicInfo,
-    Transport,
-    TransportError,
-)
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
+from tidings.transport.errors import BrokerUnavailable, InvalidBrokerURL, TransportError
 from tidings.transport.nats.groups import NatsSubscription
 from tidings.transport.nats.publish import Publisher
 from tidings.transport.nats.streams import Streams

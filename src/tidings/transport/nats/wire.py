@@ -26,7 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from tidings.records import OutgoingRecord
-from tidings.transport.base import TransportError
+from tidings.transport.errors import TransportError
 
 SUBJECT_PREFIX = "tidings"
 MEMBERS_BUCKET = "tidings_members"

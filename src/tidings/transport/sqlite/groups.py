@@ -41,14 +41,10 @@ import uuid
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from tidings.transport.base import (
-    Delivery,
-    NotAssigned,
-    Record,
-    Subscription,
-    TransportError,
-    assign,
-)
+from tidings.records import Record
+from tidings.transport.contract import Delivery, Subscription
+from tidings.transport.errors import NotAssigned, TransportError
+from tidings.transport.placement import assign
 from tidings.transport.sqlite.storage import SELECT_RECORDS, write_transaction
 
 if TYPE_CHECKING:

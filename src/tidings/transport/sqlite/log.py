@@ -30,17 +30,15 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tidings.transport.base import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
-    InvalidBrokerURL,
-    OutgoingRecord,
-    Record,
     TopicInfo,
     Transport,
-    TransportError,
-    partition_for,
 )
+from tidings.transport.errors import InvalidBrokerURL, TransportError
+from tidings.transport.placement import partition_for
 from tidings.transport.sqlite.groups import SQLiteSubscription
 from tidings.transport.sqlite.storage import (
     INSERT_RECORD,
