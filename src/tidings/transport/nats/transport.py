@@ -49,8 +49,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -60,7 +59,7 @@ from nats.js.kv import KeyValue
 
 from tidings.records import OutgoingRecord, Record
 from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
-from tidings.transport.errors import BrokerUnavailable, InvalidBrokerURL, TransportError
+from tidings.transport.errors import BrokerUnavailable, TransportError
 from tidings.transport.nats.groups import NatsSubscription
 from tidings.transport.nats.publish import Publisher
 from tidings.transport.nats.streams import Streams
@@ -73,6 +72,7 @@ from tidings.transport.nats.wire import (
     api,
     check_name,
 )
+from tidings.transport.options import check_heartbeat, url_options
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +90,7 @@ class NatsTransport(Transport):
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        options: dict[str, Any] = {}
-        for name, raw in parse_qsl(parts.query, keep_blank_values=True):
-            convert = _OPTIONS.get(name)
-            if convert is None:
-                raise InvalidBrokerURL(
-                    f"{url!r}: unknown option {name!r}; known: {', '.join(sorted(_OPTIONS))}"
-                )
-            try:
-                options[name] = convert(raw)
-            except ValueError:
-                raise InvalidBrokerURL(f"{url!r}: option {name}={raw!r} is not a number") from None
+        options = url_options(url, _OPTIONS)
         self.url = url
         self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
         self.session_timeout = float(options.get("session_timeout", 6.0))
@@ -112,8 +102,7 @@ class NatsTransport(Transport):
         self.prefetch = max(1, int(options.get("prefetch", 256)))
         self.retention_ms: int | None = options.get("retention_ms")
         self.retention_bytes: int | None = options.get("retention_bytes")
-        if not 0 < self.heartbeat_interval < self.session_timeout:
-            raise InvalidBrokerURL(f"{url!r}: heartbeat_interval must be below session_timeout")
+        check_heartbeat(url, self.heartbeat_interval, self.session_timeout)
         self.streams = Streams(self)
         self.members: KeyValue | None = None
         self.leases: KeyValue | None = None

@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from tidings.records import OutgoingRecord, Record
 from tidings.transport.contract import (
@@ -38,6 +38,7 @@ from tidings.transport.contract import (
     Transport,
 )
 from tidings.transport.errors import InvalidBrokerURL, TransportError
+from tidings.transport.options import check_heartbeat, url_options
 from tidings.transport.placement import partition_for
 from tidings.transport.sqlite.groups import SQLiteSubscription
 from tidings.transport.sqlite.storage import (
@@ -64,21 +65,6 @@ _OPTIONS = {
 }
 
 
-def _url_options(url: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        convert = _OPTIONS.get(name)
-        if convert is None:
-            raise InvalidBrokerURL(
-                f"{url!r}: unknown option {name!r}; known: {', '.join(sorted(_OPTIONS))}"
-            )
-        try:
-            options[name] = convert(raw)
-        except ValueError:
-            raise InvalidBrokerURL(f"{url!r}: option {name}={raw!r} is not a number") from None
-    return options
-
-
 class SQLiteLog(Transport):
     """The embedded log; see the module docstring. ``sqlite:///path/to/log.db``."""
 
@@ -97,7 +83,7 @@ class SQLiteLog(Transport):
         partitions: int = DEFAULT_PARTITIONS,
         synchronous: str = "normal",
     ) -> None:
-        options = _url_options(url) if url else {}
+        options = url_options(url, _OPTIONS) if url else {}
         query = urlsplit(url).query if url else ""
         if query and path.endswith("?" + query):
             path = path[: -len(query) - 1]  # tidings.urls.sqlite_path keeps the query
@@ -116,10 +102,7 @@ class SQLiteLog(Transport):
         self.synchronous = str(options.get("synchronous", synchronous)).upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidBrokerURL(f"{self.url!r}: synchronous must be normal or full")
-        if not 0 < self.heartbeat_interval < self.session_timeout:
-            raise InvalidBrokerURL(
-                f"{self.url!r}: heartbeat_interval must be below session_timeout"
-            )
+        check_heartbeat(self.url, self.heartbeat_interval, self.session_timeout)
         self._conn: sqlite3.Connection | None = None
         self._partitions: dict[str, int] = {}  # a topic's partition count never changes
         self._spread: dict[str, int] = {}  # round-robin counters for keyless records
