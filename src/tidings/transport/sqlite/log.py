@@ -20,8 +20,6 @@ URL options (they override the keyword arguments): ``session_timeout``,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -38,6 +36,7 @@ from tidings.transport.contract import (
     Transport,
 )
 from tidings.transport.errors import InvalidBrokerURL, TransportError
+from tidings.transport.membership import Heartbeat
 from tidings.transport.options import check_heartbeat, url_options
 from tidings.transport.placement import partition_for
 from tidings.transport.sqlite.groups import SQLiteSubscription
@@ -107,7 +106,9 @@ class SQLiteLog(Transport):
         self._partitions: dict[str, int] = {}  # a topic's partition count never changes
         self._spread: dict[str, int] = {}  # round-robin counters for keyless records
         self._subscriptions: list[SQLiteSubscription] = []
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(
+            self.heartbeat_interval, self._beat, lambda: bool(self._subscriptions)
+        )
         self._next_retention = 0.0
 
     # -- connection -------------------------------------------------------------------
@@ -125,11 +126,7 @@ class SQLiteLog(Transport):
     async def close(self) -> None:
         for sub in list(self._subscriptions):
             await sub.close()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await self._heartbeat.stop()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -265,28 +262,28 @@ class SQLiteLog(Transport):
                     " SELECT ?, topic, partition, next_offset FROM heads WHERE topic = ?",
                     [(group, topic) for topic in topics],
                 )
-        sub = SQLiteSubscription(self, group, tuple(topics))
+        sub = SQLiteSubscription(
+            self.conn, group, tuple(topics), url=self.url,
+            session_timeout=self.session_timeout, heartbeat_interval=self.heartbeat_interval,
+            poll_interval_max=self.poll_interval_max, on_close=self._forget,
+        )  # fmt: skip
         self._subscriptions.append(sub)
-        if self._heartbeat_task is None or self._heartbeat_task.done():
-            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        self._heartbeat.start()
         return sub
 
-    def forget(self, sub: SQLiteSubscription) -> None:
+    def _forget(self, sub: SQLiteSubscription) -> None:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _beat(self) -> None:
         # Renews leases while a handler awaits something slow between two fetches; see
-        # sqlite.groups for why fetch() alone is not enough.
-        while self._subscriptions:
-            await asyncio.sleep(self.heartbeat_interval)
-            try:
-                with write_transaction(self.conn):
-                    for sub in self._subscriptions:
-                        sub.renew(time.time())
-            except (sqlite3.Error, TransportError) as exc:  # the next beat tries again
-                logger.warning("%s: heartbeat failed: %s", self.url, exc)
-        self._heartbeat_task = None
+        # tidings.transport.membership for why fetch() alone is not enough.
+        try:
+            with write_transaction(self.conn):
+                for sub in self._subscriptions:
+                    sub.renew(time.time())
+        except (sqlite3.Error, TransportError) as exc:  # the next beat tries again
+            logger.warning("%s: heartbeat failed: %s", self.url, exc)
 
     # -- inspection and replay --------------------------------------------------------
 
