@@ -60,6 +60,7 @@ from nats.js.kv import KeyValue
 from tidings.records import OutgoingRecord, Record
 from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
 from tidings.transport.errors import BrokerUnavailable, TransportError
+from tidings.transport.membership import Heartbeat
 from tidings.transport.nats.groups import NatsSubscription
 from tidings.transport.nats.publish import Publisher
 from tidings.transport.nats.streams import Streams
@@ -103,13 +104,17 @@ class NatsTransport(Transport):
         self.retention_ms: int | None = options.get("retention_ms")
         self.retention_bytes: int | None = options.get("retention_bytes")
         check_heartbeat(url, self.heartbeat_interval, self.session_timeout)
-        self.streams = Streams(self)
         self.members: KeyValue | None = None
         self.leases: KeyValue | None = None
+        # Made by connect(), on its connection: the client, what lays topics out on
+        # JetStream, and what publishes (nats-py keeps one client through reconnects).
         self._nc: Client | None = None
-        self._publisher = Publisher(self)
+        self._streams: Streams | None = None
+        self._publisher: Publisher | None = None
         self._subscriptions: list[NatsSubscription] = []
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(
+            self.heartbeat_interval, self._beat, lambda: bool(self._subscriptions)
+        )
 
     # -- connection -------------------------------------------------------------------
 
@@ -118,6 +123,12 @@ class NatsTransport(Transport):
         if self._nc is None:
             raise TransportError(f"{self.url}: not connected (call connect())")
         return self._nc
+
+    @property
+    def streams(self) -> Streams:
+        if self._streams is None:
+            raise TransportError(f"{self.url}: not connected (call connect())")
+        return self._streams
 
     async def connect(self) -> None:
         if self._nc is not None:
@@ -152,7 +163,13 @@ class NatsTransport(Transport):
                 self.connect_timeout,
             )
             info = await api(self.nc, "INFO")
-            await self._publisher.start()
+            self._streams = Streams(
+                self.nc, self.url, partitions=self.default_partitions, replicas=self.replicas,
+                retention_ms=self.retention_ms, retention_bytes=self.retention_bytes,
+            )  # fmt: skip
+            publisher = Publisher(self.nc, self._streams, self.url, self.publish_timeout)
+            await publisher.start()
+            self._publisher = publisher
             self.members = await self._bucket(MEMBERS_BUCKET, ttl=self.session_timeout)
             self.leases = await self._bucket(LEASES_BUCKET, ttl=None)
         except (*NATS_ERRORS, OSError) as exc:
@@ -182,6 +199,7 @@ class NatsTransport(Transport):
         return kv
 
     async def _drop_connection(self) -> None:
+        self._streams = self._publisher = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -197,11 +215,13 @@ class NatsTransport(Transport):
     async def _on_disconnected(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             log.warning("%s: disconnected from NATS, reconnecting", self.url)
-        self._publisher.connection_lost()
+        if self._publisher is not None:
+            self._publisher.connection_lost()
 
     async def _on_reconnected(self) -> None:
         log.warning("%s: reconnected to NATS", self.url)
-        self._publisher.connection_lost()
+        if self._publisher is not None:
+            self._publisher.connection_lost()
         for sub in self._subscriptions:
             sub.on_reconnected()
 
@@ -209,11 +229,7 @@ class NatsTransport(Transport):
         for sub in list(self._subscriptions):
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.close()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await self._heartbeat.stop()
         await self._drop_connection()
 
     @contextlib.asynccontextmanager
@@ -245,6 +261,8 @@ class NatsTransport(Transport):
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         if records:
             self.check_size(records)
+            if self._publisher is None:
+                raise TransportError(f"{self.url}: not connected (call connect())")
             await self._publisher.publish(records)
 
     # -- consumer groups --------------------------------------------------------------
@@ -261,24 +279,26 @@ class NatsTransport(Transport):
                     # let the group skip what was published in between.
                     for part in range(count):
                         await self.streams.pin_end(group, topic, part)
-            sub = NatsSubscription(self, group, tuple(topics))
+            assert self.members is not None and self.leases is not None  # connected
+            sub = NatsSubscription(
+                self.nc, self.streams, group, tuple(topics), members=self.members,
+                leases=self.leases, url=self.url, session_timeout=self.session_timeout,
+                heartbeat_interval=self.heartbeat_interval, prefetch=self.prefetch,
+                on_close=self._forget,
+            )  # fmt: skip
             await sub.join()
         self._subscriptions.append(sub)
-        if self._heartbeat_task is None or self._heartbeat_task.done():
-            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        self._heartbeat.start()
         return sub
 
-    def forget(self, sub: NatsSubscription) -> None:
+    def _forget(self, sub: NatsSubscription) -> None:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _beat(self) -> None:
         # Renews membership while a handler awaits something slow between two fetches.
-        while self._subscriptions:
-            await asyncio.sleep(self.heartbeat_interval)
-            for sub in list(self._subscriptions):
-                await sub.heartbeat()
-        self._heartbeat_task = None
+        for sub in list(self._subscriptions):
+            await sub.heartbeat()
 
     # -- inspection and replay --------------------------------------------------------
 
