@@ -1,4 +1,4 @@
-"""Transports: brokers behind one protocol (:mod:`tidings.transport.contract`).
+"""Transports: brokers behind one contract (:mod:`tidings.transport.contract`).
 
 Pick one by URL with :func:`open_transport`:
 
@@ -6,19 +6,35 @@ Pick one by URL with :func:`open_transport`:
 * ``sqlite:///path/to/log.db`` - the embedded durable log (the default);
 * ``kafka://host:port`` - Apache Kafka;
 * ``nats://host:port`` - NATS JetStream.
+
+The layout, which lint-imports checks (no cycles; each layer imports only those below):
+
+* brokers: :mod:`.memory` and one package each, :mod:`.sqlite`, :mod:`.kafka`,
+  :mod:`.nats`; they never import each other;
+* what they share, each module with its rules in its docstring: :mod:`.ledger`
+  (deliveries handed out, attempts, cumulative settling), :mod:`.loop` (the fetch loop),
+  :mod:`.membership` (member ids, the heartbeat task), :mod:`.options` (URL options);
+  helpers receive values and callables, never a transport;
+* the contract: :mod:`.contract`, :mod:`.errors`, :mod:`.placement` (partitioner and
+  assignment), and :mod:`.tools` (helpers for tools written against the contract);
+* :mod:`.base` re-exports, for the rest of the framework, what it imports.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from tidings.records import OutgoingRecord, Record
-from tidings.transport.contract import Delivery, Subscription, TopicInfo, Transport
-from tidings.transport.errors import (
+from tidings.transport.base import (
     BrokerUnavailable,
+    Delivery,
     InvalidBrokerURL,
     NotAssigned,
+    OutgoingRecord,
+    Record,
     RecordTooLarge,
+    Subscription,
+    TopicInfo,
+    Transport,
     TransportError,
 )
 from tidings.urls import sqlite_path
