@@ -111,9 +111,8 @@ class NatsTransport(Transport):
         self._nc: Client | None = None
         self._streams: Streams | None = None
         self._publisher: Publisher | None = None
-        self._subscriptions: list[NatsSubscription] = []
-        self._heartbeat = Heartbeat(
-            self.heartbeat_interval, self._beat, lambda: bool(self._subscriptions)
+        self._heartbeat: Heartbeat[NatsSubscription] = Heartbeat(
+            self.heartbeat_interval, self._beat
         )
 
     # -- connection -------------------------------------------------------------------
@@ -222,11 +221,11 @@ class NatsTransport(Transport):
         log.warning("%s: reconnected to NATS", self.url)
         if self._publisher is not None:
             self._publisher.connection_lost()
-        for sub in self._subscriptions:
+        for sub in self._heartbeat.members:
             sub.on_reconnected()
 
     async def close(self) -> None:
-        for sub in list(self._subscriptions):
+        for sub in list(self._heartbeat.members):
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.close()
         await self._heartbeat.stop()
@@ -284,26 +283,21 @@ class NatsTransport(Transport):
                 self.nc, self.streams, group, tuple(topics), members=self.members,
                 leases=self.leases, url=self.url, session_timeout=self.session_timeout,
                 heartbeat_interval=self.heartbeat_interval, prefetch=self.prefetch,
-                on_close=self._forget,
+                on_close=self._heartbeat.leave,
             )  # fmt: skip
             await sub.join()
-        self._subscriptions.append(sub)
-        self._heartbeat.start()
+        self._heartbeat.join(sub)
         return sub
 
-    def _forget(self, sub: NatsSubscription) -> None:
-        if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
-
-    async def _beat(self) -> None:
+    async def _beat(self, members: Sequence[NatsSubscription]) -> None:
         # Renews membership while a handler awaits something slow between two fetches.
-        for sub in list(self._subscriptions):
+        for sub in members:
             await sub.heartbeat()
 
     # -- inspection and replay --------------------------------------------------------
 
     async def _group_offsets(self) -> dict[str, dict[tuple[str, int], int]]:
-        for sub in self._subscriptions:  # acks travel without an answer: settle them first
+        for sub in self._heartbeat.members:  # acks travel without an answer: settle them first
             await sub.confirm_acks()
         return await self.streams.group_offsets()
 

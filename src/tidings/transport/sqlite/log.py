@@ -105,9 +105,8 @@ class SQLiteLog(Transport):
         self._conn: sqlite3.Connection | None = None
         self._partitions: dict[str, int] = {}  # a topic's partition count never changes
         self._spread: dict[str, int] = {}  # round-robin counters for keyless records
-        self._subscriptions: list[SQLiteSubscription] = []
-        self._heartbeat = Heartbeat(
-            self.heartbeat_interval, self._beat, lambda: bool(self._subscriptions)
+        self._heartbeat: Heartbeat[SQLiteSubscription] = Heartbeat(
+            self.heartbeat_interval, self._beat
         )
         self._next_retention = 0.0
 
@@ -124,7 +123,7 @@ class SQLiteLog(Transport):
         return self._conn
 
     async def close(self) -> None:
-        for sub in list(self._subscriptions):
+        for sub in list(self._heartbeat.members):
             await sub.close()
         await self._heartbeat.stop()
         if self._conn is not None:
@@ -208,7 +207,7 @@ class SQLiteLog(Transport):
                     offset += 1
                     pos += len(value)
             conn.executemany(INSERT_RECORD, rows)
-        for sub in self._subscriptions:
+        for sub in self._heartbeat.members:
             sub.wake(by_partition)
         if time.monotonic() >= self._next_retention:
             # Also when the log has no default: a topic may have its own retention.
@@ -265,22 +264,17 @@ class SQLiteLog(Transport):
         sub = SQLiteSubscription(
             self.conn, group, tuple(topics), url=self.url,
             session_timeout=self.session_timeout, heartbeat_interval=self.heartbeat_interval,
-            poll_interval_max=self.poll_interval_max, on_close=self._forget,
+            poll_interval_max=self.poll_interval_max, on_close=self._heartbeat.leave,
         )  # fmt: skip
-        self._subscriptions.append(sub)
-        self._heartbeat.start()
+        self._heartbeat.join(sub)
         return sub
 
-    def _forget(self, sub: SQLiteSubscription) -> None:
-        if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
-
-    async def _beat(self) -> None:
+    async def _beat(self, members: Sequence[SQLiteSubscription]) -> None:
         # Renews leases while a handler awaits something slow between two fetches; see
         # tidings.transport.membership for why fetch() alone is not enough.
         try:
             with write_transaction(self.conn):
-                for sub in self._subscriptions:
+                for sub in members:
                     sub.renew(time.time())
         except (sqlite3.Error, TransportError) as exc:  # the next beat tries again
             logger.warning("%s: heartbeat failed: %s", self.url, exc)
