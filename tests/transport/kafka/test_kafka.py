@@ -295,6 +295,14 @@ async def test_nack_in_a_prefetched_batch_rewinds_and_ignores_stale_acks(
 
 async def test_a_broker_restart_loses_nothing(transport: KafkaTransport) -> None:
     require_local_broker("restarts the broker")
+    # scripts/services restarts only a broker it started from this checkout (a worktree
+    # sharing another checkout's .services sees it as stopped, and must not touch it).
+    status = await asyncio.to_thread(
+        subprocess.run, [str(REPO / "scripts" / "services"), "status", "kafka"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if "running" not in status.stdout:
+        skip_or_fail("restarts the broker: needs the Kafka of this checkout's `scripts/services`")
     topic, group = unique("kafka.restart"), unique("kafka-group")
     await transport.create_topic(topic, 3)
     sub = await transport.subscribe(group, [topic])
