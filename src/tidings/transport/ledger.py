@@ -68,29 +68,37 @@ class DeliveryLedger:
         self._paused: dict[TP, float] = {}  # nacked with a delay: readable again then
 
     def issue(self, records: Iterable[Record], held: Container[TP] | None = None) -> list[Delivery]:
-        """Deliveries for the records (of ``held`` partitions only, if given), in order.
+        """Deliveries for the records (of ``held`` partitions only, if given), in order;
+        the records may come from several partitions (a Kafka consume batch)."""
+        out: list[Delivery] = []
+        tp: TP = ("", -1)  # no partition yet
+        run: list[Record] = []
+        skip = False
+        for record in records:
+            if tp[1] != record.partition or tp[0] != record.topic:
+                if run:
+                    out += self.issue_partition(tp, run)
+                tp, run = (record.topic, record.partition), []
+                skip = held is not None and tp not in held  # given up meanwhile
+            if not skip:
+                run.append(record)
+        if run:
+            out += self.issue_partition(tp, run)
+        return out
 
-        The per-record hot path: a partition's state is looked up once per run of its
-        records."""
+    def issue_partition(self, tp: TP, records: Iterable[Record]) -> list[Delivery]:
+        """Deliveries for records of partition ``tp``, in order: the per-record hot path,
+        so the partition's state is looked up once per call."""
+        issued = self._issued.get(tp)
+        if issued is None:
+            issued = self._issued[tp] = {}
+            self._order[tp] = collections.deque()
+        order = self._order[tp]
+        delivered_to = self._delivered_to.get(tp, 0)
+        sub = self._subscription
         out: list[Delivery] = []
         append = out.append
-        sub = self._subscription
-        tp: TP | None = None
-        issued: dict[int, Delivery] = {}
-        order: collections.deque[int] = collections.deque()
-        delivered_to = 0
         for record in records:
-            if tp is None or tp[1] != record.partition or tp[0] != record.topic:
-                if tp is not None:
-                    self._delivered_to[tp] = delivered_to
-                tp = (record.topic, record.partition)
-                if held is not None and tp not in held:  # given up meanwhile
-                    tp = None
-                    continue
-                if tp not in self._issued:
-                    self._issued[tp], self._order[tp] = {}, collections.deque()
-                issued, order = self._issued[tp], self._order[tp]
-                delivered_to = self._delivered_to.get(tp, 0)
             offset = record.offset
             while order and order[-1] >= offset:  # the partition is read again from here
                 del issued[order.pop()]
@@ -103,8 +111,7 @@ class DeliveryLedger:
             delivery = issued[offset] = Delivery(sub, record, attempt)
             order.append(offset)
             append(delivery)
-        if tp is not None:
-            self._delivered_to[tp] = delivered_to
+        self._delivered_to[tp] = delivered_to
         return out
 
     def _outstanding(self, delivery: Delivery) -> TP | None:
@@ -116,15 +123,18 @@ class DeliveryLedger:
     def ack(self, delivery: Delivery) -> int:
         """Settle ``delivery`` and all before it; how many that settled (0: it was not
         outstanding, and the ack must commit nothing)."""
-        tp = self._outstanding(delivery)
-        if tp is None:
+        record = delivery.record  # the per-record hot path: _outstanding inlined
+        tp = (record.topic, record.partition)
+        offset = record.offset
+        issued = self._issued.get(tp)
+        if not issued or issued.get(offset) is not delivery:
             return 0
-        offset = delivery.record.offset
-        issued, order = self._issued[tp], self._order[tp]
-        settled = 0
-        while order and order[0] <= offset:
+        order = self._order[tp]
+        settled = 1
+        while order[0] < offset:  # delivery is in order: the loop stops there
             del issued[order.popleft()]
             settled += 1
+        del issued[order.popleft()]
         attempts = self._attempts.get(tp)
         if attempts:
             for done in [o for o in attempts if o <= offset]:

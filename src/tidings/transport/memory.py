@@ -195,7 +195,7 @@ class MemorySubscription(Subscription):
             room = max_records - len(out)
             while end < len(records) and end - pos < room and records[end].timestamp <= now:
                 end += 1
-            out += self._ledger.issue(records[pos:end])
+            out += self._ledger.issue_partition(pair, records[pos:end])
             self.positions[pair] = end
         return out
 

@@ -234,8 +234,9 @@ class Reader:
                 continue
             buffer = part.buffer
             batch = [buffer.popleft() for _ in range(min(len(buffer), max_records - len(out)))]
-            part.replies.extend(reply for _, reply in batch)
-            out += ledger.issue(record for record, _ in batch)
+            records, replies = zip(*batch, strict=True)
+            part.replies.extend(replies)
+            out += ledger.issue_partition(part.tp, records)
         return out
 
     def next_resume(self) -> float | None:
@@ -247,8 +248,9 @@ class Reader:
         if not settled:
             return  # a nack rewound past it: it comes again
         replies = part.replies
-        for _ in range(settled - 1):  # cumulative: the last reply acks them all
+        while settled > 1:  # cumulative: the last reply acks them all
             replies.popleft()
+            settled -= 1
         part.last_ack = reply = replies.popleft()
         try:
             await self._nc.publish(reply, b"")

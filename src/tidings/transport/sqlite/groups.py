@@ -257,11 +257,11 @@ class SQLiteSubscription(Subscription):
                 continue
             rows = conn.execute(SELECT_RECORDS, (*tp, position, max_records - len(out))).fetchall()
             topic, partition = tp
-            out += ledger.issue(
+            out += ledger.issue_partition(tp, [
                 Record(topic, partition, offset, key, value,
                        json.loads(headers) if headers else {}, ts)
                 for offset, key, value, headers, ts in rows
-            )  # fmt: skip
+            ])  # fmt: skip
             # Nothing left at or after position means retention removed it: skip to the head.
             self._position[tp] = rows[-1][0] + 1 if rows else heads[tp]
         return out
