@@ -292,7 +292,7 @@ async def framework_publish(url: str, topic: str, n: int) -> float:
 async def raw_publish(url: str, topic: str, n: int) -> float:
     from confluent_kafka import KafkaException, Producer
 
-    from tidings.transport.kafka_config import BROKER_DEFAULT_MESSAGE_MAX_BYTES, KafkaSettings
+    from tidings.transport.kafka.config import BROKER_DEFAULT_MESSAGE_MAX_BYTES, KafkaSettings
 
     config = KafkaSettings.from_url(url).producer(lambda e: None, BROKER_DEFAULT_MESSAGE_MAX_BYTES)
     producer = Producer(config)  # the very settings the transport uses
@@ -373,7 +373,7 @@ async def raw_consume(
 
     from confluent_kafka import Consumer
 
-    from tidings.transport.kafka_config import KafkaSettings
+    from tidings.transport.kafka.config import KafkaSettings
 
     group = f"bench-{uuid.uuid4().hex[:8]}"
     consumer = Consumer(KafkaSettings.from_url(url).consumer(group, True, lambda e: None))

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from tidings.transport.base import OutgoingRecord
-from tidings.transport.sqlite_log import SQLiteLog
+from tidings.transport.sqlite import SQLiteLog
 
 VALUE = os.urandom(1024)
 

@@ -9,8 +9,10 @@ command that starts it. :func:`require` checks by URL (a TCP connect);
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import socket
+from types import ModuleType
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -36,12 +38,11 @@ def unreachable(url: str) -> str | None:
     return None
 
 
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the calling test for ``reason`` (a missing server: say how to start it), or
-    fail it under ``CI=true``."""
+def skip_or_fail(reason: str, *, module_level: bool = False) -> NoReturn:
+    """Skip the calling test (or module), or fail it under ``CI=true``."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=module_level)
 
 
 def require(*urls: str) -> None:
@@ -50,3 +51,12 @@ def require(*urls: str) -> None:
         reason = unreachable(url)
         if reason:
             skip_or_fail(reason)
+
+
+def require_module(name: str, why: str) -> ModuleType:
+    """Import ``name`` for a test module; without it the module is skipped (a failure
+    under CI), naming the package and why the tests need it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"{name} is not installed ({why}): {exc}", module_level=True)

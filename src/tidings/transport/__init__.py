@@ -1,4 +1,4 @@
-"""Transports: brokers behind one protocol (:mod:`tidings.transport.base`).
+"""Transports: brokers behind one contract (:mod:`tidings.transport.contract`).
 
 Pick one by URL with :func:`open_transport`:
 
@@ -6,6 +6,18 @@ Pick one by URL with :func:`open_transport`:
 * ``sqlite:///path/to/log.db`` - the embedded durable log (the default);
 * ``kafka://host:port`` - Apache Kafka;
 * ``nats://host:port`` - NATS JetStream.
+
+The layout, which lint-imports checks (no cycles; each layer imports only those below):
+
+* brokers: :mod:`.memory` and one package each, :mod:`.sqlite`, :mod:`.kafka`,
+  :mod:`.nats`; they never import each other;
+* what they share, each module with its rules in its docstring: :mod:`.ledger`
+  (deliveries handed out, attempts, cumulative settling), :mod:`.loop` (the fetch loop),
+  :mod:`.membership` (member ids, the heartbeat task), :mod:`.options` (URL options);
+  helpers receive values and callables, never a transport;
+* the contract: :mod:`.contract`, :mod:`.errors`, :mod:`.placement` (partitioner and
+  assignment), and :mod:`.tools` (helpers for tools written against the contract);
+* :mod:`.base` re-exports, for the rest of the framework, what it imports.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ __all__ = [
     "TopicInfo",
     "Transport",
     "TransportError",
+    "make_transport",
     "open_transport",
 ]
 
@@ -52,7 +65,7 @@ def make_transport(url: str) -> Transport:
 
         return MemoryTransport(url)
     if scheme == "sqlite":
-        from tidings.transport.sqlite_log import SQLiteLog
+        from tidings.transport.sqlite.log import SQLiteLog
 
         try:
             path = sqlite_path(url)
@@ -62,13 +75,13 @@ def make_transport(url: str) -> Transport:
     if scheme == "kafka":
         if not parts.hostname:
             raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. kafka://127.0.0.1:9092")
-        from tidings.transport.kafka import KafkaTransport
+        from tidings.transport.kafka.transport import KafkaTransport
 
         return KafkaTransport(url)
     if scheme == "nats":
         if not parts.hostname:
             raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. nats://127.0.0.1:4222")
-        from tidings.transport.nats import NatsTransport
+        from tidings.transport.nats.transport import NatsTransport
 
         return NatsTransport(url)
     raise InvalidBrokerURL(

@@ -19,20 +19,20 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-from tidings.transport.base import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import (
     DEFAULT_PARTITIONS,
     Delivery,
-    NotAssigned,
-    OutgoingRecord,
-    Record,
     Subscription,
     TopicInfo,
     Transport,
-    partition_for,
 )
+from tidings.transport.ledger import DeliveryLedger, check_held
+from tidings.transport.loop import fetch_loop
+from tidings.transport.placement import assign, partition_for
 
 
 @dataclasses.dataclass
@@ -46,23 +46,22 @@ class Faults:
 class _Group:
     members: list[MemorySubscription] = dataclasses.field(default_factory=list)
     committed: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    joined: Iterator[int] = dataclasses.field(default_factory=itertools.count)
 
 
 class _Broker:
     def __init__(self) -> None:
         self.topics: dict[str, list[list[Record]]] = {}
         self.groups: dict[str, _Group] = {}
-        # Futures of fetches waiting for records; a plain set rather than a Condition so
+        # The wake events of the subscriptions; plain events rather than a Condition so
         # that one broker can outlive the event loop of a test.
-        self.waiters: set[asyncio.Future[None]] = set()
+        self.listeners: set[asyncio.Event] = set()
         self.faults = Faults()
         self.counter = itertools.count()
 
     def wake(self) -> None:
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
+        for listener in self.listeners:
+            listener.set()
 
     def partitions(self, topic: str) -> list[list[Record]]:
         return self.topics.setdefault(topic, [[] for _ in range(DEFAULT_PARTITIONS)])
@@ -115,7 +114,8 @@ class MemoryTransport(Transport):
             for topic in topics:
                 for p, records in enumerate(self._broker.topics[topic]):
                     state.committed.setdefault((topic, p), len(records))
-        sub = MemorySubscription(self._broker, state, group, tuple(topics))
+        member = f"{next(state.joined):09d}"  # assign() then goes round robin in join order
+        sub = MemorySubscription(self._broker, state, group, tuple(topics), member, self.url)
         state.members.append(sub)
         return sub
 
@@ -143,26 +143,38 @@ class MemoryTransport(Transport):
 
 
 class MemorySubscription(Subscription):
-    def __init__(self, broker: _Broker, state: _Group, group: str, topics: tuple[str, ...]):
+    def __init__(
+        self,
+        broker: _Broker,
+        state: _Group,
+        group: str,
+        topics: tuple[str, ...],
+        member: str,
+        url: str,
+    ) -> None:
         self._broker = broker
         self._state = state
         self.group = group
         self.topics = topics
+        self.member = member
+        self.url = url
         self.positions: dict[tuple[str, int], int] = {}
-        self._paused_until: dict[tuple[str, int], float] = {}
-        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._ledger = DeliveryLedger(self)
         self._duplicates: list[Record] = []
         self._assigned: frozenset[tuple[str, int]] = frozenset()
         self._closed = False
+        self._wake = asyncio.Event()
+        broker.listeners.add(self._wake)
 
     def _rebalance(self) -> None:
-        # Round robin over the sorted partitions among the live members, in join order.
-        members = self._state.members
-        me = members.index(self)
-        pairs = sorted((t, p) for t in self.topics for p in range(len(self._broker.partitions(t))))
-        assigned = frozenset(pair for i, pair in enumerate(pairs) if i % len(members) == me)
-        for pair in self._assigned - assigned:
+        # The SQLite log's and NATS's assignment, over the live members in join order.
+        members = [(m.member, m.topics) for m in self._state.members]
+        counts = {t: len(self._broker.partitions(t)) for _, topics in members for t in topics}
+        assigned = frozenset(assign(members, counts)[self.member])
+        lost = self._assigned - assigned
+        for pair in lost:
             self.positions.pop(pair, None)
+        self._ledger.forget(lost)
         self._assigned = assigned
 
     def assignment(self) -> frozenset[tuple[str, int]]:
@@ -170,73 +182,77 @@ class MemorySubscription(Subscription):
 
     def _take(self, max_records: int) -> list[Delivery]:
         out: list[Delivery] = []
-        now = time.time()
+        now, mono = time.time(), time.monotonic()
         while self._duplicates and len(out) < max_records:
-            out.append(self._deliver(self._duplicates.pop(0)))
+            record = self._duplicates.pop(0)
+            tp = (record.topic, record.partition)
+            out.append(Delivery(self, record, self._ledger.attempts(tp, record.offset) + 1))
         for pair in sorted(self._assigned):
-            if self._paused_until.get(pair, 0.0) > now:
+            if not self._ledger.ready(pair, mono):
                 continue
             records = self._broker.partitions(pair[0])[pair[1]]
-            pos = self.positions.setdefault(pair, self._state.committed.get(pair, 0))
-            while pos < len(records) and len(out) < max_records and records[pos].timestamp <= now:
-                out.append(self._deliver(records[pos]))
-                pos += 1
-            self.positions[pair] = pos
+            pos = end = self.positions.setdefault(pair, self._state.committed.get(pair, 0))
+            room = max_records - len(out)
+            while end < len(records) and end - pos < room and records[end].timestamp <= now:
+                end += 1
+            out += self._ledger.issue_partition(pair, records[pos:end])
+            self.positions[pair] = end
         return out
 
-    def _deliver(self, record: Record) -> Delivery:
-        key = (record.topic, record.partition, record.offset)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
-        return Delivery(self, record, self._attempts[key])
+    def _idle(self, now: float) -> float:
+        # Until a nack's pause ends or a delayed record becomes visible (else a publish).
+        resume = self._ledger.next_resume(self._assigned)
+        nap = float("inf") if resume is None else resume - now
+        wall = time.time()
+        for topic, part in self._assigned:
+            records = self._broker.partitions(topic)[part]
+            pos = self.positions.get((topic, part), 0)
+            if pos < len(records) and records[pos].timestamp > wall:
+                nap = min(nap, records[pos].timestamp - wall)
+        return nap
 
     async def fetch(self, max_records: int = 100, timeout: float = 0.5) -> list[Delivery]:
         if self._closed:
             raise RuntimeError("subscription is closed")
-        self._rebalance()
-        out = self._take(max_records)
-        if out or timeout <= 0:
-            return out
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._broker.waiters.add(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            self._broker.waiters.discard(waiter)
-        self._rebalance()
-        return self._take(max_records)
+
+        async def look() -> list[Delivery]:
+            self._rebalance()
+            return self._take(max_records)
+
+        return await fetch_loop(timeout, self._wake, look, self._idle)
 
     async def ack(self, delivery: Delivery) -> None:
+        pair = check_held(self.url, self.group, delivery, self._assigned)
         record = delivery.record
-        pair = (record.topic, record.partition)
-        if pair not in self._assigned:
-            raise NotAssigned(f"{pair} is not assigned to this member of {self.group!r}")
         faults = self._broker.faults
         if faults.crash_before_ack > 0:
             faults.crash_before_ack -= 1
             self.positions.pop(pair, None)  # resume from the committed offset, as on restart
             return
-        if record.offset >= self.positions.get(pair, record.offset + 1):
-            return  # a nack rewound this partition before it: that record comes first
         current = self._state.committed.get(pair, 0)
-        self._state.committed[pair] = max(current, record.offset + 1)
+        covered: list[Record] = []
         if faults.duplicate:  # every record this (cumulative) ack covers comes once more
-            for covered in self._broker.partitions(record.topic)[record.partition][
-                current : record.offset + 1
-            ]:
-                if self._attempts.get((covered.topic, covered.partition, covered.offset), 0) < 2:
-                    self._duplicates.append(covered)
+            covered = [
+                r
+                for r in self._broker.partitions(record.topic)[record.partition][
+                    current : record.offset + 1
+                ]
+                if self._ledger.attempts(pair, r.offset) < 2
+            ]
+        if not self._ledger.ack(delivery):
+            return  # a nack rewound this partition before it: that record comes first
+        self._state.committed[pair] = max(current, record.offset + 1)
+        self._duplicates += covered
 
     async def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
-        record = delivery.record
-        pair = (record.topic, record.partition)
-        self.positions[pair] = record.offset
-        self._paused_until[pair] = time.time() + delay
+        pair = check_held(self.url, self.group, delivery, self._assigned)
+        if self._ledger.nack(delivery, delay):
+            self.positions[pair] = delivery.record.offset
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._assigned = frozenset()
             self._state.members.remove(self)
+            self._broker.listeners.discard(self._wake)
             self._broker.wake()

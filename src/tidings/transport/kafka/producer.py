@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from tidings.transport.base import BrokerUnavailable, OutgoingRecord, RecordTooLarge
-from tidings.transport.kafka_config import (
+from tidings.records import OutgoingRecord
+from tidings.transport.errors import BrokerUnavailable, RecordTooLarge
+from tidings.transport.kafka.config import (
     FRAMING_BYTES,
     KafkaSettings,
     KafkaTransportError,

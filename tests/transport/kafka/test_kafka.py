@@ -1,14 +1,15 @@
 """Kafka-specific behaviour of the Kafka transport, checked from outside it.
 
-The shared suite (test_transport.py, id ``kafka``) checks the contract; these check what
-only Kafka has: records as other Kafka clients see them (read with aiokafka, a client
-independent of the transport's librdkafka), the idempotent producer as the broker stored
-it, offsets as Kafka's own admin API reports them, the Java partitioner, rebalances,
+The shared suite (tests/conformance/test_transport.py, id ``kafka``) checks the contract;
+these check what only Kafka has: records as other Kafka clients see them (read with
+aiokafka, a client independent of the transport's librdkafka), the idempotent producer as
+the broker stored it, offsets as Kafka's own admin API reports them, the Java partitioner, rebalances,
 and a broker restart in the middle of publishing and consuming.
 
 They run on the broker ``scripts/services up kafka`` starts (``TIDINGS_TEST_KAFKA_URL``
-picks another; the restart and on-disk checks then skip). Without a broker they are
-skipped, except under CI=true, where they fail: CI must never go green without them.
+picks another; the restart and on-disk checks then skip). Without a broker, or without
+aiokafka, they are skipped, except under CI=true, where they fail (all of them, those two
+checks too): CI must never go green without them.
 """
 
 from __future__ import annotations
@@ -30,20 +31,27 @@ import pytest_asyncio
 
 from tidings import codec
 from tidings.envelope import Envelope
-from tidings.testing.servers import require
+from tidings.testing.servers import require, require_module, skip_or_fail
 from tidings.transport import BrokerUnavailable, open_transport
 from tidings.transport.base import Delivery, NotAssigned, OutgoingRecord, Subscription
 from tidings.transport.kafka import KafkaTransport
 
-aiokafka = pytest.importorskip("aiokafka", reason="aiokafka reads back what the transport wrote")
-aiokafka_admin = pytest.importorskip("aiokafka.admin")
-aiokafka_partitioner = pytest.importorskip("aiokafka.partitioner")
+_WHY = "aiokafka reads back what the transport wrote"
+aiokafka = require_module("aiokafka", _WHY)
+aiokafka_admin = require_module("aiokafka.admin", _WHY)
+aiokafka_partitioner = require_module("aiokafka.partitioner", _WHY)
 
 DEFAULT_URL = "kafka://127.0.0.1:9092"
 KAFKA_URL = os.environ.get("TIDINGS_TEST_KAFKA_URL", DEFAULT_URL)
 BOOTSTRAP = urlsplit(KAFKA_URL).netloc
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LOCAL_BROKER = KAFKA_URL == DEFAULT_URL and (REPO / ".services" / "kafka").is_dir()
+
+
+def require_local_broker(why: str) -> None:
+    """Skip (fail under CI=true) unless the broker is the one scripts/services runs here."""
+    if not LOCAL_BROKER:
+        skip_or_fail(f"{why}: needs the Kafka of `scripts/services up kafka` at {DEFAULT_URL}")
 
 
 @pytest_asyncio.fixture
@@ -145,8 +153,8 @@ def test_producer_is_idempotent_and_waits_for_all_replicas() -> None:
     assert config["acks"] == "all"
 
 
-@pytest.mark.skipif(not LOCAL_BROKER, reason="reads the log files of scripts/services' broker")
 async def test_broker_stored_the_batches_with_a_producer_id(transport: KafkaTransport) -> None:
+    require_local_broker("reads the broker's log files")
     topic = unique("kafka.idempotent")
     await transport.create_topic(topic, 1)
     await transport.publish([OutgoingRecord(topic, f"v{i}".encode(), "k") for i in range(5)])
@@ -285,8 +293,16 @@ async def test_nack_in_a_prefetched_batch_rewinds_and_ignores_stale_acks(
 # -- a broker that goes away and comes back ---------------------------------------------
 
 
-@pytest.mark.skipif(not LOCAL_BROKER, reason="restarts scripts/services' broker")
 async def test_a_broker_restart_loses_nothing(transport: KafkaTransport) -> None:
+    require_local_broker("restarts the broker")
+    # scripts/services restarts only a broker it started from this checkout (a worktree
+    # sharing another checkout's .services sees it as stopped, and must not touch it).
+    status = await asyncio.to_thread(
+        subprocess.run, [str(REPO / "scripts" / "services"), "status", "kafka"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if "running" not in status.stdout:
+        skip_or_fail("restarts the broker: needs the Kafka of this checkout's `scripts/services`")
     topic, group = unique("kafka.restart"), unique("kafka-group")
     await transport.create_topic(topic, 3)
     sub = await transport.subscribe(group, [topic])

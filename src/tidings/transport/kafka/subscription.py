@@ -1,4 +1,4 @@
-"""A Kafka consumer group member behind :class:`~tidings.transport.base.Subscription`.
+"""A Kafka consumer group member behind :class:`~tidings.transport.contract.Subscription`.
 
 **One thread per member.** librdkafka calls block, so each member owns a single worker
 thread that makes every call on its consumer, one at a time. librdkafka heartbeats from
@@ -38,11 +38,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from tidings.transport.base import Delivery, NotAssigned, Subscription, TransportError
-from tidings.transport.kafka_config import describe, log
-from tidings.transport.kafka_ledger import DeliveryLedger
-
-TP = tuple[str, int]
+from tidings.transport.contract import Delivery, Subscription
+from tidings.transport.errors import TransportError
+from tidings.transport.kafka.config import describe, log, to_record
+from tidings.transport.ledger import TP, DeliveryLedger, check_held
 
 
 class KafkaSubscription(Subscription):
@@ -72,7 +71,6 @@ class KafkaSubscription(Subscription):
         self._ledger = DeliveryLedger(self)  # what was handed out and not settled yet
         self._acked: dict[TP, int] = {}  # next offset to commit, not committed yet
         self._rewinds: dict[TP, int] = {}  # nacks to apply before the next consume
-        self._paused_until: dict[TP, float] = {}  # monotonic
         self._paused: set[TP] = set()  # paused in librdkafka (worker thread only)
         self._commit_sent = 0.0  # monotonic time of the asynchronous commit in flight, or 0
         self._poll: asyncio.Future[list[Message]] | None = None
@@ -184,10 +182,8 @@ class KafkaSubscription(Subscription):
         if not self._paused:
             return wait
         with self._lock:
-            due = [tp for tp in self._paused if self._paused_until.get(tp, 0.0) <= now]
-            later = [self._paused_until[tp] for tp in self._paused if tp not in due]
-            for tp in due:
-                self._paused_until.pop(tp, None)
+            due = [tp for tp in self._paused if self._ledger.ready(tp, now)]
+            later = [self._ledger.paused_until(tp) for tp in self._paused if tp not in due]
         if due:
             self._paused.difference_update(due)
             consumer.resume([TopicPartition(t, p) for t, p in due])
@@ -199,7 +195,7 @@ class KafkaSubscription(Subscription):
                 return
             rewinds, self._rewinds = self._rewinds, {}
             now = time.monotonic()
-            pause = [tp for tp in rewinds if self._paused_until.get(tp, 0.0) > now]
+            pause = [tp for tp in rewinds if not self._ledger.ready(tp, now)]
             resume = [tp for tp in rewinds if tp in self._paused and tp not in pause]
         if pause:
             consumer.pause([TopicPartition(t, p) for t, p in pause])
@@ -216,36 +212,21 @@ class KafkaSubscription(Subscription):
 
     def _deliver(self, messages: list[Message]) -> list[Delivery]:
         with self._lock:
-            return self._ledger.issue(messages, self._assigned)
+            return self._ledger.issue(map(to_record, messages), self._assigned)
 
     # -- settling (event loop) -------------------------------------------------------------
 
-    def _check_assigned(self, delivery: Delivery) -> None:
-        record = delivery.record
-        if self._closed or (record.topic, record.partition) not in self._assigned:
-            raise NotAssigned(
-                f"{self.url}: {record.topic}[{record.partition}] is not assigned to this "
-                f"member of group {self.group!r} (any more)"
-            )
-
     async def ack(self, delivery: Delivery) -> None:
         with self._lock:
-            self._check_assigned(delivery)
-            tp = self._ledger.ack(delivery)
-            if tp is not None:
+            tp = check_held(self.url, self.group, delivery, self._assigned, self._closed)
+            if self._ledger.ack(delivery):
                 self._acked[tp] = delivery.record.offset + 1
 
     async def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
         with self._lock:
-            self._check_assigned(delivery)
-            tp = self._ledger.nack(delivery)
-            if tp is None:
-                return
-            self._rewinds[tp] = delivery.record.offset
-            if delay > 0:
-                self._paused_until[tp] = time.monotonic() + delay
-            else:
-                self._paused_until.pop(tp, None)
+            tp = check_held(self.url, self.group, delivery, self._assigned, self._closed)
+            if self._ledger.nack(delivery, delay):
+                self._rewinds[tp] = delivery.record.offset
 
     # -- commits and rebalances (worker thread) ------------------------------------------
 
@@ -307,7 +288,7 @@ class KafkaSubscription(Subscription):
         """Drop the local state of partitions; the caller holds the lock."""
         self._ledger.forget(tps)
         for tp in tps:
-            for state in (self._acked, self._rewinds, self._paused_until):
+            for state in (self._acked, self._rewinds):
                 state.pop(tp, None)
             self._paused.discard(tp)
 

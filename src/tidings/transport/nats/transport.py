@@ -2,14 +2,14 @@
 
 **Topics and offsets.** Each partition of a topic is its own stream (``shop.orders``
 partition 2 is stream ``shop_orders-2`` on subject ``tidings.shop.orders.2``; naming in
-:mod:`.nats_wire`). One stream per partition, rather than one per topic with a subject
+:mod:`.wire`). One stream per partition, rather than one per topic with a subject
 per partition, because JetStream numbers messages per stream: the stream sequence minus
 one *is* the partition offset, dense and gap-free like Kafka's, so ``read``, ``seek``,
 ``committed`` and the end offsets of ``topics()`` mean exactly what they mean on the
 other transports. The partition count lives in each stream's description; creating
 partition 0 decides it atomically when two processes create a topic at once.
 
-**Publishing** (:mod:`.nats_publish`). A batch is published concurrently and every
+**Publishing** (:mod:`.publish`). A batch is published concurrently and every
 stream ack awaited. Each message carries ``Nats-Msg-Id`` (the CloudEvent id when the
 record has one) so that a retry, ours or the outbox relay's, is stored once within the
 stream's duplicate window (2 minutes). What the server did not acknowledge (a
@@ -17,7 +17,7 @@ disconnect, a restart, JetStream still starting) is sent again, in order, until
 ``publish_timeout``; then :class:`BrokerUnavailable` is raised, and publishing the batch
 again is safe.
 
-**Consumer groups** (:mod:`.nats_groups`, :mod:`.nats_reader`). Members are keys with a
+**Consumer groups** (:mod:`.groups`, :mod:`.reader`). Members are keys with a
 TTL in the KV bucket ``tidings_members``; each computes the SQLite log's round-robin
 assignment alone and reads a partition only while holding its compare-and-set lease in
 ``tidings_leases``. A partition is read through a durable pull consumer per group with
@@ -31,8 +31,8 @@ binding of CloudEvents defines structured mode (its binary mode, added later, na
 headers ``ce-``, not Kafka's ``ce_`` that our codec writes), so any CloudEvents SDK
 reading the stream understands the event, and the whole event stays in the payload.
 
-Streams, group consumers and reading by offset are in :mod:`.nats_streams`; names and
-headers in :mod:`.nats_wire`.
+Streams, group consumers and reading by offset are in :mod:`.streams`; names and
+headers in :mod:`.wire`.
 
 URL options: ``session_timeout`` and ``heartbeat_interval`` (seconds; the session
 timeout is the TTL of the ``tidings_members`` bucket, fixed by whoever creates it),
@@ -49,8 +49,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -58,20 +57,14 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from tidings.transport.base import (
-    DEFAULT_PARTITIONS,
-    BrokerUnavailable,
-    InvalidBrokerURL,
-    OutgoingRecord,
-    Record,
-    TopicInfo,
-    Transport,
-    TransportError,
-)
-from tidings.transport.nats_groups import NatsSubscription
-from tidings.transport.nats_publish import Publisher
-from tidings.transport.nats_streams import Streams
-from tidings.transport.nats_wire import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
+from tidings.transport.errors import BrokerUnavailable, TransportError
+from tidings.transport.membership import Heartbeat
+from tidings.transport.nats.groups import NatsSubscription
+from tidings.transport.nats.publish import Publisher
+from tidings.transport.nats.streams import Streams
+from tidings.transport.nats.wire import (
     HOW_TO_START,
     LEASES_BUCKET,
     MEMBERS_BUCKET,
@@ -80,6 +73,7 @@ from tidings.transport.nats_wire import (
     api,
     check_name,
 )
+from tidings.transport.options import check_heartbeat, url_options
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +91,7 @@ class NatsTransport(Transport):
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        options: dict[str, Any] = {}
-        for name, raw in parse_qsl(parts.query, keep_blank_values=True):
-            convert = _OPTIONS.get(name)
-            if convert is None:
-                raise InvalidBrokerURL(
-                    f"{url!r}: unknown option {name!r}; known: {', '.join(sorted(_OPTIONS))}"
-                )
-            try:
-                options[name] = convert(raw)
-            except ValueError:
-                raise InvalidBrokerURL(f"{url!r}: option {name}={raw!r} is not a number") from None
+        options = url_options(url, _OPTIONS)
         self.url = url
         self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
         self.session_timeout = float(options.get("session_timeout", 6.0))
@@ -119,15 +103,17 @@ class NatsTransport(Transport):
         self.prefetch = max(1, int(options.get("prefetch", 256)))
         self.retention_ms: int | None = options.get("retention_ms")
         self.retention_bytes: int | None = options.get("retention_bytes")
-        if not 0 < self.heartbeat_interval < self.session_timeout:
-            raise InvalidBrokerURL(f"{url!r}: heartbeat_interval must be below session_timeout")
-        self.streams = Streams(self)
+        check_heartbeat(url, self.heartbeat_interval, self.session_timeout)
         self.members: KeyValue | None = None
         self.leases: KeyValue | None = None
+        # Made by connect(), on its connection: the client, what lays topics out on
+        # JetStream, and what publishes (nats-py keeps one client through reconnects).
         self._nc: Client | None = None
-        self._publisher = Publisher(self)
-        self._subscriptions: list[NatsSubscription] = []
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._streams: Streams | None = None
+        self._publisher: Publisher | None = None
+        self._heartbeat: Heartbeat[NatsSubscription] = Heartbeat(
+            self.heartbeat_interval, self._beat
+        )
 
     # -- connection -------------------------------------------------------------------
 
@@ -136,6 +122,12 @@ class NatsTransport(Transport):
         if self._nc is None:
             raise TransportError(f"{self.url}: not connected (call connect())")
         return self._nc
+
+    @property
+    def streams(self) -> Streams:
+        if self._streams is None:
+            raise TransportError(f"{self.url}: not connected (call connect())")
+        return self._streams
 
     async def connect(self) -> None:
         if self._nc is not None:
@@ -170,7 +162,13 @@ class NatsTransport(Transport):
                 self.connect_timeout,
             )
             info = await api(self.nc, "INFO")
-            await self._publisher.start()
+            self._streams = Streams(
+                self.nc, self.url, partitions=self.default_partitions, replicas=self.replicas,
+                retention_ms=self.retention_ms, retention_bytes=self.retention_bytes,
+            )  # fmt: skip
+            publisher = Publisher(self.nc, self._streams, self.url, self.publish_timeout)
+            await publisher.start()
+            self._publisher = publisher
             self.members = await self._bucket(MEMBERS_BUCKET, ttl=self.session_timeout)
             self.leases = await self._bucket(LEASES_BUCKET, ttl=None)
         except (*NATS_ERRORS, OSError) as exc:
@@ -200,6 +198,7 @@ class NatsTransport(Transport):
         return kv
 
     async def _drop_connection(self) -> None:
+        self._streams = self._publisher = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -215,23 +214,21 @@ class NatsTransport(Transport):
     async def _on_disconnected(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             log.warning("%s: disconnected from NATS, reconnecting", self.url)
-        self._publisher.connection_lost()
+        if self._publisher is not None:
+            self._publisher.connection_lost()
 
     async def _on_reconnected(self) -> None:
         log.warning("%s: reconnected to NATS", self.url)
-        self._publisher.connection_lost()
-        for sub in self._subscriptions:
+        if self._publisher is not None:
+            self._publisher.connection_lost()
+        for sub in self._heartbeat.members:
             sub.on_reconnected()
 
     async def close(self) -> None:
-        for sub in list(self._subscriptions):
+        for sub in list(self._heartbeat.members):
             with contextlib.suppress(*NATS_ERRORS):
                 await sub.close()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await self._heartbeat.stop()
         await self._drop_connection()
 
     @contextlib.asynccontextmanager
@@ -263,6 +260,8 @@ class NatsTransport(Transport):
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         if records:
             self.check_size(records)
+            if self._publisher is None:
+                raise TransportError(f"{self.url}: not connected (call connect())")
             await self._publisher.publish(records)
 
     # -- consumer groups --------------------------------------------------------------
@@ -279,29 +278,26 @@ class NatsTransport(Transport):
                     # let the group skip what was published in between.
                     for part in range(count):
                         await self.streams.pin_end(group, topic, part)
-            sub = NatsSubscription(self, group, tuple(topics))
+            assert self.members is not None and self.leases is not None  # connected
+            sub = NatsSubscription(
+                self.nc, self.streams, group, tuple(topics), members=self.members,
+                leases=self.leases, url=self.url, session_timeout=self.session_timeout,
+                heartbeat_interval=self.heartbeat_interval, prefetch=self.prefetch,
+                on_close=self._heartbeat.leave,
+            )  # fmt: skip
             await sub.join()
-        self._subscriptions.append(sub)
-        if self._heartbeat_task is None or self._heartbeat_task.done():
-            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        self._heartbeat.join(sub)
         return sub
 
-    def forget(self, sub: NatsSubscription) -> None:
-        if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
-
-    async def _heartbeat_loop(self) -> None:
+    async def _beat(self, members: Sequence[NatsSubscription]) -> None:
         # Renews membership while a handler awaits something slow between two fetches.
-        while self._subscriptions:
-            await asyncio.sleep(self.heartbeat_interval)
-            for sub in list(self._subscriptions):
-                await sub.heartbeat()
-        self._heartbeat_task = None
+        for sub in members:
+            await sub.heartbeat()
 
     # -- inspection and replay --------------------------------------------------------
 
     async def _group_offsets(self) -> dict[str, dict[tuple[str, int], int]]:
-        for sub in self._subscriptions:  # acks travel without an answer: settle them first
+        for sub in self._heartbeat.members:  # acks travel without an answer: settle them first
             await sub.confirm_acks()
         return await self.streams.group_offsets()
 

@@ -25,13 +25,15 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaError, Message
 from confluent_kafka._types import HeadersType
 
 from tidings.records import Record
-from tidings.transport.base import DEFAULT_PARTITIONS, TransportError
+from tidings.transport.contract import DEFAULT_PARTITIONS
+from tidings.transport.errors import InvalidBrokerURL, TransportError
+from tidings.transport.options import url_options
 
 log = logging.getLogger("tidings.transport.kafka")
 
@@ -75,27 +77,15 @@ class KafkaSettings:
 
     @classmethod
     def from_url(cls, url: str) -> KafkaSettings:
-        from tidings.transport.base import InvalidBrokerURL
-
         parts = urlsplit(url)
         if parts.scheme != "kafka" or not parts.netloc:
             raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. kafka://127.0.0.1:9092")
-        options: dict[str, Any] = {}
-        extra: dict[str, str] = {}
         numeric = {f.name for f in dataclasses.fields(cls)} - {"url", "bootstrap", "extra"}
-        for name, raw in parse_qsl(parts.query, keep_blank_values=True):
-            if name.startswith("rdkafka."):
-                extra[name.removeprefix("rdkafka.")] = raw
-            elif name in numeric:
-                try:
-                    options[name] = int(raw)
-                except ValueError:
-                    raise InvalidBrokerURL(
-                        f"{url!r}: {name}={raw!r} is not a whole number"
-                    ) from None
-            else:
-                known = ", ".join(sorted(numeric | {"rdkafka.<librdkafka option>"}))
-                raise InvalidBrokerURL(f"{url!r}: unknown option {name!r}; known: {known}")
+        options = url_options(url, dict.fromkeys(numeric, int), passthrough="rdkafka.")
+        extra = {
+            name.removeprefix("rdkafka."): options.pop(name)
+            for name in [name for name in options if name.startswith("rdkafka.")]
+        }
         settings = cls(f"kafka://{parts.netloc}", parts.netloc, extra=extra, **options)
         if not 0 < settings.heartbeat_interval_ms * 3 <= settings.session_timeout_ms:
             raise InvalidBrokerURL(f"{url!r}: heartbeat_interval_ms must be at most a third of"

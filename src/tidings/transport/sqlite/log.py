@@ -7,8 +7,8 @@ processes instead of failing them. As in :mod:`tidings.store.sqlite`, the calls 
 synchronous under async signatures: a local transaction costs microseconds, less than a
 hop to a thread would, and no ``await`` ever happens inside a transaction.
 
-The tables and retention live in :mod:`.sqlite_log_storage`, consumer groups (membership,
-leases, fetch, ack) in :mod:`.sqlite_log_groups`.
+The tables and retention live in :mod:`.storage`, consumer groups (membership,
+leases, fetch, ack) in :mod:`.groups`.
 
 URL options (they override the keyword arguments): ``session_timeout``,
 ``heartbeat_interval``, ``poll_interval_max`` (seconds), ``retention_ms``,
@@ -20,29 +20,27 @@ URL options (they override the keyword arguments): ``session_timeout``,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from tidings.transport.base import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
-    InvalidBrokerURL,
-    OutgoingRecord,
-    Record,
     TopicInfo,
     Transport,
-    TransportError,
-    partition_for,
 )
-from tidings.transport.sqlite_log_groups import SQLiteSubscription
-from tidings.transport.sqlite_log_storage import (
+from tidings.transport.errors import InvalidBrokerURL, TransportError
+from tidings.transport.membership import Heartbeat
+from tidings.transport.options import check_heartbeat, url_options
+from tidings.transport.placement import partition_for
+from tidings.transport.sqlite.groups import SQLiteSubscription
+from tidings.transport.sqlite.storage import (
     INSERT_RECORD,
     SELECT_RECORDS,
     delete_expired,
@@ -66,21 +64,6 @@ _OPTIONS = {
 }
 
 
-def _url_options(url: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        convert = _OPTIONS.get(name)
-        if convert is None:
-            raise InvalidBrokerURL(
-                f"{url!r}: unknown option {name!r}; known: {', '.join(sorted(_OPTIONS))}"
-            )
-        try:
-            options[name] = convert(raw)
-        except ValueError:
-            raise InvalidBrokerURL(f"{url!r}: option {name}={raw!r} is not a number") from None
-    return options
-
-
 class SQLiteLog(Transport):
     """The embedded log; see the module docstring. ``sqlite:///path/to/log.db``."""
 
@@ -99,7 +82,7 @@ class SQLiteLog(Transport):
         partitions: int = DEFAULT_PARTITIONS,
         synchronous: str = "normal",
     ) -> None:
-        options = _url_options(url) if url else {}
+        options = url_options(url, _OPTIONS) if url else {}
         query = urlsplit(url).query if url else ""
         if query and path.endswith("?" + query):
             path = path[: -len(query) - 1]  # tidings.urls.sqlite_path keeps the query
@@ -118,15 +101,13 @@ class SQLiteLog(Transport):
         self.synchronous = str(options.get("synchronous", synchronous)).upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidBrokerURL(f"{self.url!r}: synchronous must be normal or full")
-        if not 0 < self.heartbeat_interval < self.session_timeout:
-            raise InvalidBrokerURL(
-                f"{self.url!r}: heartbeat_interval must be below session_timeout"
-            )
+        check_heartbeat(self.url, self.heartbeat_interval, self.session_timeout)
         self._conn: sqlite3.Connection | None = None
         self._partitions: dict[str, int] = {}  # a topic's partition count never changes
         self._spread: dict[str, int] = {}  # round-robin counters for keyless records
-        self._subscriptions: list[SQLiteSubscription] = []
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat: Heartbeat[SQLiteSubscription] = Heartbeat(
+            self.heartbeat_interval, self._beat
+        )
         self._next_retention = 0.0
 
     # -- connection -------------------------------------------------------------------
@@ -142,13 +123,9 @@ class SQLiteLog(Transport):
         return self._conn
 
     async def close(self) -> None:
-        for sub in list(self._subscriptions):
+        for sub in list(self._heartbeat.members):
             await sub.close()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await self._heartbeat.stop()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -230,7 +207,7 @@ class SQLiteLog(Transport):
                     offset += 1
                     pos += len(value)
             conn.executemany(INSERT_RECORD, rows)
-        for sub in self._subscriptions:
+        for sub in self._heartbeat.members:
             sub.wake(by_partition)
         if time.monotonic() >= self._next_retention:
             # Also when the log has no default: a topic may have its own retention.
@@ -284,28 +261,23 @@ class SQLiteLog(Transport):
                     " SELECT ?, topic, partition, next_offset FROM heads WHERE topic = ?",
                     [(group, topic) for topic in topics],
                 )
-        sub = SQLiteSubscription(self, group, tuple(topics))
-        self._subscriptions.append(sub)
-        if self._heartbeat_task is None or self._heartbeat_task.done():
-            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        sub = SQLiteSubscription(
+            self.conn, group, tuple(topics), url=self.url,
+            session_timeout=self.session_timeout, heartbeat_interval=self.heartbeat_interval,
+            poll_interval_max=self.poll_interval_max, on_close=self._heartbeat.leave,
+        )  # fmt: skip
+        self._heartbeat.join(sub)
         return sub
 
-    def forget(self, sub: SQLiteSubscription) -> None:
-        if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
-
-    async def _heartbeat_loop(self) -> None:
+    async def _beat(self, members: Sequence[SQLiteSubscription]) -> None:
         # Renews leases while a handler awaits something slow between two fetches; see
-        # sqlite_log_groups for why fetch() alone is not enough.
-        while self._subscriptions:
-            await asyncio.sleep(self.heartbeat_interval)
-            try:
-                with write_transaction(self.conn):
-                    for sub in self._subscriptions:
-                        sub.renew(time.time())
-            except (sqlite3.Error, TransportError) as exc:  # the next beat tries again
-                logger.warning("%s: heartbeat failed: %s", self.url, exc)
-        self._heartbeat_task = None
+        # tidings.transport.membership for why fetch() alone is not enough.
+        try:
+            with write_transaction(self.conn):
+                for sub in members:
+                    sub.renew(time.time())
+        except (sqlite3.Error, TransportError) as exc:  # the next beat tries again
+            logger.warning("%s: heartbeat failed: %s", self.url, exc)
 
     # -- inspection and replay --------------------------------------------------------
 

@@ -19,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-from tidings.transport.base import BrokerUnavailable
+from tidings.transport.errors import BrokerUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (

@@ -1,9 +1,9 @@
 """What the NATS JetStream transport promises beyond the shared suite, on a real server.
 
 The rules every transport keeps are checked by the conformance suite
-(``test_transport.py``, id ``nats``); these cases look at JetStream itself with the raw
-nats-py API: one stream per partition, ``Nats-Msg-Id`` deduplication, header escaping,
-the unreachable-server message, and a server restart in the middle of publishing.
+(``tests/conformance/test_transport.py``, id ``nats``); these cases look at JetStream
+itself with the raw nats-py API: one stream per partition, ``Nats-Msg-Id``
+deduplication, header escaping, the unreachable-server message, and a server restart in the middle of publishing.
 
 Needs ``scripts/services up nats``. Without a server the cases are skipped, unless
 ``CI=true``, where a missing backend is a failure.
@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 
 import nats
 import pytest
@@ -41,15 +42,14 @@ from tidings.transport.base import (
 from tidings.transport.nats import NatsTransport
 
 URL = os.environ.get("TIDINGS_NATS_URL", "nats://127.0.0.1:4222")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SERVICES = REPO / "scripts" / "services"
 
 
-def unreachable(reason: str) -> None:
-    message = (
+def unreachable(reason: str) -> NoReturn:
+    skip_or_fail(
         f"NATS backend not reachable at {URL} ({reason}); start it with `scripts/services up nats`"
     )
-    skip_or_fail(message)
 
 
 @pytest_asyncio.fixture
@@ -250,7 +250,7 @@ async def test_server_restart_while_publishing_and_consuming_loses_nothing(
     )
     out, _ = await status.communicate()
     if not shutil.which("bash") or b"running" not in out:
-        pytest.skip("needs the nats-server of `scripts/services up nats`, to restart it")
+        skip_or_fail("needs the nats-server of `scripts/services up nats`, to restart it")
     topic, group = f"{prefix}-restart", f"{prefix}-g"
     await transport.create_topic(topic, 3)
     consumer = await open_transport(URL)

@@ -20,7 +20,7 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 
-from tidings.transport.kafka_config import (
+from tidings.transport.kafka.config import (
     BROKER_DEFAULT_MESSAGE_MAX_BYTES,
     KafkaSettings,
     KafkaTransportError,

@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from tidings.transport.kafka_config import KafkaTransportError, describe
+from tidings.transport.kafka.config import KafkaTransportError, describe
 
 
 def read_partition(

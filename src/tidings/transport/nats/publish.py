@@ -23,20 +23,15 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from tidings.transport.base import (
-    BrokerUnavailable,
-    OutgoingRecord,
-    RecordTooLarge,
-    TransportError,
-    partition_for,
-)
-from tidings.transport.nats_wire import (
+from tidings.records import OutgoingRecord
+from tidings.transport.errors import BrokerUnavailable, RecordTooLarge, TransportError
+from tidings.transport.nats.streams import Streams
+from tidings.transport.nats.wire import (
     HOW_TO_START,
     NATS_ERRORS,
     api,
@@ -44,9 +39,7 @@ from tidings.transport.nats_wire import (
     encoded_size,
     subject,
 )
-
-if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
+from tidings.transport.placement import partition_for
 
 Outgoing = tuple[str, str, bytes, dict[str, str]]  # topic, subject, value, headers
 # The CloudEvents JSON format's media type (the codec's structured mode), spelled out
@@ -56,10 +49,13 @@ _ACK_PROGRESS = 1.0  # seconds without any publish ack before the unacked are se
 
 
 class Publisher:
-    """The publishing half of one :class:`~tidings.transport.nats.NatsTransport`."""
+    """Publishes on one connection, creating topics through ``streams``; see the module."""
 
-    def __init__(self, transport: NatsTransport) -> None:
-        self._t = transport
+    def __init__(self, nc: Client, streams: Streams, url: str, publish_timeout: float) -> None:
+        self.nc = nc
+        self._streams = streams
+        self._url = url
+        self._publish_timeout = publish_timeout
         self._spread: dict[str, int] = {}  # round-robin counters for keyless records
         self._acks: dict[str, asyncio.Future[Msg]] = {}
         self._ack_prefix = ""
@@ -68,10 +64,6 @@ class Publisher:
         # only the publish's own retries are deduplicated.
         self._ids = (f"{uuid.uuid4().hex[:16]}-{n}" for n in itertools.count())
         self._jetstream_up = asyncio.Event()  # cleared by a disconnect
-
-    @property
-    def nc(self) -> Client:
-        return self._t.nc
 
     async def start(self) -> None:
         self._ack_prefix = f"{self.nc.new_inbox()}."
@@ -92,7 +84,7 @@ class Publisher:
         messages: list[Outgoing] = []
         subjects: dict[tuple[str, int], str] = {}
         max_payload = self.nc.max_payload
-        streams = self._t.streams
+        streams = self._streams
         try:
             for record in records:
                 topic = record.topic
@@ -116,21 +108,21 @@ class Publisher:
                 messages.append((topic, to, record.value, headers))
         except NATS_ERRORS as exc:
             raise BrokerUnavailable(
-                f"{self._t.url}: NATS failed while creating topics to publish to: {exc}"
+                f"{self._url}: NATS failed while creating topics to publish to: {exc}"
             ) from None
         await self._publish_all(messages)
 
     async def _publish_all(self, messages: list[Outgoing]) -> None:
-        deadline = time.monotonic() + self._t.publish_timeout
+        deadline = time.monotonic() + self._publish_timeout
         pending = messages
         problem = ""
         recreate: set[str] = set()
         for attempt in itertools.count():
             await self._wait_connected(deadline, problem)
             for topic in recreate:  # no stream answered: it may have been deleted
-                self._t.streams.forget_topic(topic)
+                self._streams.forget_topic(topic)
                 with contextlib.suppress(*NATS_ERRORS):
-                    await self._t.streams.ensure_topic(topic)
+                    await self._streams.ensure_topic(topic)
             futures = await self._send(pending)
             waiting: set[asyncio.Future[Msg]] = {f for _, f in futures}
             while waiting:  # as long as acks keep coming: a big batch may take a while
@@ -149,15 +141,15 @@ class Publisher:
                 if error is None:
                     continue
                 if not error.startswith("retry:"):
-                    raise TransportError(f"{self._t.url}: publish to {message[0]!r}: {error}")
+                    raise TransportError(f"{self._url}: publish to {message[0]!r}: {error}")
                 failed.append(message)
                 problem = error[6:]
             if not failed:
                 return
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(
-                    f"{self._t.url}: {len(failed)} of {len(messages)} records not acknowledged by"
-                    f" NATS within {self._t.publish_timeout:g} s ({problem}); publishing the"
+                    f"{self._url}: {len(failed)} of {len(messages)} records not acknowledged by"
+                    f" NATS within {self._publish_timeout:g} s ({problem}); publishing the"
                     " batch again is safe (duplicates are dropped)"
                 )
             recreate = {m[0] for m in failed} if "no responders" in problem else set()
@@ -186,7 +178,7 @@ class Publisher:
         while not self._jetstream_up.is_set():
             if nc.is_closed or time.monotonic() >= deadline:
                 raise BrokerUnavailable(
-                    f"{self._t.url}: no JetStream to publish to ({problem or 'connection lost'});"
+                    f"{self._url}: no JetStream to publish to ({problem or 'connection lost'});"
                     f" {HOW_TO_START}"
                 )
             if nc.is_connected:

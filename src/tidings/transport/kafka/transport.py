@@ -1,4 +1,4 @@
-"""Apache Kafka: ``kafka://host:port`` (see :mod:`.kafka_config` for the URL options).
+"""Apache Kafka: ``kafka://host:port`` (see :mod:`.config` for the URL options).
 
 Client: confluent-kafka 2.16 (librdkafka), not aiokafka 0.14. Measured by
 ``bench/kafka_client_choice.py --part clients`` on the single-node Kafka 4 broker of
@@ -26,7 +26,7 @@ Fit with asyncio and the contract, which decided as much as the numbers:
   ``fetch`` calls: exactly the contract's "assignment changes only inside fetch()"
   (aiokafka rebalances in a background task, between fetches, so a member would have to
   hold revocations back itself); each member runs its librdkafka calls on one worker
-  thread (:mod:`.kafka_subscription`) and heartbeats from librdkafka's own threads;
+  thread (:mod:`.subscription`) and heartbeats from librdkafka's own threads;
 * librdkafka retries a publish through a broker restart for ``delivery_timeout_ms`` by
   itself, rebalances cooperatively, and has the Java partitioner (murmur2), so keys land
   where Kafka Connect and Java services put them.
@@ -45,16 +45,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from tidings.transport.base import (
-    DEFAULT_PARTITIONS,
-    BrokerUnavailable,
-    OutgoingRecord,
-    Record,
-    TopicInfo,
-    Transport,
-)
-from tidings.transport.kafka_admin import KafkaAdmin
-from tidings.transport.kafka_config import (
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
+from tidings.transport.errors import BrokerUnavailable
+from tidings.transport.kafka.admin import KafkaAdmin
+from tidings.transport.kafka.config import (
     FRAMING_BYTES,
     KafkaSettings,
     KafkaTransportError,
@@ -62,15 +57,15 @@ from tidings.transport.kafka_config import (
     log,
     to_record,
 )
-from tidings.transport.kafka_producer import KafkaPublisher
-from tidings.transport.kafka_reader import read_partition
-from tidings.transport.kafka_subscription import KafkaSubscription
+from tidings.transport.kafka.producer import KafkaPublisher
+from tidings.transport.kafka.reader import read_partition
+from tidings.transport.kafka.subscription import KafkaSubscription
 
 _UNREACHABLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
 
 
 class KafkaTransport(Transport):
-    """Kafka through librdkafka; see the module docstring and :mod:`.kafka_config`."""
+    """Kafka through librdkafka; see the module docstring and :mod:`.config`."""
 
     content_mode = "binary"
 

@@ -1,7 +1,7 @@
 """How the NATS transport lays Tidings out on JetStream: names, headers, raw API calls.
 
 Kept apart from :mod:`tidings.transport.nats` (the transport) and
-:mod:`tidings.transport.nats_groups` (consumer groups) so that both read the same
+:mod:`tidings.transport.nats.groups` (consumer groups) so that both read the same
 mapping, and so that a tool reading the streams directly has one page to look at.
 
 * topic ``shop.orders``, partition 2  ->  stream ``shop_orders-2`` capturing the single
@@ -26,7 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from tidings.records import OutgoingRecord
-from tidings.transport.base import TransportError
+from tidings.transport.errors import TransportError
 
 SUBJECT_PREFIX = "tidings"
 MEMBERS_BUCKET = "tidings_members"

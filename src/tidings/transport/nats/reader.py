@@ -1,7 +1,7 @@
 """Reading the partitions one group member holds: pull requests, buffers, ack and nack.
 
 Each held partition has a durable pull consumer with ``AckPolicy.all`` (see
-:mod:`.nats_groups` for who owns which). A pull request for up to ``prefetch`` records is
+:mod:`.groups` for who owns which). A pull request for up to ``prefetch`` records is
 kept open per partition; the server answers it into this member's inbox, and the records
 wait in the partition's buffer, so ``fetch`` is served from memory while the next
 records are already on their way.
@@ -10,6 +10,11 @@ records are already on their way.
 does; it is cumulative on the server as in the contract. Before committed offsets are
 read or a partition is handed over, :meth:`Reader.confirm` repeats the last ack as a
 request, whose answer means every earlier ack of that consumer has been applied.
+
+What was handed out and not settled is in the member's
+:class:`~tidings.transport.ledger.DeliveryLedger`; each partition keeps the ack subjects of
+those deliveries in the same order (``Partition.replies``), so that what the ledger
+settles from either end is taken from the same end there.
 
 **Nack** puts the record, and those handed out after it, back at the front of the
 buffer and pauses the partition for ``delay``. The server never sees it: a server-side
@@ -31,14 +36,16 @@ import json
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
-from tidings.transport.base import Delivery, Record, Subscription
-from tidings.transport.nats_wire import (
+from tidings.records import Record
+from tidings.transport.contract import Delivery, Subscription
+from tidings.transport.ledger import DeliveryLedger
+from tidings.transport.nats.wire import (
     NATS_ERRORS,
     NS,
     JetStreamError,
@@ -48,9 +55,6 @@ from tidings.transport.nats_wire import (
     stream_name,
     subject,
 )
-
-if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +72,7 @@ class Partition:
         self.lease = lease  # revision of our lease key
         self.expected = start  # offset of the next record the consumer should send us
         self.buffer: deque[tuple[Record, str]] = deque()  # fetched, not handed out
-        self.handed: deque[tuple[Delivery, str]] = deque()  # handed out, not settled
-        self.inflight: dict[int, Delivery] = {}  # the same, by offset
-        self.attempts: dict[int, int] = {}
-        self.paused_until = 0.0
+        self.replies: deque[str] = deque()  # ack subjects of the outstanding, in order
         self.request: str | None = None  # token of the open pull request
         self.outstanding = 0  # records it may still bring
         self.request_seen = 0.0  # when it was sent or last brought a record
@@ -83,9 +84,11 @@ class Partition:
 class Reader:
     """The held partitions of one member and the records in them."""
 
-    def __init__(self, transport: NatsTransport, owner: Subscription) -> None:
-        self._t = transport
-        self._owner = owner
+    def __init__(self, nc: Client, owner: Subscription, url: str, prefetch: int) -> None:
+        self._nc = nc
+        self._url = url
+        self._prefetch = prefetch
+        self.ledger = DeliveryLedger(owner)
         self.parts: dict[TopicPartition, Partition] = {}
         self._by_consumer: dict[tuple[str, str], Partition] = {}
         self._requests: dict[str, Partition] = {}  # open pull requests by token
@@ -96,23 +99,26 @@ class Reader:
         self.wake = asyncio.Event()
 
     async def start(self) -> None:
-        self._inbox = self._t.nc.new_inbox()
-        self._sub = await self._t.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
 
     async def stop(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+        self.ledger.forget(self.parts)
         self.parts.clear()
         self._by_consumer.clear()
         self._requests.clear()
 
     def add(self, part: Partition) -> None:
+        self.ledger.forget((part.tp,))  # read from its committed offset: all anew
         self.parts[part.tp] = part
         self._by_consumer[(part.stream, part.consumer)] = part
 
     def drop(self, tp: TopicPartition) -> Partition:
         part = self.parts.pop(tp)
+        self.ledger.forget((tp,))
         self._by_consumer.pop((part.stream, part.consumer), None)
         if part.request is not None:
             self._requests.pop(part.request, None)
@@ -170,7 +176,7 @@ class Reader:
     async def pull(self) -> None:
         """Keep a pull request open for every partition whose buffer runs low."""
         now = time.monotonic()
-        prefetch = self._t.prefetch
+        prefetch = self._prefetch
         for part in self.parts.values():
             if part.request is not None and now - part.request_seen > PULL_EXPIRES + 3:
                 self._request_over(part)  # never answered: lost with a connection
@@ -179,7 +185,7 @@ class Reader:
             batch = prefetch - len(part.buffer)
             token = str(next(self._tokens))
             try:
-                await self._t.nc.publish(
+                await self._nc.publish(
                     f"$JS.API.CONSUMER.MSG.NEXT.{part.stream}.{part.consumer}",
                     json.dumps({"batch": batch, "expires": int(PULL_EXPIRES * NS)}).encode(),
                     f"{self._inbox}.{token}",
@@ -191,7 +197,7 @@ class Reader:
 
     async def needs_reset(self, part: Partition) -> bool:
         """Whether a partition marked for repair really missed records."""
-        nc = self._t.nc
+        nc = self._nc
         if part.trouble == "gap":
             msg = await nc.request(
                 f"$JS.API.DIRECT.GET.{part.stream}",
@@ -216,6 +222,7 @@ class Reader:
         if not self.parts:
             return []
         now = time.monotonic()
+        ledger = self.ledger
         parts = list(self.parts.values())
         start = self._rotation % len(parts)
         self._rotation += 1  # so that one busy partition cannot starve the others
@@ -223,63 +230,46 @@ class Reader:
         for part in parts[start:] + parts[:start]:
             if len(out) >= max_records:
                 break
-            if not part.buffer or part.trouble:
+            if not part.buffer or part.trouble or not ledger.ready(part.tp, now):
                 continue
-            if part.paused_until:
-                if part.paused_until > now:
-                    continue
-                part.paused_until = 0.0
-            buffer, attempts, handed, inflight = (
-                part.buffer,
-                part.attempts,
-                part.handed,
-                part.inflight,
-            )
-            while buffer and len(out) < max_records:
-                record, reply = buffer.popleft()
-                offset = record.offset
-                attempt = attempts[offset] = attempts.get(offset, 0) + 1
-                delivery = Delivery(self._owner, record, attempt)
-                inflight[offset] = delivery
-                handed.append((delivery, reply))
-                out.append(delivery)
+            buffer = part.buffer
+            batch = [buffer.popleft() for _ in range(min(len(buffer), max_records - len(out)))]
+            records, replies = zip(*batch, strict=True)
+            part.replies.extend(replies)
+            out += ledger.issue_partition(part.tp, records)
         return out
 
     def next_resume(self) -> float | None:
         """When the earliest paused partition with records may be read again."""
-        times = [p.paused_until for p in self.parts.values() if p.buffer and p.paused_until]
-        return min(times) if times else None
+        return self.ledger.next_resume({tp for tp, part in self.parts.items() if part.buffer})
 
     async def ack(self, part: Partition, delivery: Delivery) -> None:
-        offset = delivery.record.offset
-        handed, inflight, attempts = part.handed, part.inflight, part.attempts
-        reply = ""
-        while handed and handed[0][0].record.offset <= offset:  # cumulative
-            settled, reply = handed.popleft()
-            del inflight[settled.record.offset]
-            attempts.pop(settled.record.offset, None)
-        part.last_ack = reply
+        settled = self.ledger.ack(delivery)
+        if not settled:
+            return  # a nack rewound past it: it comes again
+        replies = part.replies
+        while settled > 1:  # cumulative: the last reply acks them all
+            replies.popleft()
+            settled -= 1
+        part.last_ack = reply = replies.popleft()
         try:
-            await self._t.nc.publish(reply, b"")
+            await self._nc.publish(reply, b"")
         except nats.errors.Error as exc:  # delivered again later: at-least-once
-            log.warning("%s: ack of %s[%d]@%d not sent: %s", self._t.url, *part.tp, offset, exc)
+            log.warning("%s: ack of %s[%d]@%d not sent: %s", self._url, *part.tp,
+                        delivery.record.offset, exc)  # fmt: skip
 
     def nack(self, part: Partition, delivery: Delivery, delay: float) -> None:
-        offset = delivery.record.offset
-        back: list[tuple[Record, str]] = []
-        while part.handed and part.handed[-1][0].record.offset >= offset:
-            settled, reply = part.handed.pop()
-            del part.inflight[settled.record.offset]
-            back.append((settled.record, reply))
-        part.buffer.extendleft(back)  # back is newest first: extendleft restores the order
-        part.paused_until = time.monotonic() + delay if delay > 0 else 0.0
+        settled = self.ledger.nack(delivery, delay)
+        replies = [part.replies.pop() for _ in settled]  # newest first
+        # extendleft reverses: newest first in, oldest ends up at the front.
+        part.buffer.extendleft(zip((d.record for d in reversed(settled)), replies, strict=True))
 
     async def confirm(self, part: Partition) -> None:
         """Wait until the server has applied our last ack of ``part``."""
         reply, part.last_ack = part.last_ack, None
         if reply:
             with contextlib.suppress(*NATS_ERRORS):
-                await self._t.nc.request(reply, b"", timeout=2)
+                await self._nc.request(reply, b"", timeout=2)
 
     async def confirm_all(self) -> None:
         for part in list(self.parts.values()):

@@ -27,7 +27,7 @@ from tidings.transport import (
     open_transport,
 )
 from tidings.transport.base import assign
-from tidings.transport.sqlite_log import SQLiteLog
+from tidings.transport.sqlite import SQLiteLog
 
 FAST = "session_timeout=1&heartbeat_interval=0.2"
 

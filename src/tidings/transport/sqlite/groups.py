@@ -31,32 +31,21 @@ the member that took its partitions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import socket
 import sqlite3
 import time
-import uuid
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
 
-from tidings.transport.base import (
-    Delivery,
-    NotAssigned,
-    Record,
-    Subscription,
-    TransportError,
-    assign,
-)
-from tidings.transport.sqlite_log_storage import SELECT_RECORDS, write_transaction
-
-if TYPE_CHECKING:
-    from tidings.transport.sqlite_log import SQLiteLog
+from tidings.records import Record
+from tidings.transport.contract import Delivery, Subscription
+from tidings.transport.errors import NotAssigned, TransportError
+from tidings.transport.ledger import DeliveryLedger, check_held
+from tidings.transport.loop import Backoff, fetch_loop
+from tidings.transport.membership import member_id
+from tidings.transport.placement import assign
+from tidings.transport.sqlite.storage import SELECT_RECORDS, write_transaction
 
 TopicPartition = tuple[str, int]
-
-_MIN_NAP = 0.001  # first idle sleep of a fetch; doubles up to poll_interval_max
 
 
 def _bump_generation(conn: sqlite3.Connection, group: str) -> None:
@@ -70,24 +59,38 @@ def _bump_generation(conn: sqlite3.Connection, group: str) -> None:
 class SQLiteSubscription(Subscription):
     """One member of a consumer group on the SQLite log; see the module docstring."""
 
-    def __init__(self, log: SQLiteLog, group: str, topics: tuple[str, ...]) -> None:
-        self._log = log
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        group: str,
+        topics: tuple[str, ...],
+        *,
+        url: str,
+        session_timeout: float,
+        heartbeat_interval: float,
+        poll_interval_max: float,
+        on_close: Callable[[SQLiteSubscription], None],
+    ) -> None:
+        self._conn = conn
         self.group = group
         self.topics = topics
-        self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.url = url
+        self.member = member_id()
+        self._session_timeout = session_timeout
+        self._heartbeat_interval = heartbeat_interval
+        self._poll_interval_max = poll_interval_max
+        self._on_close = on_close
         self._held: frozenset[TopicPartition] = frozenset()
         self._wanted: frozenset[TopicPartition] = frozenset()
         self._position: dict[TopicPartition, int] = {}
-        # Deliveries handed out and not yet settled, by identity: an ack of a delivery
-        # that a nack rewound past must not commit beyond the nacked record.
-        self._inflight: dict[TopicPartition, dict[int, Delivery]] = {}
-        self._attempts: dict[TopicPartition, dict[int, int]] = {}
-        self._paused_until: dict[TopicPartition, float] = {}
+        # Handed out and not settled yet: an ack of a delivery that a nack rewound past
+        # must not commit beyond the nacked record.
+        self._ledger = DeliveryLedger(self)
         self._generation: int | None = None
         self._next_sync = 0.0
         self._next_acquire = 0.0
         self._wake = asyncio.Event()
-        self._nap = _MIN_NAP
+        self._backoff = Backoff(poll_interval_max)
         self._rotation = 0
         self._closed = False
         self._heads_sql = (
@@ -109,7 +112,7 @@ class SQLiteSubscription(Subscription):
         """Heartbeat and extend this member's leases; the caller holds a write transaction."""
         if self._closed:
             return
-        conn = self._log.conn
+        conn = self._conn
         alive = conn.execute(
             "UPDATE members SET heartbeat = ? WHERE grp = ? AND member = ?",
             (now, self.group, self.member),
@@ -117,7 +120,7 @@ class SQLiteSubscription(Subscription):
         if alive:
             conn.execute(
                 "UPDATE leases SET expires_at = ? WHERE grp = ? AND owner = ?",
-                (now + self._log.session_timeout, self.group, self.member),
+                (now + self._session_timeout, self.group, self.member),
             )
         else:
             self._next_sync = 0.0  # the others presumed us dead: rejoin on the next fetch
@@ -127,7 +130,7 @@ class SQLiteSubscription(Subscription):
         waiting = not self._wanted <= self._held  # for partitions another member still holds
         due = now >= self._next_sync or (waiting and now >= self._next_acquire)
         if not due:
-            row = self._log.conn.execute(
+            row = self._conn.execute(
                 "SELECT generation FROM generations WHERE grp = ?", (self.group,)
             ).fetchone()
             due = (row[0] if row else 0) != self._generation
@@ -135,8 +138,8 @@ class SQLiteSubscription(Subscription):
             self._sync(time.time())
 
     def _sync(self, now: float) -> None:
-        log, group, me = self._log, self.group, self.member
-        with write_transaction(log.conn) as conn:
+        group, me = self.group, self.member
+        with write_transaction(self._conn) as conn:
             joined = not conn.execute(
                 "UPDATE members SET heartbeat = ? WHERE grp = ? AND member = ?", (now, group, me)
             ).rowcount
@@ -147,7 +150,7 @@ class SQLiteSubscription(Subscription):
                 )
             dead = conn.execute(
                 "DELETE FROM members WHERE grp = ? AND heartbeat < ?",
-                (group, now - log.session_timeout),
+                (group, now - self._session_timeout),
             ).rowcount
             if joined or dead:
                 conn.execute(
@@ -182,7 +185,7 @@ class SQLiteSubscription(Subscription):
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (grp, topic, partition) DO UPDATE SET"
                 " owner = excluded.owner, expires_at = excluded.expires_at"
                 " WHERE leases.owner = excluded.owner OR leases.expires_at < ?",
-                [(group, t, p, me, now + log.session_timeout, now) for t, p in sorted(wanted)],
+                [(group, t, p, me, now + self._session_timeout, now) for t, p in sorted(wanted)],
             )
             owned = {(t, p) for t, p in conn.execute(owned_sql, (group, me)).fetchall()}
             conn.executemany(
@@ -207,140 +210,94 @@ class SQLiteSubscription(Subscription):
             self._position[tp] = row[0] if row else 0
         self._held, self._wanted, self._generation = held, wanted, generation
         mono = time.monotonic()
-        self._next_sync = mono + log.heartbeat_interval
-        self._next_acquire = mono + max(log.poll_interval_max, 0.05)
+        self._next_sync = mono + self._heartbeat_interval
+        self._next_acquire = mono + max(self._poll_interval_max, 0.05)
 
     def _forget_partition(self, tp: TopicPartition) -> None:
         self._position.pop(tp, None)
-        self._inflight.pop(tp, None)
-        self._attempts.pop(tp, None)
-        self._paused_until.pop(tp, None)
+        self._ledger.forget((tp,))
 
     # -- consuming --------------------------------------------------------------------
 
-    async def fetch(
-        self,
-        max_records: int = 100,
-        timeout: float = 0.5,
-    ) -> list[Delivery]:
+    async def fetch(self, max_records: int = 100, timeout: float = 0.5) -> list[Delivery]:
         if self._closed:
-            raise TransportError(f"{self._log.url}: fetch on a closed subscription")
-        deadline = time.monotonic() + max(timeout, 0.0)
-        while True:
-            self._wake.clear()  # before reading, so a publish during the read still wakes us
+            raise TransportError(f"{self.url}: fetch on a closed subscription")
+
+        async def look() -> list[Delivery]:
             self._maybe_sync()
             out = self._take(max_records)
-            now = time.monotonic()
             if out:
-                self._nap = _MIN_NAP  # records come in bursts: look again at once next time
-                return out
-            if now >= deadline:
-                return []
-            nap = min(self._nap, deadline - now)
-            paused = [t for tp, t in self._paused_until.items() if tp in self._held]
-            if paused:
-                nap = max(0.0, min(nap, min(paused) - now))
-            # Adaptive polling: an idle log costs a couple of reads every poll_interval_max,
-            # a busy one is read back to back.
-            self._nap = min(self._nap * 2, self._log.poll_interval_max)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(nap):
-                    await self._wake.wait()
+                self._backoff.reset()
+            return out
+
+        return await fetch_loop(timeout, self._wake, look, self._idle)
+
+    def _idle(self, now: float) -> float:
+        # Adaptive polling (see loop.Backoff), and no longer than a nack's pause.
+        nap = self._backoff.next()
+        resume = self._ledger.next_resume(self._held)
+        return nap if resume is None else min(nap, resume - now)
 
     def _take(self, max_records: int) -> list[Delivery]:
         if not self._held:
             return []
-        conn = self._log.conn
+        conn = self._conn
         heads = {(t, p): n for t, p, n in conn.execute(self._heads_sql, self.topics).fetchall()}
         held = sorted(self._held)
         start = self._rotation % len(held)
         self._rotation += 1  # so that one busy partition cannot starve the others
         now = time.monotonic()
+        ledger = self._ledger
         out: list[Delivery] = []
         for tp in held[start:] + held[:start]:
             position = self._position.get(tp, 0)
             if len(out) >= max_records or heads.get(tp, 0) <= position:
                 continue
-            until = self._paused_until.get(tp)
-            if until is not None:
-                if until > now:
-                    continue
-                del self._paused_until[tp]
+            if not ledger.ready(tp, now):
+                continue
             rows = conn.execute(SELECT_RECORDS, (*tp, position, max_records - len(out))).fetchall()
-            issued = self._inflight.setdefault(tp, {})
-            attempts = self._attempts.setdefault(tp, {})
-            for offset, key, value, headers, ts in rows:
-                attempt = attempts[offset] = attempts.get(offset, 0) + 1
-                record = Record(
-                    tp[0], tp[1], offset, key, value, json.loads(headers) if headers else {}, ts
-                )
-                delivery = issued[offset] = Delivery(self, record, attempt)
-                out.append(delivery)
+            topic, partition = tp
+            out += ledger.issue_partition(tp, [
+                Record(topic, partition, offset, key, value,
+                       json.loads(headers) if headers else {}, ts)
+                for offset, key, value, headers, ts in rows
+            ])  # fmt: skip
             # Nothing left at or after position means retention removed it: skip to the head.
             self._position[tp] = rows[-1][0] + 1 if rows else heads[tp]
         return out
 
-    def _settle(self, delivery: Delivery) -> dict[int, Delivery] | None:
-        record = delivery.record
-        tp = (record.topic, record.partition)
-        if self._closed or tp not in self._held:
-            raise NotAssigned(
-                f"{self._log.url}: {record.topic}[{record.partition}] is not assigned to "
-                f"this member of group {self.group!r} (any more)"
-            )
-        issued = self._inflight.get(tp, {})
-        # Not ours to settle any more: a nack rewound past it, and it will come again.
-        return issued if issued.get(record.offset) is delivery else None
-
     async def ack(self, delivery: Delivery) -> None:
-        issued = self._settle(delivery)
-        if issued is None:
-            return
-        record = delivery.record
-        tp = (record.topic, record.partition)
+        tp = check_held(self.url, self.group, delivery, self._held, self._closed)
+        if not self._ledger.ack(delivery):
+            return  # a nack rewound past it: it comes again
         # One statement, so the lease check and the commit are atomic (a lone write
         # statement takes the write lock before it reads, like BEGIN IMMEDIATE).
-        committed = self._log.conn.execute(
+        committed = self._conn.execute(
             "INSERT INTO group_offsets (grp, topic, partition, next_offset)"
             " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM leases WHERE grp = ?"
             " AND topic = ? AND partition = ? AND owner = ?)"
             " ON CONFLICT (grp, topic, partition)"
             " DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
-            (self.group, *tp, record.offset + 1, self.group, *tp, self.member),
+            (self.group, *tp, delivery.record.offset + 1, self.group, *tp, self.member),
         ).rowcount
         if not committed:
             self._next_sync = 0.0
             raise NotAssigned(
-                f"{self._log.url}: {record.topic}[{record.partition}] of group {self.group!r}"
-                " was given to another member (this one missed its session timeout)"
+                f"{self.url}: {tp[0]}[{tp[1]}] of group {self.group!r} was given to another"
+                " member (this one missed its session timeout)"
             )
-        # Cumulative: everything up to this offset is settled.
-        for offset in [o for o in issued if o <= record.offset]:
-            del issued[offset]
-        attempts = self._attempts.get(tp, {})
-        for offset in [o for o in attempts if o <= record.offset]:
-            del attempts[offset]
 
     async def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
-        issued = self._settle(delivery)
-        if issued is None:
-            return
-        record = delivery.record
-        tp = (record.topic, record.partition)
-        for offset in [o for o in issued if o >= record.offset]:
-            del issued[offset]
-        self._position[tp] = record.offset
-        if delay > 0:
-            self._paused_until[tp] = time.monotonic() + delay
-        else:
-            self._paused_until.pop(tp, None)
+        tp = check_held(self.url, self.group, delivery, self._held, self._closed)
+        if self._ledger.nack(delivery, delay):
+            self._position[tp] = delivery.record.offset
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._log.forget(self)
-        with write_transaction(self._log.conn) as conn:
+        self._on_close(self)
+        with write_transaction(self._conn) as conn:
             conn.execute(
                 "DELETE FROM members WHERE grp = ? AND member = ?", (self.group, self.member)
             )

@@ -3,7 +3,7 @@
 The administrative half of the NATS transport (:mod:`tidings.transport.nats`): it
 creates and finds the stream of each partition, the durable consumers of the groups
 (whose ack floors are the committed offsets), and reads records without a group. The
-layout itself (names, descriptions, headers) is in :mod:`.nats_wire`.
+layout itself (names, descriptions, headers) is in :mod:`.wire`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from tidings.transport.base import Record, TransportError
-from tidings.transport.nats_wire import (
+from tidings.records import Record
+from tidings.transport.errors import TransportError
+from tidings.transport.nats.wire import (
     NATS_ERRORS,
     NS,
     SUBJECT_PREFIX,
@@ -40,23 +41,32 @@ from tidings.transport.nats_wire import (
     subject,
 )
 
-if TYPE_CHECKING:
-    from tidings.transport.nats import NatsTransport
-
 StreamEntry = tuple[str, int, int, dict[str, Any]]  # topic, partition, partitions, info
 
 
 class Streams:
-    """Streams and consumers of one :class:`~tidings.transport.nats.NatsTransport`."""
+    """Streams and consumers on one connection; new streams get the settings given here."""
 
-    def __init__(self, transport: NatsTransport) -> None:
-        self._t = transport
+    def __init__(
+        self,
+        nc: Client,
+        url: str,
+        *,
+        partitions: int,
+        replicas: int,
+        retention_ms: int | None,
+        retention_bytes: int | None,
+    ) -> None:
+        self.nc = nc
+        self._url = url
+        self._default_partitions = partitions
+        self._stream_limits = {
+            "num_replicas": replicas,
+            "max_age": (retention_ms or 0) * 1_000_000,
+            "max_bytes": retention_bytes or -1,
+        }
         self._partitions: dict[str, int] = {}  # a topic's partition count never changes
         self._locks: dict[str, asyncio.Lock] = {}
-
-    @property
-    def nc(self) -> Client:
-        return self._t.nc
 
     def known_partitions(self, topic: str) -> int | None:
         return self._partitions.get(topic)
@@ -75,20 +85,18 @@ class Streams:
         async with self._locks.setdefault(topic, asyncio.Lock()):
             if topic not in self._partitions:
                 # Partition 0 first: its stream decides the count if two processes race.
-                count = await self._add_stream(topic, 0, partitions or self._t.default_partitions)
+                count = await self._add_stream(topic, 0, partitions or self._default_partitions)
                 await asyncio.gather(*(self._add_stream(topic, p, count) for p in range(1, count)))
                 self._partitions[topic] = count
         return self._partitions[topic]
 
     async def _add_stream(self, topic: str, partition: int, partitions: int) -> int:
         name = stream_name(topic, partition)
-        t = self._t
         config: dict[str, Any] = {
             "name": name, "subjects": [subject(topic, partition)],
             "description": stream_description(topic, partition, partitions),
             "retention": "limits", "storage": "file", "discard": "old",
-            "num_replicas": t.replicas, "duplicate_window": 120 * NS, "allow_direct": True,
-            "max_age": (t.retention_ms or 0) * 1_000_000, "max_bytes": t.retention_bytes or -1,
+            "duplicate_window": 120 * NS, "allow_direct": True, **self._stream_limits,
         }  # fmt: skip
         try:
             await api(self.nc, f"STREAM.CREATE.{name}", config)
@@ -100,7 +108,7 @@ class Streams:
         mine = parse_stream_description(info["config"].get("description"))
         if info["config"].get("subjects") != [subject(topic, partition)] or mine is None:
             raise TransportError(
-                f"{t.url}: topic {topic!r} needs JetStream stream {name!r}, which already"
+                f"{self._url}: topic {topic!r} needs JetStream stream {name!r}, which already"
                 f" exists for something else (subjects {info['config'].get('subjects')})"
             )
         return mine[2]

@@ -1,0 +1,196 @@
+"""The transport contract: what every broker implements, and nothing else.
+
+A transport is a durable, partitioned log with consumer groups (Kafka's model; NATS
+JetStream and the embedded SQLite log are mapped onto it). It is three small interfaces,
+each with its rules in its docstring, joined in :class:`Transport`:
+
+* :class:`Publisher` - append batches durably;
+* :class:`Subscriber` - join a consumer group, which hands out :class:`Delivery` objects
+  through a :class:`Subscription`;
+* :class:`Administration` - topics, committed offsets, reading and seeking, for tools.
+
+The shared conformance suite (:mod:`tidings.testing.transport`) checks the rules for
+every implementation. The errors are in :mod:`.errors`; partitioners and assignment in
+:mod:`.placement`. **Thread safety**: none. A transport and its subscriptions belong to
+one asyncio event loop; use one transport per process (or per loop).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from tidings.records import OutgoingRecord, Record
+from tidings.transport.errors import RecordTooLarge
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "DEFAULT_PARTITIONS",
+    "Administration",
+    "Delivery",
+    "Publisher",
+    "Subscriber",
+    "Subscription",
+    "TopicInfo",
+    "Transport",
+]
+
+DEFAULT_PARTITIONS = 3
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    end_offsets: Mapping[int, int]  # partition -> offset the next record will get
+
+
+class Publisher(abc.ABC):
+    """Appends records.
+
+    * When ``publish`` returns, every record of the batch is durable (as durable as the
+      engine is configured to make it: committed to SQLite's WAL, which survives a killed
+      process (``?synchronous=full`` also survives power loss), ``acks=all`` for Kafka, a
+      stream ack for JetStream).
+    * A record larger than ``max_record_bytes`` is refused with :class:`RecordTooLarge`
+      before anything of the batch is written.
+    * Records with the same key go to the same partition, and a partition is read in the
+      order it was written. Order is per key, never global.
+    """
+
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+    @abc.abstractmethod
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        """Append the records durably (topics are created on first use)."""
+
+    def check_size(self, records: Sequence[OutgoingRecord]) -> None:
+        """Refuse the whole batch if one record is larger than ``max_record_bytes``."""
+        for record in records:
+            size = len(record.value) + sum(len(k) + len(v) for k, v in record.headers.items())
+            if size > self.max_record_bytes:
+                raise RecordTooLarge(
+                    f"record for topic {record.topic!r} is {size} bytes; "
+                    f"this transport accepts at most {self.max_record_bytes} bytes"
+                )
+
+
+class Delivery:
+    """A record handed to one consumer group member; ack or nack it exactly once."""
+
+    __slots__ = ("_subscription", "attempt", "record")
+
+    def __init__(self, subscription: Subscription, record: Record, attempt: int = 1) -> None:
+        self._subscription = subscription
+        self.record = record
+        # How many times this member has been handed this record (1 on first delivery).
+        self.attempt = attempt
+
+    async def ack(self) -> None:
+        await self._subscription.ack(self)
+
+    async def nack(self, delay: float = 0.0) -> None:
+        await self._subscription.nack(self, delay)
+
+
+class Subscription(abc.ABC):
+    """One member of a consumer group, reading the partitions assigned to it.
+
+    * Every group sees every record of the topics it subscribes to; within a group each
+      partition is read by at most one member at a time. When a member dies (stops
+      heartbeating) its partitions are handed to the others.
+    * **Ack** is cumulative per partition: acking the record at offset *n* commits *n + 1*,
+      the position the group resumes from. Nothing is committed that was not acked, so a
+      member that dies between handling and ack has its records delivered again
+      (at-least-once).
+    * **Nack** rewinds the partition to the nacked record, to be fetched again after
+      ``delay`` seconds; records after it in that partition wait (per-key order holds).
+      An ack of a later record of the same partition, fetched before the nack, commits
+      nothing: the nacked record must come first.
+    * **Assignment changes only inside** :meth:`fetch`. A caller that acks or nacks
+      everything fetched before calling ``fetch`` again never has a partition taken from
+      under a record it is handling; otherwise ack and nack raise :class:`NotAssigned`.
+    """
+
+    group: str
+    topics: tuple[str, ...]
+
+    @abc.abstractmethod
+    async def fetch(self, max_records: int = 100, timeout: float = 0.5) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for records; may return fewer, or none."""
+
+    @abc.abstractmethod
+    async def ack(self, delivery: Delivery) -> None:
+        """Commit ``delivery.record.offset + 1`` for its partition."""
+
+    @abc.abstractmethod
+    async def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Deliver this record (and what follows it in its partition) again later."""
+
+    @abc.abstractmethod
+    def assignment(self) -> frozenset[tuple[str, int]]:
+        """The (topic, partition) pairs this member reads now."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Leave the group, handing this member's partitions to the others."""
+
+
+class Subscriber(abc.ABC):
+    """Joins consumer groups. A new group starts at the beginning of each partition, or
+    at the end as it was when ``subscribe`` was called (``from_beginning=False``)."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, group: str, topics: Sequence[str], *, from_beginning: bool = True
+    ) -> Subscription:
+        """Join ``group`` on ``topics`` (created if they do not exist)."""
+
+
+class Administration(abc.ABC):
+    """Topics and offsets, for tools and replay; not on any hot path."""
+
+    @abc.abstractmethod
+    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+        """Create ``name`` if it does not exist (an existing topic is left as it is)."""
+
+    @abc.abstractmethod
+    async def topics(self) -> list[TopicInfo]:
+        """Every topic with its partitions and end offsets."""
+
+    @abc.abstractmethod
+    async def committed(self, group: str) -> dict[tuple[str, int], int]:
+        """The group's committed offsets: (topic, partition) -> next offset to read."""
+
+    @abc.abstractmethod
+    async def groups(self) -> list[str]:
+        """Every consumer group that has committed something."""
+
+    @abc.abstractmethod
+    async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[Record]:
+        """Read records from a partition without a group (for tools and replay)."""
+
+    @abc.abstractmethod
+    async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
+        """Set a group's committed offset (replay). Do it while the group is stopped."""
+
+
+class Transport(Publisher, Subscriber, Administration):
+    """A broker connection. Create one with :func:`tidings.transport.open_transport`."""
+
+    url: str
+    # False for a broker that lives inside one process (memory://): the conformance suite
+    # then skips, with this reason, the cases that share a group between OS processes.
+    supports_processes: bool = True
+    # How the codec writes envelopes for this broker (CloudEvents binary or structured).
+    content_mode: Literal["binary", "structured"] = "binary"
+
+    async def connect(self) -> None:
+        """Open connections; raise :class:`BrokerUnavailable` if the broker is not there."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close connections, after closing this transport's subscriptions."""
