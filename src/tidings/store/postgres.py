@@ -139,6 +139,8 @@ class PostgresUnitOfWork(UnitOfWork):
         self.service = service
         self._unavailable = unavailable
         self._notified = False
+        self._pending: list[str] = []  # savepoint statements to send with the next one
+        self._savepoints = 0
 
     def _mapped(self, exc: psycopg.Error) -> Exception:
         """The error a caller of the store contract sees for ``exc``."""
@@ -148,15 +150,32 @@ class PostgresUnitOfWork(UnitOfWork):
             return self._unavailable(exc)
         return exc
 
-    async def _one(self, query: str, params: Sequence[Any]) -> TupleRow | None:
+    async def _all(self, query: str, params: Sequence[Any]) -> list[TupleRow]:
+        """Run ``query``; its rows (none for a statement without a result).
+
+        Savepoint statements waiting in ``_pending`` go first, in the same round trip
+        (psycopg's pipeline mode): see :meth:`savepoint`.
+        """
+        pending, self._pending = self._pending, []
         try:
+            if pending:
+                async with self._conn.pipeline() as pipeline:
+                    for statement in pending:
+                        await self._conn.execute(statement)
+                    cur = await self._conn.execute(query, params)
+                    await pipeline.sync()  # the one round trip; then the results are here
+                    return await cur.fetchall() if cur.description else []
             cur = await self._conn.execute(query, params)
-            return await cur.fetchone() if cur.description else None
+            return await cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
             mapped = self._mapped(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
+
+    async def _one(self, query: str, params: Sequence[Any]) -> TupleRow | None:
+        rows = await self._all(query, params)
+        return rows[0] if rows else None
 
     async def seen(self, group: str, event_id: str) -> bool:
         row = await self._one(
@@ -173,17 +192,11 @@ class PostgresUnitOfWork(UnitOfWork):
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
-        try:
-            cur = await self._conn.execute(
-                "SELECT event_id FROM inbox WHERE grp = %s AND event_id = ANY(%s)",
-                (group, list(event_ids)),
-            )
-            return {r[0] for r in await cur.fetchall()}
-        except psycopg.Error as exc:
-            mapped = self._mapped(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+        rows = await self._all(
+            "SELECT event_id FROM inbox WHERE grp = %s AND event_id = ANY(%s)",
+            (group, list(event_ids)),
+        )
+        return {r[0] for r in rows}
 
     async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
         if event_ids:
@@ -195,15 +208,26 @@ class PostgresUnitOfWork(UnitOfWork):
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        # psycopg makes a nested transaction a SAVEPOINT, rolled back to if the block raises.
+        # SAVEPOINT and RELEASE cost a round trip each, as much as the handler's own
+        # statements: so they are not sent on their own but queued and sent with the next
+        # statement, in one round trip. A savepoint whose block ran no statement is never
+        # sent at all, and a RELEASE still queued at COMMIT is not needed.
+        self._savepoints += 1
+        name = f"tidings_{self._savepoints}"
+        opened = f"SAVEPOINT {name}"
+        self._pending.append(opened)
         try:
-            async with self._conn.transaction():
-                yield
-        except psycopg.Error as exc:
-            mapped = self._mapped(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            yield
+        except BaseException:
+            if opened in self._pending:  # nothing ran since: nothing to undo
+                del self._pending[self._pending.index(opened) :]
+            else:
+                await self._all(f"ROLLBACK TO SAVEPOINT {name}", ())
+            raise
+        if opened in self._pending:
+            del self._pending[self._pending.index(opened) :]
+        else:
+            self._pending.append(f"RELEASE SAVEPOINT {name}")
 
     async def get(self, collection: str, key: str) -> Document | None:
         row = await self._one(
@@ -260,12 +284,12 @@ class PostgresUnitOfWork(UnitOfWork):
     async def list(
         self, collection: str, limit: int = 100, after: str | None = None
     ) -> list[Document]:
-        cur = await self._conn.execute(
+        rows = await self._all(
             "SELECT key, version, data FROM documents WHERE service = %s AND collection = %s"
             " AND key > %s ORDER BY key LIMIT %s",
             (self.service, collection, after or "", max(limit, 0)),
         )
-        return [Document(r[0], int(r[1]), r[2]) for r in await cur.fetchall()]
+        return [Document(r[0], int(r[1]), r[2]) for r in rows]
 
     async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:
         if not records:
