@@ -2,7 +2,7 @@
 
     python -m bench faststream                  # both brokers; writes bench/results/faststream.json
     python -m bench.faststream [--broker kafka|nats|all] [--kafka-events 20000]
-        [--nats-events 10000] [--postgres-events 2000] [--rounds 3]
+        [--nats-events 20000] [--postgres-events 2000] [--rounds 5]
     python -m bench.faststream --profile kafka [--store sqlite|postgres]
 
 (Run it as a module: a script run as ``bench/faststream.py`` would import itself as
@@ -522,7 +522,7 @@ def measure(brokers: Sequence[str], kafka_events: int, nats_events: int, rounds:
 
 def run() -> dict[str, Any]:
     """For ``python -m bench faststream``."""
-    return measure(["kafka", "nats"], kafka_events=20_000, nats_events=10_000, rounds=3,
+    return measure(["kafka", "nats"], kafka_events=20_000, nats_events=20_000, rounds=5,
                    postgres_events=2_000)  # fmt: skip
 
 
@@ -609,8 +609,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--broker", choices=["kafka", "nats", "all"], default="all")
     parser.add_argument("--kafka-events", type=int, default=20_000)
-    parser.add_argument("--nats-events", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--nats-events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--postgres-events", type=int, default=2_000,
                         help="events per round for Tidings on PostgreSQL (0: no such side)")  # fmt: skip
     parser.add_argument("--profile", choices=["kafka", "nats"], help="profile the Tidings side")
