@@ -65,6 +65,7 @@ import cProfile
 import functools
 import json
 import logging
+import os
 import pstats
 import statistics
 import tempfile
@@ -486,6 +487,7 @@ def measure(brokers: Sequence[str], kafka_events: int, nats_events: int, rounds:
     logging.getLogger("tidings").setLevel(logging.WARNING)
     token = uuid.uuid4().hex[:8]
     result: dict[str, Any] = {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tidings-bench-fs-") as tmp:
         stores = {"sqlite": f"sqlite:///{tmp}/{{service}}.db"}
         if postgres_events:
@@ -501,6 +503,9 @@ def measure(brokers: Sequence[str], kafka_events: int, nats_events: int, rounds:
                 ns["tidings_postgres"] = postgres_events
             results = asyncio.run(rounds_of(ns, rounds, token, stores))
             result.update(_summary(broker, results, ns, rounds))
+    # How busy the machine was (other work shares its cores): read the absolute numbers with it.
+    result["load_average_1m_before_after"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    result["cpus"] = os.cpu_count()
     result["payload_bytes"] = PAYLOAD_BYTES
     result["wire"] = {
         "kafka_tidings": "CloudEvents binary mode (ce_* headers, JSON payload as value)",
