@@ -17,11 +17,16 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import BaseModel
 
+from tidings import Collection, Context, Event, Service
+from tidings.runtime import Runtime
 from tidings.store import StoreUnavailable, make_store
 from tidings.store.postgres import PostgresStore, redact
+from tidings.testing.harness import drain
 from tidings.testing.servers import skip_or_fail
 from tidings.testing.store import StoreConformance
+from tidings.transport.memory import MemoryTransport
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/tidings")
 _reachable: dict[str, str | None] = {}
@@ -71,6 +76,18 @@ class TestStore(StoreConformance):
     pass
 
 
+class OutageHappened(Event, topic="outage.things", key="key"):
+    key: str
+    n: int
+
+
+class Handled(BaseModel):
+    ns: list[int] = []
+
+
+handled_ns = Collection("handled", Handled)
+
+
 # -- what only one backend has ------------------------------------------------------------
 async def test_postgres_unreachable_is_one_line_naming_url_and_remedy() -> None:
     store = make_store("postgresql://tidings:s3cret@127.0.0.1:1/tidings")
@@ -108,3 +125,58 @@ async def test_postgres_migrations_run_once_even_when_services_start_together(
             " AND table_name IN ('inbox', 'outbox', 'documents')"
         )
         assert (await cur.fetchone()) == (3,)
+
+
+async def test_postgres_connections_cut_mid_batch_lose_nothing(pg_url: str) -> None:
+    """The server cuts every connection of the store (pg_terminate_backend) while a batch
+    over several partitions is being handled: the batch fails with StoreUnavailable, and
+    once fetched again every event is handled once, each key in order."""
+    app = f"tidings_outage_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(f"{pg_url}&application_name={app}")
+    await store.connect()
+    transport = MemoryTransport(f"memory://outage-{app}")
+    svc = Service(f"outage_{app}")
+    cut = {"after": 7}
+
+    @svc.on(OutageHappened)
+    async def handle(event: OutageHappened, ctx: Context) -> None:
+        doc = await ctx.get(handled_ns, event.key) or Handled()
+        await ctx.put(handled_ns, event.key, Handled(ns=[*doc.ns, event.n]))
+        cut["after"] -= 1
+        if cut["after"] == 0:  # the server goes away before this unit of work commits
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (app,),
+                )
+
+    rt = Runtime(svc, transport, store)
+    try:
+        await rt.start(background=False)
+        events = [OutageHappened(key=f"k{i % 5}", n=i) for i in range(20)]
+        async with rt.unit_of_work() as ctx:
+            for event in events:
+                ctx.publish(event)
+        await rt.relay.relay_once()
+        with pytest.raises(StoreUnavailable, match="lost the connection"):
+            await rt.poll()
+        assert rt.stats.handled < 20, "the cut should come in the middle of the batch"
+        await asyncio.sleep(0.6)  # the partitions were rewound with a short pause
+        await drain(rt)
+
+        async with rt.unit_of_work() as ctx:
+            handled = {
+                f"k{k}": (await ctx.get(handled_ns, f"k{k}") or Handled()).ns for k in range(5)
+            }
+        for key, ns in handled.items():
+            assert ns == [e.n for e in events if e.key == key], key
+        committed = await transport.committed(svc.group)
+        [info] = [t for t in await transport.topics() if t.name == "outage.things"]
+        assert {p: committed.get((info.name, p), 0) for p in info.end_offsets} == dict(
+            info.end_offsets
+        )
+        assert rt.stats.dead_lettered == 0 and rt.stats.retries == 0
+    finally:
+        await rt.stop()
+        await store.close()

@@ -203,6 +203,7 @@ def test_a_dead_lettered_handling_is_an_error_span(observed: ObservedRun) -> Non
 
     span = wait_for(billing_span, 15, "billing's span of the held order")
     assert span.status == "ERROR"
+    assert span.attributes["tidings.dead_letter.kind"] == "non_recoverable"
     assert "non-recoverable" in span.attributes["tidings.dead_letter.reason"]
     placed = next(
         s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from rich.table import Table
 
 from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
 from tidings.cli.dashboard import dashboard
+from tidings.cli.new import new
+from tidings.cli.publish import publish
+from tidings.cli.tail import tail
 from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
@@ -67,7 +71,14 @@ def run(
         "text", envvar="TIDINGS_LOG_FORMAT", help="Logs as text or json (JSON lines)"
     ),
 ) -> None:
-    """Run one service until Ctrl-C or SIGTERM."""
+    """Run one service until Ctrl-C or SIGTERM.
+
+    TARGET is imported with the current directory on the module path (as uvicorn does),
+    so `tidings run greet:service` finds greet.py here.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     address = None
     if http:
         host, _, port = http.rpartition(":")
@@ -77,7 +88,13 @@ def run(
 
     @run_async
     async def main() -> None:
-        service = load_service(target)
+        try:
+            service = load_service(target)
+        except ImportError as exc:
+            raise LookupError(
+                f"cannot load {target}: {exc} (run from the directory holding the module, "
+                "or put it on PYTHONPATH)"
+            ) from None
         setup_logging(log_format, service=service.name, with_trace_ids=traces != "off")
         config = TelemetryConfig.from_env()
         config = TelemetryConfig(traces, metrics_port, metrics_host, config.metrics_interval)
@@ -295,3 +312,6 @@ def dlq_replay(
 # Commands that live in their own modules.
 app.command()(trace)
 app.command()(dashboard)
+app.command()(publish)
+app.command()(tail)
+app.command()(new)

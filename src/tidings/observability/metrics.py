@@ -12,7 +12,8 @@ units, ``_total`` for counters, snake_case labels)::
         one handling, all its attempts and backoff included
     tidings_handler_retries_total{consumer_group,event_type,error}
     tidings_dead_letters_total{consumer_group,topic,reason}
-        reason: undecodable | invalid | non_recoverable | retries_exhausted
+        reason: the dead letter's kind (DeadLetterKind): undecodable | invalid |
+        non_recoverable | retries_exhausted | too_large
     tidings_consumer_lag{consumer_group,topic,partition}                gauge, records
     tidings_outbox_backlog{service}                                     gauge, records
     tidings_metrics_sampled_timestamp_seconds{consumer_group}           gauge
@@ -35,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from tidings.envelope import Envelope
 from tidings.records import Record
-from tidings.reliability.deadletter import replay_topic
+from tidings.reliability.deadletter import DeadLetterReason, replay_topic
 from tidings.store.base import OutboxEntry
 
 if TYPE_CHECKING:
@@ -64,19 +65,6 @@ DURATION_BUCKETS = (
     30.0,
 )
 DEFAULT_SAMPLE_INTERVAL = 5.0
-
-
-def dead_letter_reason(reason: str) -> str:
-    """A bounded label for a dead letter's free-text reason (the runtime's wording)."""
-    if reason.startswith("undecodable"):
-        return "undecodable"
-    if reason.startswith("invalid"):
-        return "invalid"
-    if "non-recoverable" in reason:
-        return "non_recoverable"
-    if "failed after" in reason:
-        return "retries_exhausted"
-    return "other"
 
 
 class Metrics:
@@ -184,8 +172,8 @@ class Metrics:
     def retried(self, group: str, envelope: Envelope, error: BaseException) -> None:
         self._child(self.retries, group, envelope.type, type(error).__name__).inc()
 
-    def dead_lettered(self, group: str, record: Record, reason: str) -> None:
-        self._child(self.dead_letters, group, record.topic, dead_letter_reason(reason)).inc()
+    def dead_lettered(self, group: str, record: Record, reason: DeadLetterReason) -> None:
+        self._child(self.dead_letters, group, record.topic, reason.kind.value).inc()
 
     def published_entries(self, service: str, entries: list[OutboxEntry]) -> None:
         for entry in entries:

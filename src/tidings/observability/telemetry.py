@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tidings.envelope import Envelope
 from tidings.observability import logs
 from tidings.records import Record
+from tidings.reliability.deadletter import DeadLetterReason
 from tidings.runtime import Observer, Outcome, Runtime
 from tidings.store.base import OutboxEntry
 
@@ -138,7 +139,7 @@ class Telemetry(Observer):
             self.tracing.retrying(attempt, error)
 
     def on_dead_lettered(
-        self, service: str, record: Record, reason: str, error: BaseException
+        self, service: str, record: Record, reason: DeadLetterReason, error: BaseException
     ) -> None:
         if self.metrics is not None:
             self.metrics.dead_lettered(service, record, reason)

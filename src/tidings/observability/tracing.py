@@ -9,7 +9,7 @@ Spans follow the OpenTelemetry messaging semantic conventions:
 * ``process <topic>`` (kind CONSUMER) around each handling of an event, with the
   ``traceparent`` it carries as parent: so a chain of events is one trace, across
   processes, whatever broker carried it. Retries are span events; a dead letter sets the
-  span's status to ERROR with the reason.
+  span's status to ERROR with the reason (and its kind as an attribute).
 
 HTTP requests get a SERVER span from the OpenTelemetry ASGI/FastAPI instrumentation,
 which :meth:`Tracing.wrap_http_app` adds, so ``POST /orders`` is the root of its order's
@@ -43,6 +43,7 @@ from tidings.envelope import Envelope
 from tidings.observability.export import LoopBatchProcessor, flush_interval
 from tidings.observability.spans import CurrentSpan, SpanRecorder
 from tidings.records import Record
+from tidings.reliability.deadletter import DeadLetterReason
 
 _TRACEPARENT_VERSION = "00"
 
@@ -177,12 +178,13 @@ class Tracing:
             )
 
     @staticmethod
-    def dead_lettered(reason: str, error: BaseException) -> None:
+    def dead_lettered(reason: DeadLetterReason, error: BaseException) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             span.record_exception(error)
-            span.set_attribute("tidings.dead_letter.reason", reason[:500])
-            span.set_status(Status(StatusCode.ERROR, reason[:500]))
+            span.set_attribute("tidings.dead_letter.kind", reason.kind.value)
+            span.set_attribute("tidings.dead_letter.reason", reason.detail[:500])
+            span.set_status(Status(StatusCode.ERROR, reason.detail[:500]))
 
     # -- HTTP ----------------------------------------------------------------------------
     def wrap_http_app(self, app: Any) -> Any:

@@ -2,14 +2,20 @@
 
 A dead letter is the original record (value, key and headers unchanged) published to the
 consumer group's dead-letter topic ``<group>.dlq``, with ``dlq-*`` headers saying what
-went wrong (reason, error, a short traceback, attempts) and where it came from (topic,
-partition, offset). Replaying one publishes the original record to ``<group>.replay``,
-a topic only that group reads, so other groups that already handled it see nothing.
+went wrong (the kind of failure, a human-readable reason, the error, a short traceback,
+attempts) and where it came from (topic, partition, offset). Replaying one publishes the
+original record to ``<group>.replay``, a topic only that group reads, so other groups that
+already handled it see nothing.
+
+The kind (:class:`DeadLetterKind`, header ``dlq-kind``) is what programs count and filter
+by; the reason is for people and is never parsed. Letters written before the kind existed
+have no ``dlq-kind`` header and read back with ``kind=None``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 import traceback
 from collections.abc import Mapping
@@ -18,6 +24,30 @@ from tidings.transport.base import OutgoingRecord, Record
 
 PREFIX = "dlq-"
 TRACEBACK_LINES = 12
+
+
+class DeadLetterKind(enum.StrEnum):
+    """Why an event was given up on: a bounded set, fit for a metric label or a filter."""
+
+    UNDECODABLE = "undecodable"  # not a CloudEvent this codec can read
+    INVALID = "invalid"  # a CloudEvent whose data does not fit the handler's message type
+    RETRIES_EXHAUSTED = "retries_exhausted"  # the handler failed every attempt its policy allows
+    NON_RECOVERABLE = "non_recoverable"  # the handler raised an error no retry can fix
+    TOO_LARGE = "too_large"  # what the handler published can never fit the broker's limit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetterReason:
+    """Why one event is dead-lettered: its kind, and a sentence for people (``detail``).
+
+    ``str()`` gives the detail, which is what the ``dlq-reason`` header holds.
+    """
+
+    kind: DeadLetterKind
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 def dlq_topic(group: str) -> str:
@@ -35,6 +65,7 @@ class DeadLetter:
     record: Record  # the dead letter itself (on the .dlq topic)
     group: str
     reason: str
+    kind: DeadLetterKind | None  # None: written before letters carried their kind
     error: str
     traceback: str
     attempts: int
@@ -67,6 +98,7 @@ class DeadLetter:
             record=record,
             group=h.get(PREFIX + "group", ""),
             reason=h.get(PREFIX + "reason", ""),
+            kind=_kind(h.get(PREFIX + "kind")),
             error=h.get(PREFIX + "error", ""),
             traceback=h.get(PREFIX + "traceback", ""),
             attempts=int(h.get(PREFIX + "attempts", "0")),
@@ -77,10 +109,18 @@ class DeadLetter:
         )
 
 
+def _kind(value: str | None) -> DeadLetterKind | None:
+    """The kind a ``dlq-kind`` header names; None when absent or written by a newer version."""
+    try:
+        return None if value is None else DeadLetterKind(value)
+    except ValueError:
+        return None
+
+
 def dead_letter(
     record: Record,
     group: str,
-    reason: str,
+    reason: DeadLetterReason,
     error: BaseException | None = None,
     attempts: int = 0,
 ) -> OutgoingRecord:
@@ -93,7 +133,8 @@ def dead_letter(
     headers.update(
         {
             PREFIX + "group": group,
-            PREFIX + "reason": reason[:2000],
+            PREFIX + "kind": reason.kind.value,
+            PREFIX + "reason": reason.detail[:2000],
             PREFIX + "attempts": str(attempts),
             PREFIX + "topic": record.topic,
             PREFIX + "partition": str(record.partition),

@@ -11,7 +11,8 @@ The rules, checked for every implementation by :mod:`tidings.testing.store`:
 
 * A :class:`UnitOfWork` is one local transaction. Everything done through it (inbox marks,
   document writes, outbox records) commits together when its ``async with`` block exits
-  normally, and none of it when the block raises.
+  normally, and none of it when the block raises. Inside it, a :meth:`UnitOfWork.savepoint`
+  block that raises undoes only its own writes.
 * ``put(..., expected_version=v)`` fails with :class:`ConcurrencyConflict` unless the
   document's current version is ``v`` (0 = must not exist); the write bumps the version.
 * The inbox dedupes concurrent deliveries too: if two units of work both find an event not
@@ -74,6 +75,25 @@ class UnitOfWork(abc.ABC):
     @abc.abstractmethod
     async def mark_seen(self, group: str, event_id: str) -> None:
         """Record that ``group`` handled ``event_id`` (commits with the rest)."""
+
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` ``group`` has already handled (one query where it can)."""
+        return {event_id for event_id in event_ids if await self.seen(group, event_id)}
+
+    async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
+        """:meth:`mark_seen` for several events (one statement where it can)."""
+        for event_id in event_ids:
+            await self.mark_seen(group, event_id)
+
+    # -- savepoints ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def savepoint(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A nested scope: what is written in it is undone if the block raises (the error
+        propagates), while the rest of the unit of work stays and can still commit.
+
+        The runtime runs each handler of a batch in one, so that one failing handler
+        rolls back only itself.
+        """
 
     # -- documents -----------------------------------------------------------------------
     @abc.abstractmethod
@@ -139,7 +159,8 @@ class Store(abc.ABC):
     async def wait_outbox(self, service: str, timeout: float) -> None:
         """Return when new outbox rows may be there, or after ``timeout`` seconds.
 
-        The default just sleeps; PostgreSQL wakes relays with LISTEN/NOTIFY.
+        The default just sleeps; PostgreSQL wakes relays with LISTEN/NOTIFY, SQLite with
+        a notice passed in memory between the stores of one process.
         """
         import asyncio
 

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, LiteralString
 
 import psycopg
@@ -99,6 +99,22 @@ def _lost_race(exc: psycopg.Error) -> bool:
     return (exc.sqlstate or "").startswith("40")
 
 
+def _lost_server(exc: psycopg.Error, conn: Connection) -> bool:
+    """Is this the connection or the server going away (not a statement failing)?
+
+    ``conn.broken`` is not always set yet when the first statement after a
+    ``pg_terminate_backend`` or a server restart fails, so the SQLSTATE counts too:
+    class 08 (connection exception), 57P (operator intervention: shutdown, terminated),
+    or an OperationalError with no SQLSTATE (raised by the client, not the server).
+    """
+    if conn.broken or conn.closed:
+        return True
+    state = exc.sqlstate or ""
+    if state.startswith(("08", "57P")):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and not state
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
@@ -113,19 +129,34 @@ async def _configure(conn: Connection) -> None:
 
 
 class PostgresUnitOfWork(UnitOfWork):
-    def __init__(self, conn: Connection, service: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        service: str,
+        unavailable: Callable[[BaseException], StoreUnavailable],
+    ) -> None:
         self._conn = conn
         self.service = service
+        self._unavailable = unavailable
         self._notified = False
+
+    def _mapped(self, exc: psycopg.Error) -> Exception:
+        """The error a caller of the store contract sees for ``exc``."""
+        if _lost_race(exc):
+            return ConcurrencyConflict(f"{self.service}: {_first_line(exc)}")
+        if _lost_server(exc, self._conn):
+            return self._unavailable(exc)
+        return exc
 
     async def _one(self, query: str, params: Sequence[Any]) -> TupleRow | None:
         try:
             cur = await self._conn.execute(query, params)
             return await cur.fetchone() if cur.description else None
         except psycopg.Error as exc:
-            if _lost_race(exc):
-                raise ConcurrencyConflict(f"{self.service}: {_first_line(exc)}") from exc
-            raise
+            mapped = self._mapped(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def seen(self, group: str, event_id: str) -> bool:
         row = await self._one(
@@ -138,6 +169,41 @@ class PostgresUnitOfWork(UnitOfWork):
             "INSERT INTO inbox (grp, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             (group, event_id),
         )
+
+    async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        try:
+            cur = await self._conn.execute(
+                "SELECT event_id FROM inbox WHERE grp = %s AND event_id = ANY(%s)",
+                (group, list(event_ids)),
+            )
+            return {r[0] for r in await cur.fetchall()}
+        except psycopg.Error as exc:
+            mapped = self._mapped(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await self._one(
+                "INSERT INTO inbox (grp, event_id) SELECT %s, unnest(%s::text[])"
+                " ON CONFLICT DO NOTHING",
+                (group, list(event_ids)),
+            )
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        # psycopg makes a nested transaction a SAVEPOINT, rolled back to if the block raises.
+        try:
+            async with self._conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            mapped = self._mapped(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def get(self, collection: str, key: str) -> Document | None:
         row = await self._one(
@@ -335,8 +401,8 @@ class PostgresStore(Store):
             raise self._unavailable(exc, "no connection") from None
         try:
             yield conn
-        except psycopg.OperationalError as exc:
-            if conn.broken:  # the server went away (restart, failover, network)
+        except psycopg.Error as exc:
+            if _lost_server(exc, conn):  # the server went away (restart, failover, network)
                 raise self._unavailable(exc, "lost the connection") from exc
             raise
         finally:
@@ -347,7 +413,9 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             try:
                 async with conn.transaction():
-                    yield PostgresUnitOfWork(conn, service)
+                    yield PostgresUnitOfWork(
+                        conn, service, lambda exc: self._unavailable(exc, "lost the connection")
+                    )
             except psycopg.Error as exc:  # raised by COMMIT, or by a statement we did not wrap
                 if _lost_race(exc):
                     raise ConcurrencyConflict(f"{service}: {_first_line(exc)}") from exc

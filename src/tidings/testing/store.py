@@ -14,8 +14,10 @@ rule is about concurrency (two store objects = two connections). Transactions th
 overlap run in separate OS processes (this module's :func:`worker_main`): the contract
 allows one store per event loop, and SQLite's writers would block a shared loop.
 
-A store that overrides :meth:`Store.wait_outbox` promises to wake a waiting relay on commit
-(checked: within 200 ms); one that keeps the default sleep is only held to the timeout.
+A store is held to wake a waiting relay within 200 ms of a commit of outbox rows made by
+another unit of work of the same process (on the same store object or another one). A
+store that can only poll says so with ``wakes_on_commit = False`` in its suite, and is then
+held to its timeout alone.
 """
 
 from __future__ import annotations
@@ -63,10 +65,6 @@ async def together(*coros: Coroutine[Any, Any, T]) -> list[T]:
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(c) for c in coros]
     return [t.result() for t in tasks]
-
-
-def wakes_on_commit(store: Store) -> bool:
-    return type(store).wait_outbox is not Store.wait_outbox
 
 
 # -- worker processes ---------------------------------------------------------------------
@@ -173,6 +171,9 @@ class Worker:
 class StoreConformance:
     """The rules of :mod:`tidings.store.base`; needs a ``store_url`` fixture."""
 
+    # Does wait_outbox wake on a commit (else it only returns by its timeout)?
+    wakes_on_commit = True
+
     # -- fixtures -------------------------------------------------------------------------
     @pytest_asyncio.fixture
     async def open_another(self, store_url: str) -> AsyncIterator[OpenStore]:
@@ -267,6 +268,57 @@ class StoreConformance:
             assert await uow.get("orders", "o2") is None
             assert await uow.get("orders", "o1") == Document("o1", 1, {"v": 1})
         assert await store.outbox_backlog(svc) == 0
+
+    async def test_savepoint_that_raises_undoes_only_its_own_writes(
+        self, store: Store, svc: str
+    ) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"v": 1})
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "before", {"v": 1})
+            with pytest.raises(Boom):
+                async with uow.savepoint():
+                    await uow.put("orders", "inside", {"v": 1})
+                    await uow.put("orders", "o1", {"v": 2})
+                    await uow.delete("orders", "before")
+                    raise Boom
+            async with uow.savepoint():  # a later savepoint in the same unit of work commits
+                await uow.put("orders", "after", {"v": 1})
+            assert await uow.get("orders", "before") is not None
+            await uow.add_outbox([record(1)])
+        async with read_only(store, svc) as uow:
+            assert await uow.get("orders", "inside") is None
+            assert await uow.get("orders", "o1") == Document("o1", 1, {"v": 1})
+            assert await uow.get("orders", "before") == Document("before", 1, {"v": 1})
+            assert await uow.get("orders", "after") == Document("after", 1, {"v": 1})
+        assert await store.outbox_backlog(svc) == 1
+
+    async def test_conflict_in_a_savepoint_leaves_the_unit_of_work_usable(
+        self, store: Store, svc: str
+    ) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"v": 1})
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o2", {"v": 1})
+            with pytest.raises(ConcurrencyConflict):
+                async with uow.savepoint():
+                    await uow.put("orders", "o1", {"v": 2}, expected_version=0)
+            await uow.mark_seen(f"{svc}-g", "e1")
+        async with read_only(store, svc) as uow:
+            assert await uow.get("orders", "o2") == Document("o2", 1, {"v": 1})
+            assert await uow.seen(f"{svc}-g", "e1")
+
+    async def test_seen_many_and_mark_seen_many(self, store: Store, svc: str) -> None:
+        ids = [f"e{i}" for i in range(1200)]  # more than one statement's worth on SQLite
+        async with store.unit_of_work(svc) as uow:
+            assert await uow.seen_many(f"{svc}-g", ids) == set()
+            await uow.mark_seen_many(f"{svc}-g", ids[::2])
+            await uow.mark_seen_many(f"{svc}-g", ids[:4])  # idempotent, overlapping
+            await uow.mark_seen_many(f"{svc}-g", [])
+        async with read_only(store, svc) as uow:
+            assert await uow.seen_many(f"{svc}-g", ids) == {*ids[::2], *ids[:4]}
+            assert await uow.seen_many(f"{svc}-other", ids) == set()
+            assert await uow.seen_many(f"{svc}-g", []) == set()
 
     async def test_cancelled_unit_of_work_rolls_back_and_store_stays_usable(
         self, store: Store, svc: str
@@ -602,11 +654,12 @@ class StoreConformance:
         assert [e.record for e in await store.claim_outbox(svc)] == [record(1), record(2)]
 
     # -- waking relays --------------------------------------------------------------------
+    @pytest.mark.parametrize("writer_is", ["another store", "the same store"])
     async def test_wait_outbox_wakes_after_commit(
-        self, store: Store, open_another: OpenStore, svc: str
+        self, store: Store, open_another: OpenStore, svc: str, writer_is: str
     ) -> None:
-        writer = await open_another()
-        timeout = 5.0 if wakes_on_commit(store) else 0.3
+        writer = await open_another() if writer_is == "another store" else store
+        timeout = 5.0 if self.wakes_on_commit else 0.3
 
         async def idle_relay() -> float:
             while await store.outbox_backlog(svc) == 0:
@@ -620,7 +673,7 @@ class StoreConformance:
             await uow.add_outbox([record(1)])
         committed = time.perf_counter()
         latency = await asyncio.wait_for(relay, timeout + 5) - committed
-        limit = WAKE_LATENCY if wakes_on_commit(store) else timeout + 0.5
+        limit = WAKE_LATENCY if self.wakes_on_commit else timeout + 0.5
         assert latency < limit, f"relay woke {latency * 1000:.0f} ms after the commit"
 
     async def test_wait_outbox_returns_by_its_timeout(self, store: Store, svc: str) -> None:

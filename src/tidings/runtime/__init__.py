@@ -1,0 +1,252 @@
+"""The runtime: runs a :class:`~tidings.service.Service` on a transport and a store.
+
+A :class:`Runtime` is one process's member of the service's consumer group plus its outbox
+relay. It fetches batches of records, hands each partition's records to
+:class:`~tidings.runtime.handling.Handling` (which handles them in order, several to a unit
+of work when there are several), and acks each partition up to what was settled. Only
+once an event is handled, found a duplicate, skipped or dead-lettered is it acked, so a
+crash anywhere before leads to redelivery, which the inbox makes harmless. The partitions
+of a batch are handled concurrently, each in order (order is promised per key, and a key
+lives in one partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from tidings import codec
+from tidings.envelope import Envelope
+from tidings.reliability import policy
+from tidings.reliability.deadletter import dlq_topic, replay_topic
+from tidings.reliability.outbox import OutboxRelay
+from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
+from tidings.runtime.handling import Handling
+from tidings.runtime.observer import Observer, Outcome, Stats
+from tidings.service import Context, Service
+from tidings.store.base import ConcurrencyConflict, OutboxEntry, Store
+from tidings.transport.base import Delivery, Subscription, Transport
+
+__all__ = ["Observer", "Outcome", "Runtime", "Stats"]
+
+log = logging.getLogger("tidings.runtime")
+
+
+class Runtime:
+    """One process's instance of a service: a consumer group member plus an outbox relay."""
+
+    def __init__(
+        self,
+        service: Service,
+        transport: Transport,
+        store: Store,
+        *,
+        content_mode: codec.ContentMode | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        observer: Observer | None = None,
+        fetch_max: int = 200,
+        batch_max: int = 100,
+    ) -> None:
+        self.service = service
+        self.transport = transport
+        self.store = store
+        self.content_mode: codec.ContentMode = content_mode or transport.content_mode
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.observer = observer or Observer()
+        self.fetch_max = fetch_max
+        self.stats = Stats()
+        self.relay = OutboxRelay(
+            store, transport, service.name, on_published=self._published, sleep=sleep
+        )
+        self.subscription: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.handling = Handling(
+            service,
+            store,
+            transport,
+            observer=self.observer,
+            stats=self.stats,
+            sleep=sleep,
+            rng=self.rng,
+            stopping=self._stopping,
+            content_mode=self.content_mode,
+            on_outbox=self.relay.wake,
+            batch_max=batch_max,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self, *, background: bool = True) -> None:
+        """Create topics, run startup hooks, join the group.
+
+        With ``background`` (the default) tasks then consume and relay until :meth:`stop`;
+        without, the caller drives :meth:`poll` and ``relay.relay_once`` itself (tests).
+        """
+        group = self.service.group
+        topics = [*self.service.topics(), replay_topic(group)]
+        for topic in [*topics, dlq_topic(group)]:
+            await self.transport.create_topic(topic)
+        for hook in self.service.startup_hooks:
+            async with self.unit_of_work() as ctx:
+                await hook(ctx)
+        if self.service.handlers:
+            self.subscription = await self.transport.subscribe(group, topics)
+        if background:
+            if self.subscription is not None:
+                self._tasks.append(asyncio.create_task(self._consume_loop(), name="consume"))
+            self._tasks.append(self.relay.start())
+
+    async def stop(self) -> None:
+        """Finish the delivery in hand, flush the outbox, leave the group.
+
+        Each step runs even if an earlier one failed (a failed step is logged): a service
+        that stops must always hand its partitions back and close what it opened.
+        """
+        self._stopping.set()
+        consume = [t for t in self._tasks if t.get_name() == "consume"]
+        steps: list[Awaitable[Any]] = [
+            asyncio.gather(*consume, return_exceptions=True),
+            self.relay.stop(),
+        ]
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("%s: error while stopping", self.service.name)
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.subscription is not None:
+            try:
+                await self.subscription.close()
+            except Exception:
+                log.exception("%s: error while leaving the group", self.service.name)
+            self.subscription = None
+
+    async def wait(self) -> None:
+        """Wait until a task fails (re-raising its error) or :meth:`stop` is called."""
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([*self._tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+    # -- the unit of work ----------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self, cause: Envelope | None = None) -> AsyncIterator[Context]:
+        """A unit of work of this service outside a handler (startup hooks, HTTP requests).
+
+        State changes and published messages commit together when the block exits.
+        """
+        async with self.handling.transaction(cause) as (_, ctx):
+            yield ctx
+
+    # -- consuming -----------------------------------------------------------------------
+    async def _consume_loop(self) -> None:
+        outages = 0
+        while not self._stopping.is_set():
+            try:
+                await self.poll(timeout=0.2)
+                outages = 0
+            except ConcurrencyConflict:
+                break  # a conflict storm cut short by stop(): rewound, delivered again later
+            except INFRASTRUCTURE_ERRORS as exc:
+                # The broker or the database is down: nothing was acked past what was
+                # handled, so wait and carry on where we were (never dead-letter for this).
+                outages += 1
+                delay = policy.outage_delay(outages, self.rng)
+                log.warning("%s: %s; retrying in %.1fs", self.service.group, exc, delay)
+                await self.sleep(delay)
+
+    async def poll(self, timeout: float = 0.0) -> int:
+        """Fetch one batch, handle it and ack it; returns how many records it had.
+
+        Partitions are handled concurrently, each in order (order is promised per key,
+        and a key lives in one partition): on a database with a synchronous commit per
+        unit of work this multiplies throughput by up to the number of partitions.
+        If the broker or the store fails, what was handled is acked, every partition
+        with records not yet handled is rewound to the first of them (nack), and the
+        error is raised. An ack or nack that the broker refuses is logged (group, topic,
+        partition, offset) and not retried here: an ack not made only means records are
+        delivered again, which the inbox absorbs, and an outage shows up at the next
+        fetch, which the consume loop waits out.
+        """
+        assert self.subscription is not None, "start() the runtime first"
+        deliveries = await self.subscription.fetch(self.fetch_max, timeout)
+        partitions: dict[tuple[str, int], list[Delivery]] = {}
+        for delivery in deliveries:
+            partitions.setdefault((delivery.record.topic, delivery.record.partition), []).append(
+                delivery
+            )
+        done: dict[tuple[str, int], Delivery] = {}
+        rewind: dict[tuple[str, int], Delivery] = {}
+
+        async def handle_partition(pair: tuple[str, int], items: list[Delivery]) -> None:
+            def settled(delivery: Delivery) -> None:
+                done[pair] = delivery
+
+            try:
+                await self.handling.process_run(items, settled)
+            except BaseException:
+                last = done.get(pair)
+                following = 0 if last is None else items.index(last) + 1
+                if following < len(items):
+                    rewind[pair] = items[following]
+                raise
+
+        results = await asyncio.gather(
+            *(handle_partition(pair, items) for pair, items in partitions.items()),
+            return_exceptions=True,
+        )
+        # Acks are cumulative per partition: the last handled record of each is enough.
+        for delivery in done.values():
+            try:
+                await delivery.ack()
+            except INFRASTRUCTURE_ERRORS as exc:
+                self._settle_failed("ack", delivery, exc)
+        for delivery in rewind.values():
+            try:
+                await delivery.nack(0.5)
+            except INFRASTRUCTURE_ERRORS as exc:
+                self._settle_failed("nack", delivery, exc)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(deliveries)
+
+    def _settle_failed(self, what: str, delivery: Delivery, exc: Exception) -> None:
+        record = delivery.record
+        log.warning(
+            "%s: %s of %s/%d@%d failed: %s",
+            self.service.group,
+            what,
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+            extra={
+                "consumer_group": self.service.group,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
+
+    async def process(self, delivery: Delivery) -> Outcome:
+        """Handle one delivery in its own unit of work (without acking it)."""
+        return await self.handling.process(delivery)
+
+    def _published(self, entries: list[OutboxEntry]) -> None:
+        self.stats.published += len(entries)
+        self.observer.on_published(self.service.name, entries)

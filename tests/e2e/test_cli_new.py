@@ -1,0 +1,113 @@
+"""`tidings new NAME`: the files it writes run, as a test and as a service, in real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TIDINGS = str(Path(sys.executable).parent / "tidings")
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+
+
+def tidings(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TIDINGS, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=ENV
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> Iterator[Path]:
+    """An empty directory where `tidings new hello` has run."""
+    made = tidings("new", "hello", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.py", "test_hello.py"]
+    yield tmp_path
+
+
+def test_the_generated_test_passes_under_pytest(hello: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hello.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=hello,
+        env=ENV,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
+
+
+def test_the_generated_service_runs_and_publishes(hello: Path) -> None:
+    broker = f"sqlite:///{hello}/log.db"
+    ready = hello / "ready"
+    service = subprocess.Popen(
+        [TIDINGS, "run", "hello:service", "--broker", broker,
+         "--store", f"sqlite:///{hello}/{{service}}.db", "--ready-file", str(ready)],
+        cwd=hello, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and service.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), service.stderr.read() if service.poll() is not None else "not ready"
+        sent = tidings("publish", "hello.requests", "--type", "HelloRequested", "--key", "k1",
+                       "--data", '{"id": "k1", "text": "hi"}', "--broker", broker, cwd=hello)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        tail = tidings("tail", "hello.done", "--from-beginning", "--json", "--max", "1",
+                       "--timeout", "60", "--broker", broker, cwd=hello)  # fmt: skip
+        assert tail.returncode == 0, tail.stderr
+        [line] = tail.stdout.splitlines()
+        done = json.loads(line)
+        assert done["type"] == "HelloDone" and done["source"] == "hello"
+        assert done["data"] == {"id": "k1", "text": "HI", "times": 1}
+        assert done["causationid"] in sent.stdout  # caused by the request we published
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=30)
+        finally:
+            service.kill()
+            service.wait()
+    assert service.returncode == 0
+
+
+def test_new_never_overwrites(hello: Path) -> None:
+    before = (hello / "hello.py").read_text()
+    line = one_error_line(tidings("new", "hello", cwd=hello))
+    assert "already exist" in line and "hello.py" in line
+    assert (hello / "hello.py").read_text() == before
+    (hello / "test_other.py").write_text("# mine\n")
+    assert "test_other.py" in one_error_line(tidings("new", "other", cwd=hello))
+    assert not (hello / "other.py").exists()  # nothing written when one file is in the way
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("Hello-World", "cannot name a service module"), ("class", "cannot name"), ("json", "would hide")],
+)
+def test_new_refuses_names_that_cannot_work(tmp_path: Path, name: str, expected: str) -> None:
+    assert expected in one_error_line(tidings("new", name, cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_writes_into_dir(tmp_path: Path) -> None:
+    made = tidings("new", "orders", "--dir", "svc/orders", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in (tmp_path / "svc/orders").iterdir()) == [
+        "orders.py",
+        "test_orders.py",
+    ]
