@@ -2,7 +2,7 @@
 
     python -m bench faststream                  # both brokers; writes bench/results/faststream.json
     python -m bench.faststream [--broker kafka|nats|all] [--kafka-events 20000]
-        [--nats-events 20000] [--postgres-events 2000] [--rounds 5]
+        [--nats-events 20000] [--postgres-events 20000] [--rounds 5]
     python -m bench.faststream --profile kafka [--store sqlite|postgres]
 
 (Run it as a module: a script run as ``bench/faststream.py`` would import itself as
@@ -17,13 +17,14 @@ sides: the payload validated into the same pydantic model, the lines totalled, a
 Next to events/s, the process's CPU time per event over the same window (all threads).
 
 * **Tidings**: a :class:`~tidings.Service` with one ``@service.on`` handler, run by a
-  :class:`~tidings.runtime.Runtime` on the broker with a real store, so the inbox is on:
-  for every event a unit of work checks the inbox, runs the handler, marks the event seen
-  and commits; then the batch is acked. The store is SQLite in a file in a temporary
-  directory (the default deployment), and, as a second Tidings side, PostgreSQL, with
-  fewer events per round (``--postgres-events``): a commit per event waits for the
-  disk's fsync there, so it runs far slower. "Handled" is counted once the unit of work
-  has committed (the runtime's ``on_handled`` hook).
+  :class:`~tidings.runtime.Runtime` with its defaults (fetches of 200; a partition's
+  records of a fetch handled in runs of up to 100 per unit of work) on the broker with a
+  real store, so the inbox is on: a unit of work checks the inbox for the run, runs each
+  handler in a savepoint, marks the events seen and commits; then the batch is acked.
+  The store is SQLite in a file in a temporary directory (the default deployment) and,
+  as a second Tidings side, PostgreSQL (``--postgres-events`` per round; a commit waits
+  for the disk's fsync there). "Handled" is counted once the unit of work has committed
+  (the runtime's ``on_handled`` hook).
 * **FastStream**: a ``broker.subscriber`` with the same model and body, its defaults
   otherwise: on Kafka its default ack policy (``ack_first``: the client auto-commits,
   no per-event commit), on NATS a JetStream pull consumer (``PullSub(batch_size=200)``;
@@ -52,8 +53,8 @@ and inbox rows made here are deleted at the end. Absolute numbers move with the
 machine's load; the ratios, measured in one run, are what to read.
 
 ``--profile`` runs the Tidings side once under cProfile and writes the microseconds per
-event of its parts (decode, inbox SELECT, handler, mark_seen, commit, fetch, ack) to
-``bench/results/faststream_profile_<broker>_<store>.json``.
+event of its parts (decode, validate, inbox SELECT, handler, inbox INSERT, commit,
+fetch, ack) to ``bench/results/faststream_profile_<broker>_<store>.json``.
 """
 
 from __future__ import annotations
@@ -528,7 +529,7 @@ def measure(brokers: Sequence[str], kafka_events: int, nats_events: int, rounds:
 def run() -> dict[str, Any]:
     """For ``python -m bench faststream``."""
     return measure(["kafka", "nats"], kafka_events=20_000, nats_events=20_000, rounds=5,
-                   postgres_events=2_000)  # fmt: skip
+                   postgres_events=20_000)  # fmt: skip
 
 
 # -- profiling ---------------------------------------------------------------------------
@@ -536,17 +537,23 @@ def run() -> dict[str, Any]:
 # Where the Tidings side's time goes, per event: (part, file path contains, function),
 # cumulative time on the event-loop thread (where all the Python runs; librdkafka's and
 # the consumer worker's threads are not profiled). Of several matches, the outermost.
+# The runtime handles a partition's records of a batch as runs of up to ``batch_max``
+# events in one unit of work (``_batch_unit``); a lone record takes the one-event path
+# (``_handle_one``: seen, handler, mark_seen in its own unit of work).
 PROFILE_PARTS = [
-    ("process: all the per-event work below", "/tidings/runtime.py", "process"),
-    ("decode: record -> CloudEvent envelope", "/tidings/codec.py", "decode"),
-    ("  of which json.loads of the payload", "/json/__init__.py", "loads"),
-    ("handle: validate + unit of work", "/tidings/runtime.py", "_handle"),
+    ("process_run: all the per-event work below", "/tidings/runtime/handling.py", "process_run"),
+    ("prepare: decode + dispatch + validate", "/tidings/runtime/handling.py", "_prepare"),
+    ("  decode: record -> CloudEvent envelope", "/tidings/codec.py", "decode"),
+    ("    of which json.loads of the payload", "/json/__init__.py", "loads"),
     ("  validate: payload -> pydantic model", "/pydantic/main.py", "model_validate"),
-    ("  unit of work (_transaction)", "/tidings/runtime.py", "_transaction"),
-    ("    of which the store's BEGIN + COMMIT", "/tidings/store/", "unit_of_work"),
-    ("  inbox SELECT (seen)", "/tidings/store/", "seen"),
+    ("run of events in one unit of work", "/tidings/runtime/handling.py", "_batch_unit"),
+    ("  the store's BEGIN + COMMIT", "/tidings/store/", "unit_of_work"),
+    ("  inbox SELECT (seen_many)", "/tidings/store/", "seen_many"),
+    ("  savepoint per handler", "/tidings/store/", "savepoint"),
     ("  handler (the bench's body)", "/bench/faststream.py", "on_order"),
-    ("  inbox INSERT (mark_seen)", "/tidings/store/", "mark_seen"),
+    ("  inbox INSERT (mark_seen_many)", "/tidings/store/", "mark_seen_many"),
+    ("  observer hooks (on_handled)", "/tidings/runtime/handling.py", "_handled"),
+    ("one-event path (lone records)", "/tidings/runtime/handling.py", "_handle_one"),
     ("fetch: a batch from the transport", "/tidings/transport/", "fetch"),
     ("  of which message -> Record", "/tidings/transport/", "to_record"),
     ("ack (the last of each partition per batch)", "/tidings/transport/", "ack"),
@@ -616,7 +623,7 @@ if __name__ == "__main__":
     parser.add_argument("--kafka-events", type=int, default=20_000)
     parser.add_argument("--nats-events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--postgres-events", type=int, default=2_000,
+    parser.add_argument("--postgres-events", type=int, default=20_000,
                         help="events per round for Tidings on PostgreSQL (0: no such side)")  # fmt: skip
     parser.add_argument("--profile", choices=["kafka", "nats"], help="profile the Tidings side")
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "postgres"],
