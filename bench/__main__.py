@@ -2,7 +2,8 @@
 
 Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats`` (each broker
 against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
-off). With no argument, all of them; the broker suites need ``scripts/services up``.
+off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
+extra). With no argument, all of them; the broker suites need ``scripts/services up``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ SUITES = {  # suite -> module with run() -> dict
     "kafka": "bench.suite_kafka",
     "nats": "bench.suite_nats",
     "observability": "bench.observability",
+    "faststream": "bench.faststream",
 }
 RESULTS = Path(__file__).parent / "results"
 
