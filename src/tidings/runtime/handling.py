@@ -47,6 +47,7 @@ import pydantic
 from tidings import codec
 from tidings.envelope import Envelope
 from tidings.messages import Message
+from tidings.records import OutgoingRecord
 from tidings.reliability import policy
 from tidings.reliability.deadletter import DeadLetterReason, dead_letter
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS, Action
@@ -117,9 +118,12 @@ class Handling:
 
     async def _queue(self, uow: UnitOfWork, ctx: Context) -> None:
         if ctx.outgoing:
-            records = [codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing]
-            self.transport.check_size(records)  # refuse now, not in the relay forever
-            await uow.add_outbox(records)
+            await uow.add_outbox(self._encoded(ctx))
+
+    def _encoded(self, ctx: Context) -> list[OutgoingRecord]:
+        records = [codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing]
+        self.transport.check_size(records)  # refuse now, not in the relay forever
+        return records
 
     def _stamp(self, topic: str, envelope: Envelope) -> Envelope:
         return self.observer.publishing(self.service.name, topic, envelope)
@@ -306,7 +310,7 @@ class Handling:
         group = self.service.group
         outcomes: list[tuple[_Ready, Outcome, float]] = []
         failed: tuple[int, Exception] | None = None
-        queued = False
+        outbox: list[OutgoingRecord] = []  # of every handler that ran, inserted once
         async with self.store.unit_of_work(self.service.name) as uow:
             seen = await uow.seen_many(group, [item.envelope.id for item in ready])
             marks: list[str] = []
@@ -320,18 +324,20 @@ class Handling:
                     with self.observer.handling(self.service.name, item.envelope, item.record):
                         async with uow.savepoint():
                             await item.spec(item.message, ctx)
-                            await self._queue(uow, ctx)
+                            encoded = self._encoded(ctx)
                 except INFRASTRUCTURE_ERRORS:
                     raise  # rolls the whole unit of work back
                 except Exception as exc:
                     failed = (position, exc)
                     break
-                queued = queued or bool(ctx.outgoing)
+                outbox.extend(encoded)
                 seen.add(item.envelope.id)
                 marks.append(item.envelope.id)
                 outcomes.append((item, "handled", started))
             await uow.mark_seen_many(group, marks)
-        if queued:
+            if outbox:
+                await uow.add_outbox(outbox)
+        if outbox:
             self.on_outbox()
         for item, outcome, started in outcomes:
             if outcome == "handled":

@@ -11,7 +11,8 @@ URL options (query string; durations in milliseconds, as Kafka names them):
 * ``delivery_timeout_ms`` (120000) - how long ``publish`` keeps retrying while the broker
   is away before it raises (a restart of a few seconds is ridden out);
 * ``connect_timeout_ms`` (10000) - how long ``connect`` waits for the first answer;
-* ``linger_ms`` (5) - how long the producer waits to fill a batch;
+* ``linger_ms`` (1) - how long the producer waits to fill a batch (the outbox relay
+  already hands it a batch, so a longer wait only adds to every hop's latency);
 * ``max_record_bytes`` - defaults to what the broker accepts (``message.max.bytes``);
 * ``rdkafka.<name>`` - passed to every librdkafka client as ``<name>`` (TLS, SASL, ...),
   e.g. ``kafka://broker:9093?rdkafka.security.protocol=SSL``.
@@ -71,7 +72,7 @@ class KafkaSettings:
     replication_factor: int = -1
     delivery_timeout_ms: int = 120_000
     connect_timeout_ms: int = 10_000
-    linger_ms: int = 5
+    linger_ms: int = 1
     max_record_bytes: int | None = None
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
 
