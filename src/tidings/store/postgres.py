@@ -14,6 +14,13 @@ sends ``NOTIFY tidings_outbox, '<service>'``, which PostgreSQL delivers only on 
 :meth:`PostgresStore.wait_outbox` listens on a dedicated connection, so an idle relay wakes
 within milliseconds of a commit instead of polling.
 
+Round trips are what a unit of work waits on, so statements whose result nobody waits for
+(BEGIN, SAVEPOINT and RELEASE, the inbox marks, the outbox rows) are not sent on their
+own: they wait in the unit of work and go with the next statement that is waited for, in
+one round trip (psycopg's pipeline mode), at the latest with the COMMIT. An error of a
+deferred statement is raised there, and rolls the unit of work back as any error does.
+A unit of work that ran no statement sends nothing at all.
+
 Tables are created by versioned migrations at :meth:`PostgresStore.connect`, under an
 advisory lock so that services starting together do not race. They go to the first schema
 of the ``search_path`` (``?options=-csearch_path%3Dmyschema`` in the URL picks another).
@@ -78,6 +85,8 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
 ]
 
 
+# Units of work run in REPEATABLE READ: see _configure.
+BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 # One statement for a whole batch; ORDER BY keeps the outbox ids in the order given.
 INSERT_OUTBOX = (
     "INSERT INTO outbox (service, topic, key, value, headers)"
@@ -139,8 +148,33 @@ class PostgresUnitOfWork(UnitOfWork):
         self.service = service
         self._unavailable = unavailable
         self._notified = False
-        self._pending: list[str] = []  # savepoint statements to send with the next one
+        # Statements whose result nobody waits for (BEGIN, SAVEPOINT, RELEASE, the inbox
+        # marks, the outbox rows): sent with the next statement that is waited for, in
+        # one round trip, at the latest with the COMMIT.
+        self._pending: list[tuple[str, Sequence[Any]]] = [(BEGIN, ())]
         self._savepoints = 0
+
+    @property
+    def began(self) -> bool:
+        """Has the transaction been opened on the server (any statement sent)?"""
+        return not self._pending or self._pending[0][0] != BEGIN
+
+    def _defer(self, query: str, params: Sequence[Any]) -> None:
+        self._pending.append((query, params))
+
+    async def commit(self) -> None:
+        if self._pending == [(BEGIN, ())]:
+            self._pending = []  # nothing was done: there is nothing to commit
+            return
+        await self._all("COMMIT", ())
+
+    async def rollback(self) -> None:
+        began, self._pending = self.began, []
+        if began and not self._conn.closed:
+            # If this fails too (the server went away, a query was cancelled mid-way), the
+            # pool discards or resets the connection when it is given back.
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.execute("ROLLBACK")
 
     def _mapped(self, exc: psycopg.Error) -> Exception:
         """The error a caller of the store contract sees for ``exc``."""
@@ -153,18 +187,19 @@ class PostgresUnitOfWork(UnitOfWork):
     async def _all(self, query: str, params: Sequence[Any]) -> list[TupleRow]:
         """Run ``query``; its rows (none for a statement without a result).
 
-        Savepoint statements waiting in ``_pending`` go first, in the same round trip
-        (psycopg's pipeline mode): see :meth:`savepoint`.
+        Statements waiting in ``_pending`` go first, in the same round trip (psycopg's
+        pipeline mode); an error of any of them is raised here.
         """
         pending, self._pending = self._pending, []
         try:
             if pending:
-                async with self._conn.pipeline() as pipeline:
-                    for statement in pending:
-                        await self._conn.execute(statement)
+                async with self._conn.pipeline():
+                    for statement, values in pending:
+                        await self._conn.execute(statement, values)
                     cur = await self._conn.execute(query, params)
-                    await pipeline.sync()  # the one round trip; then the results are here
-                    return await cur.fetchall() if cur.description else []
+                # Leaving the pipeline sends the one Sync and reads every result: one round
+                # trip (a sync() inside the block would cost a second one on the way out).
+                return await cur.fetchall() if cur.description else []
             cur = await self._conn.execute(query, params)
             return await cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
@@ -184,10 +219,7 @@ class PostgresUnitOfWork(UnitOfWork):
         return row is not None
 
     async def mark_seen(self, group: str, event_id: str) -> None:
-        await self._one(
-            "INSERT INTO inbox (grp, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (group, event_id),
-        )
+        await self.mark_seen_many(group, [event_id])
 
     async def seen_many(self, group: str, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
@@ -200,7 +232,7 @@ class PostgresUnitOfWork(UnitOfWork):
 
     async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
         if event_ids:
-            await self._one(
+            self._defer(
                 "INSERT INTO inbox (grp, event_id) SELECT %s, unnest(%s::text[])"
                 " ON CONFLICT DO NOTHING",
                 (group, list(event_ids)),
@@ -208,26 +240,26 @@ class PostgresUnitOfWork(UnitOfWork):
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        # SAVEPOINT and RELEASE cost a round trip each, as much as the handler's own
-        # statements: so they are not sent on their own but queued and sent with the next
-        # statement, in one round trip. A savepoint whose block ran no statement is never
-        # sent at all, and a RELEASE still queued at COMMIT is not needed.
+        # SAVEPOINT and RELEASE cost a round trip each, as much as a handler's own
+        # statements: so they are deferred like the other statements nobody waits for. A
+        # savepoint whose block sent nothing is never sent at all.
         self._savepoints += 1
         name = f"tidings_{self._savepoints}"
-        opened = f"SAVEPOINT {name}"
+        opened = (f"SAVEPOINT {name}", ())
         self._pending.append(opened)
         try:
             yield
         except BaseException:
-            if opened in self._pending:  # nothing ran since: nothing to undo
+            if opened in self._pending:  # nothing was sent since: drop the block's part
                 del self._pending[self._pending.index(opened) :]
-            else:
+            else:  # what is still pending was queued inside the block: drop it, undo the rest
+                self._pending = []
                 await self._all(f"ROLLBACK TO SAVEPOINT {name}", ())
             raise
-        if opened in self._pending:
-            del self._pending[self._pending.index(opened) :]
+        if opened in self._pending and self._pending[-1] == opened:
+            self._pending.pop()  # an empty block
         else:
-            self._pending.append(f"RELEASE SAVEPOINT {name}")
+            self._defer(f"RELEASE SAVEPOINT {name}", ())
 
     async def get(self, collection: str, key: str) -> Document | None:
         row = await self._one(
@@ -302,10 +334,10 @@ class PostgresUnitOfWork(UnitOfWork):
             [Jsonb(dict(r.headers)) for r in records],
         )
         if self._notified:
-            await self._one(INSERT_OUTBOX, params)
+            self._defer(INSERT_OUTBOX, params)
         else:
             # The NOTIFY rides on the same statement; PostgreSQL delivers it on commit only.
-            await self._one(INSERT_OUTBOX_AND_NOTIFY, (*params, CHANNEL, self.service))
+            self._defer(INSERT_OUTBOX_AND_NOTIFY, (*params, CHANNEL, self.service))
             self._notified = True
 
 
@@ -435,14 +467,14 @@ class PostgresStore(Store):
     @contextlib.asynccontextmanager
     async def unit_of_work(self, service: str) -> AsyncIterator[UnitOfWork]:
         async with self._connection() as conn:
+            uow = PostgresUnitOfWork(
+                conn, service, lambda exc: self._unavailable(exc, "lost the connection")
+            )
             try:
-                async with conn.transaction():
-                    yield PostgresUnitOfWork(
-                        conn, service, lambda exc: self._unavailable(exc, "lost the connection")
-                    )
-            except psycopg.Error as exc:  # raised by COMMIT, or by a statement we did not wrap
-                if _lost_race(exc):
-                    raise ConcurrencyConflict(f"{service}: {_first_line(exc)}") from exc
+                yield uow
+                await uow.commit()
+            except BaseException:
+                await uow.rollback()
                 raise
 
     async def claim_outbox(
