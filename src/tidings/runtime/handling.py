@@ -276,9 +276,15 @@ class Handling:
                 position += await self._batch(batch)
             settle_up_to(position)
 
-    async def _handle_one(self, item: _Ready, failed: Exception | None = None) -> None:
+    async def _handle_one(
+        self,
+        item: _Ready,
+        failed: Exception | None = None,
+        span: contextlib.AbstractContextManager[object] | None = None,
+    ) -> None:
+        """One event the one-event way; ``span``: its handling, still open from a batch."""
         started = time.perf_counter()
-        with self.observer.handling(self.service.name, item.envelope, item.record):
+        with span or self.observer.handling(self.service.name, item.envelope, item.record):
             outcome = await self._handle(item, failed)
         self._handled(item.envelope, item.record, outcome, started)
 
@@ -296,20 +302,23 @@ class Handling:
             return len(batch)
         # A handler failed: those before it committed; it goes on the one-event way, its
         # failure counting as its first attempt.
-        position, error = failed
-        await self._handle_one(batch[position], error)
+        position, error, span = failed
+        await self._handle_one(batch[position], error, span)
         return position + 1
 
-    async def _batch_unit(self, ready: list[_Ready]) -> tuple[int, Exception] | None:
+    async def _batch_unit(
+        self, ready: list[_Ready]
+    ) -> tuple[int, Exception, contextlib.ExitStack] | None:
         """Run the handlers of ``ready`` in one unit of work, each in a savepoint, and commit.
 
         Returns None when all ran, or the position in ``ready`` of the first handler that
         raised, with its error (rolled back alone; those after it were not run, those
-        before it committed).
+        before it committed) and its observer's handling, left open: the one-event way
+        goes on in the same span, so an event has one consumer span however it ended.
         """
         group = self.service.group
         outcomes: list[tuple[_Ready, Outcome, float]] = []
-        failed: tuple[int, Exception] | None = None
+        failed: tuple[int, Exception, contextlib.ExitStack] | None = None
         outbox: list[OutgoingRecord] = []  # of every handler that ran, inserted once
         async with self.store.unit_of_work(self.service.name) as uow:
             seen = await uow.seen_many(group, [item.envelope.id for item in ready])
@@ -320,16 +329,21 @@ class Handling:
                     outcomes.append((item, "duplicate", started))
                     continue
                 ctx = self.context(uow, item.envelope)
+                span = contextlib.ExitStack()
+                span.enter_context(
+                    self.observer.handling(self.service.name, item.envelope, item.record)
+                )
                 try:
-                    with self.observer.handling(self.service.name, item.envelope, item.record):
-                        async with uow.savepoint():
-                            await item.spec(item.message, ctx)
-                            encoded = self._encoded(ctx)
-                except INFRASTRUCTURE_ERRORS:
-                    raise  # rolls the whole unit of work back
+                    async with uow.savepoint():
+                        await item.spec(item.message, ctx)
+                        encoded = self._encoded(ctx)
                 except Exception as exc:
-                    failed = (position, exc)
+                    if isinstance(exc, INFRASTRUCTURE_ERRORS):
+                        with span:  # the span ends with the error
+                            raise  # rolls the whole unit of work back
+                    failed = (position, exc, span)
                     break
+                span.close()
                 outbox.extend(encoded)
                 seen.add(item.envelope.id)
                 marks.append(item.envelope.id)
