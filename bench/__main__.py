@@ -3,7 +3,8 @@
 Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats`` (each broker
 against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
 off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
-extra). With no argument, all of them; the broker suites need ``scripts/services up``.
+extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite). With no
+argument, all of them; the broker suites need ``scripts/services up``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SUITES = {  # suite -> module with run() -> dict
     "nats": "bench.suite_nats",
     "observability": "bench.observability",
     "faststream": "bench.faststream",
+    "memory": "bench.memory",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -8,6 +8,8 @@ Two phases on one running shop (three service processes, like ``tidings demo``):
    the arrivals and hide its own queueing), by default 200/s or half the throughput if
    that is lower; p50/p99 of OrderCompleted.time - OrderPlaced.time,
    both stamped by the order service (one clock), read back from the log.
+
+Between the two, the resident memory (RSS) of each service process is read.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ async def _completions(
     return {i: (placed[i], done[i]) for i in ids}
 
 
+def rss_mib(shop: Shop) -> dict[str, float]:
+    """The resident memory of each service process of ``shop``, in MiB."""
+    return {name: round(kib / 1024, 1) for name, kib in shop.rss().items()}
+
+
 def _percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
@@ -121,6 +128,7 @@ def run(
         ids = asyncio.run(_post_all(base, orders, concurrency, None))
         times = asyncio.run(_completions(broker, set(ids), 300))
         orders_per_s = len(ids) / (max(done for _, done in times.values()) - started)
+        rss = rss_mib(shop)
 
         rate = rate or min(200.0, round(orders_per_s / 2))
         paced = asyncio.run(_post_all(base, int(rate * seconds), concurrency * 4, rate))
@@ -136,6 +144,7 @@ def run(
         "order_latency_ms_p50": round(_percentile(lat, 50), 1),
         "order_latency_ms_p99": round(_percentile(lat, 99), 1),
         "orders_measured": len(ids) + len(paced),
+        "rss_mib_after_throughput": rss,
     }
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from tidings import Collection, Context, Event, Service
 from tidings.runtime import Runtime
 from tidings.store import StoreUnavailable, make_store
-from tidings.store.postgres import PostgresStore, redact
+from tidings.store.postgres import MIGRATIONS, PostgresStore, redact
 from tidings.testing.harness import drain
 from tidings.testing.servers import skip_or_fail
 from tidings.testing.store import StoreConformance
@@ -118,7 +118,12 @@ async def test_postgres_migrations_run_once_even_when_services_start_together(
         await asyncio.gather(*(s.close() for s in stores))
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
         cur = await conn.execute("SELECT version FROM tidings_migrations ORDER BY version")
-        assert [r[0] for r in await cur.fetchall()] == [1]
+        assert [r[0] for r in await cur.fetchall()] == [v for v, _ in MIGRATIONS]
+        cur = await conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND indexname = 'inbox_handled_at'"
+        )
+        assert "(grp, handled_at)" in str(await cur.fetchone())
         cur = await conn.execute(
             "SELECT count(*) FROM information_schema.tables"
             " WHERE table_schema = current_schema()"

@@ -453,7 +453,7 @@ async def test_a_conflict_storm_backs_off_and_never_stops_the_service(
     assert rt.stats.conflicts == conflicts
     assert rt.stats.retries == 0 and rt.stats.dead_lettered == 0  # not the handler's attempts
     # One wait per conflict, doubling from 2 ms up to the 1 s cap, each less up to half.
-    backoffs = [s for s in clock.sleeps if s > 0]
+    backoffs = [s for s in clock.sleeps if s > 0 and s != rt.prune_every]  # not the pruning's
     assert len(backoffs) == conflicts
     for n, slept in enumerate(backoffs, start=1):
         ceiling = min(1.0, 0.002 * 2 ** (n - 1))
@@ -541,3 +541,31 @@ async def test_stop_ends_a_conflict_storm_that_never_ends_and_keeps_the_event(
     await asyncio.wait_for(rt.stop(), 10)  # the storm must not hold stop() up
     assert rt.stats.handled == 0 and rt.stats.dead_lettered == 0
     assert await transport.committed(svc.group) == {}, "the event must not be acked"
+
+
+async def test_the_inbox_is_pruned_in_the_background_past_the_dedupe_window(
+    transport, store
+) -> None:
+    clock = YieldingClock()
+    rt = Runtime(counter_service(), transport, store, sleep=clock.sleep)
+    group, day = rt.service.group, 24 * 3600
+    # Marks as the SQLite inbox holds them (epoch seconds): 8 days old and 6 days old.
+    store.conn.executemany(
+        "INSERT INTO inbox (grp, event_id, handled_at) VALUES (?, ?, ?)",
+        [(group, "eight-days", time.time() - 8 * day), (group, "six-days", time.time() - 6 * day)],
+    )
+
+    def marks() -> set[str]:
+        rows = store.conn.execute("SELECT event_id FROM inbox WHERE grp = ?", (group,))
+        return {r[0] for r in rows}
+
+    await rt.start()
+    try:
+        [event_id] = await publish(rt, ThingHappened(thing_id="a", n=1))
+        await wait_until(lambda: rt.stats.handled == 1)
+        await wait_until(lambda: "eight-days" not in marks())
+    finally:
+        await rt.stop()
+    # The default window is 7 days: the 6-day-old mark and the fresh one stay.
+    assert marks() == {"six-days", event_id}
+    assert 60.0 in clock.sleeps, "pruning waits through the injected clock"

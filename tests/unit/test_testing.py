@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from tidings import Service, codec
 from tidings.messages import Event, new_envelope
 from tidings.store import open_store
 from tidings.testing import documents, envelopes, free_port, records, state
+from tidings.testing.processes import ServiceProcesses
 from tidings.testing.servers import skip_or_fail
 from tidings.transport import OutgoingRecord, open_transport
 from tidings.transport.memory import MemoryTransport
@@ -89,3 +92,22 @@ def test_skip_or_fail_skips_locally_and_fails_under_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no server"):
         skip_or_fail("no server")
+
+
+def test_rss_reports_resident_memory_of_running_processes_only(tmp_path: Path) -> None:
+    procs = ServiceProcesses(tmp_path, "memory://x", "sqlite:///x.db", {"big": "x:y", "gone": "x:y"})
+    # 64 MiB written page by page, so that it is resident, not just reserved.
+    hold = "import sys, time; b = bytearray(64 << 20); b[::4096] = b'x' * (16 << 10); "
+    hold += "print(flush=True); time.sleep(30)"
+    big = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    procs.procs = {"big": big, "gone": gone}
+    try:
+        assert big.stdout is not None and big.stdout.readline()  # the memory is written
+        gone.wait()
+        sizes = procs.rss()
+    finally:
+        big.kill()
+        big.wait()
+    assert set(sizes) == {"big"}
+    assert 64 * 1024 <= sizes["big"] < 200 * 1024, sizes  # KiB

@@ -8,6 +8,13 @@ once an event is handled, found a duplicate, skipped or dead-lettered is it acke
 crash anywhere before leads to redelivery, which the inbox makes harmless. The partitions
 of a batch are handled concurrently, each in order (order is promised per key, and a key
 lives in one partition).
+
+The inbox is pruned in the background: every ``prune_every`` seconds (60 by default,
+waited through the injected ``sleep``), the marks of the group older than
+``dedupe_window`` are removed. An event delivered again after its mark is gone is no
+longer recognised as a duplicate and is handled again, so the window must exceed how long
+the broker may redeliver an event: the default, 7 days, is Kafka's default retention
+(``retention.ms``); a broker that keeps or redelivers events longer needs a longer window.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ __all__ = ["Observer", "Outcome", "Runtime", "Stats"]
 
 log = logging.getLogger("tidings.runtime")
 
+DEDUPE_WINDOW = 7 * 24 * 3600.0  # seconds; Kafka's default retention (see the module rules)
+
 
 class Runtime:
     """One process's instance of a service: a consumer group member plus an outbox relay."""
@@ -51,6 +60,8 @@ class Runtime:
         observer: Observer | None = None,
         fetch_max: int = 200,
         batch_max: int = 100,
+        dedupe_window: float = DEDUPE_WINDOW,
+        prune_every: float = 60.0,
     ) -> None:
         self.service = service
         self.transport = transport
@@ -60,6 +71,8 @@ class Runtime:
         self.rng = rng or random.Random()
         self.observer = observer or Observer()
         self.fetch_max = fetch_max
+        self.dedupe_window = dedupe_window
+        self.prune_every = prune_every
         self.stats = Stats()
         self.relay = OutboxRelay(
             store, transport, service.name, on_published=self._published, sleep=sleep
@@ -100,6 +113,7 @@ class Runtime:
         if background:
             if self.subscription is not None:
                 self._tasks.append(asyncio.create_task(self._consume_loop(), name="consume"))
+                self._tasks.append(asyncio.create_task(self._prune_loop(), name="prune-inbox"))
             self._tasks.append(self.relay.start())
 
     async def stop(self) -> None:
@@ -151,6 +165,21 @@ class Runtime:
         """
         async with self.handling.transaction(cause) as (_, ctx):
             yield ctx
+
+    # -- the inbox -----------------------------------------------------------------------
+    async def prune_inbox(self) -> int:
+        """Remove the group's inbox marks older than ``dedupe_window``; how many."""
+        return await self.store.prune_inbox(self.service.group, self.dedupe_window)
+
+    async def _prune_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self.sleep(self.prune_every)
+            if self._stopping.is_set():
+                break
+            try:
+                await self.prune_inbox()
+            except INFRASTRUCTURE_ERRORS as exc:  # the database is down: try again next time
+                log.warning("%s: cannot prune the inbox: %s", self.service.group, exc)
 
     # -- consuming -----------------------------------------------------------------------
     async def _consume_loop(self) -> None:

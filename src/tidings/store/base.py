@@ -23,6 +23,9 @@ The rules, checked for every implementation by :mod:`tidings.testing.store`:
   may run at once (in several processes) and a row is claimed by one of them at a time;
   a relay that dies leaves its rows to be claimed again when the lease runs out. Rows are
   removed by :meth:`Store.delete_outbox` only after the broker has them (at-least-once).
+* Inbox marks are kept until :meth:`Store.prune_inbox` removes them by age: an event is
+  recognised as a duplicate only while its mark is younger than what the caller prunes
+  (the dedupe window), on the database's clock.
 * **Thread safety**: none; one store object per event loop.
 """
 
@@ -151,6 +154,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_outbox(self, ids: Sequence[int]) -> None:
         """Remove relayed rows."""
+
+    @abc.abstractmethod
+    async def prune_inbox(self, group: str, older_than_seconds: float) -> int:
+        """Remove the inbox marks of ``group`` made more than ``older_than_seconds`` ago;
+        returns how many were removed. Other groups' marks are untouched.
+
+        It runs on its own, outside any unit of work (like :meth:`delete_outbox`). An event
+        delivered again after its mark was removed is no longer recognised as a duplicate:
+        the age must exceed how long the broker may deliver an event again.
+        """
 
     @abc.abstractmethod
     async def outbox_backlog(self, service: str) -> int:

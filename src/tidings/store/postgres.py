@@ -82,6 +82,8 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
                 PRIMARY KEY (service, collection, key))""",
         ],
     ),
+    # Pruning the inbox by age reads a group's oldest marks, not all of them.
+    (2, ["CREATE INDEX IF NOT EXISTS inbox_handled_at ON inbox (grp, handled_at)"]),
 ]
 
 
@@ -499,6 +501,15 @@ class PostgresStore(Store):
             return
         async with self._connection() as conn:
             await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (list(ids),))
+
+    async def prune_inbox(self, group: str, older_than_seconds: float) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM inbox WHERE grp = %s"
+                " AND handled_at < now() - %s * interval '1 second'",
+                (group, older_than_seconds),
+            )
+        return max(cur.rowcount, 0)
 
     async def outbox_backlog(self, service: str) -> int:
         async with self._connection() as conn:

@@ -38,6 +38,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     grp TEXT NOT NULL, event_id TEXT NOT NULL, handled_at REAL NOT NULL,
     PRIMARY KEY (grp, event_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inbox_handled_at ON inbox (grp, handled_at);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, topic TEXT NOT NULL,
     key TEXT, value BLOB NOT NULL, headers TEXT NOT NULL, claimed_until REAL NOT NULL DEFAULT 0);
@@ -292,6 +293,18 @@ class SQLiteStore(Store):
             return
         async with self._lock:
             self.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    async def prune_inbox(self, group: str, older_than_seconds: float) -> int:
+        # handled_at is in epoch seconds (time.time()), the clock of the processes on the file.
+        async with self._lock:
+            try:
+                cur = self.conn.execute(
+                    "DELETE FROM inbox WHERE grp = ? AND handled_at < ?",
+                    (group, time.time() - older_than_seconds),
+                )
+            except sqlite3.OperationalError as exc:  # locked past the busy timeout
+                raise StoreUnavailable(f"{self.url}: {exc}") from exc
+        return cur.rowcount
 
     async def outbox_backlog(self, service: str) -> int:
         async with self._lock:

@@ -97,6 +97,22 @@ class ServiceProcesses:
         """Whether every started service is still running."""
         return all(proc.poll() is None for proc in self.procs.values())
 
+    def rss(self) -> dict[str, int]:
+        """Resident memory of each running service process, in KiB (``VmRSS`` of
+        ``/proc/PID/status``; Linux only). A service that has ended is left out."""
+        sizes: dict[str, int] = {}
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                continue
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except FileNotFoundError:  # it ended just now
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[name] = int(line.split()[1])  # "VmRSS:   123456 kB"
+        return sizes
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every started service runs; RuntimeError with the log's tail if one
         exits first, or naming the log directory after ``timeout`` seconds."""

@@ -421,6 +421,41 @@ class StoreConformance:
         async with read_only(store, svc) as uow:
             assert await uow.seen(f"{svc}-g", "e1")
 
+    async def test_prune_inbox_removes_old_marks_and_keeps_recent_ones(
+        self, store: Store, svc: str
+    ) -> None:
+        group, other = f"{svc}-g", f"{svc}-other"
+        async with store.unit_of_work(svc) as uow:
+            await uow.mark_seen_many(group, ["old1", "old2"])
+            await uow.mark_seen(other, "old1")
+        await asyncio.sleep(0.8)
+        async with store.unit_of_work(svc) as uow:
+            await uow.mark_seen(group, "new")
+        # The cut is 0.4 s ago: 0.4 s clear of the old marks and of the recent one.
+        assert await store.prune_inbox(group, older_than_seconds=0.4) == 2
+        async with read_only(store, svc) as uow:
+            assert await uow.seen_many(group, ["old1", "old2", "new"]) == {"new"}
+            assert await uow.seen(other, "old1"), "another group's mark was pruned"
+        assert await store.prune_inbox(group, older_than_seconds=0.4) == 0
+
+    async def test_prune_inbox_keeps_what_is_younger_than_the_window(
+        self, store: Store, svc: str
+    ) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.mark_seen_many(f"{svc}-g", ["e1", "e2"])
+        assert await store.prune_inbox(f"{svc}-g", older_than_seconds=3600) == 0
+        assert await store.prune_inbox(f"{svc}-none", older_than_seconds=0) == 0
+        async with read_only(store, svc) as uow:
+            assert await uow.seen_many(f"{svc}-g", ["e1", "e2"]) == {"e1", "e2"}
+        # A pruned event is handled again when it comes back: marking it works as new.
+        await asyncio.sleep(0.05)
+        assert await store.prune_inbox(f"{svc}-g", older_than_seconds=0) == 2
+        async with store.unit_of_work(svc) as uow:
+            assert not await uow.seen(f"{svc}-g", "e1")
+            await uow.mark_seen(f"{svc}-g", "e1")
+        async with read_only(store, svc) as uow:
+            assert await uow.seen(f"{svc}-g", "e1")
+
     # -- documents ------------------------------------------------------------------------
     async def test_put_get_delete_roundtrip(self, store: Store, svc: str) -> None:
         data = {
