@@ -7,6 +7,21 @@ import pytest
 
 from shop.demo import Shop
 from tidings.testing import free_port
+from tidings.testing.servers import require
+
+BROKERS = [
+    pytest.param("sqlite:///{tmp}/log.db", id="sqlite"),
+    pytest.param("kafka://127.0.0.1:9092", id="kafka"),
+    pytest.param("nats://127.0.0.1:4222", id="nats"),
+]
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each broker in turn: a fresh SQLite log, or the running Kafka or NATS."""
+    template: str = request.param
+    require(template)
+    return template.format(tmp=tmp_path)
 
 
 @pytest.fixture

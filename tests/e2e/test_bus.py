@@ -25,19 +25,6 @@ from tidings.store import make_store
 from tidings.testing.servers import require
 from tidings.transport import make_transport
 
-BROKERS = [
-    pytest.param("sqlite:///{tmp}/log.db", id="sqlite"),
-    pytest.param("kafka://127.0.0.1:9092", id="kafka"),
-    pytest.param("nats://127.0.0.1:4222", id="nats"),
-]
-
-
-@pytest.fixture(params=BROKERS)
-def broker(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    template: str = request.param
-    require(template)
-    return template.format(tmp=tmp_path)
-
 
 def fresh_topic() -> str:
     return f"bus-{uuid.uuid4().hex[:10]}"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,10 @@ from shop import inventory
 from shop.events import OrderLine, OrderPlaced
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
+from tidings.testing.commands import tidings
 from tidings.testing.harness import drain
 from tidings.transport import make_transport
 from tidings.transport.base import OutgoingRecord
-
-
-def tidings(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tidings", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
 
 
 @pytest.fixture

@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-TIDINGS = str(Path(sys.executable).parent / "tidings")
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-
-
-def tidings(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [TIDINGS, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=ENV
-    )
+from tidings.testing.commands import CLEAN_ENV as ENV
+from tidings.testing.commands import TIDINGS, pytest_in, tidings
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -39,14 +32,7 @@ def hello(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_the_generated_test_passes_under_pytest(hello: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hello.py"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=hello,
-        env=ENV,
-    )
+    done = pytest_in(hello, "test_hello.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout, done.stdout
 

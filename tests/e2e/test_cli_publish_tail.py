@@ -6,42 +6,22 @@ import asyncio
 import json
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tidings.testing.commands import CLEAN_ENV as ENV
+from tidings.testing.commands import TIDINGS, tidings
 from tidings.testing.servers import require
 from tidings.transport import OutgoingRecord, make_transport
-
-TIDINGS = str(Path(sys.executable).parent / "tidings")
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-
-BROKERS = [
-    pytest.param("sqlite:///{tmp}/log.db", id="sqlite"),
-    pytest.param("kafka://127.0.0.1:9092", id="kafka"),
-    pytest.param("nats://127.0.0.1:4222", id="nats"),
-]
-
-
-@pytest.fixture(params=BROKERS)
-def broker(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    template: str = request.param
-    require(template)
-    return template.format(tmp=tmp_path)
 
 
 @pytest.fixture
 def topic() -> str:
     return f"cli-{uuid.uuid4().hex[:10]}"
 
-
-def tidings(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [TIDINGS, *args], capture_output=True, text=True, timeout=timeout, env=ENV
-    )
 
 
 def publish(broker: str, topic: str, *args: str) -> str:

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tidings.testing.commands import CLEAN_ENV as ENV
+from tidings.testing.commands import TIDINGS, pytest_in
+
 README = Path(__file__).resolve().parents[2] / "README.md"
-TIDINGS = str(Path(sys.executable).parent / "tidings")
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+
 BLOCK = re.compile(r"^```(\w+) (file=\S+|commands)\n(.*?)^```$", re.S | re.M)
 
 
@@ -54,14 +56,7 @@ def example(tmp_path: Path) -> Path:
 
 
 def test_the_readme_test_passes(example: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_greet.py"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=example,
-        env=ENV,
-    )
+    done = pytest_in(example, "test_greet.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
 
