@@ -48,7 +48,7 @@ bench: install services
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
-	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,postgres,otlp-proto]'
+	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,postgres,otlp-proto,bench]'
 	.lock-venv/bin/python -m pip freeze --exclude tidings > constraints.txt
 	rm -rf .lock-venv
 
