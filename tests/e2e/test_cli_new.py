@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tidings.testing.commands import CLEAN_ENV as ENV
-from tidings.testing.commands import TIDINGS, pytest_in, tidings
+from tidings.testing.commands import TIDINGS, pytest_in, running, tidings
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -40,16 +37,9 @@ def test_the_generated_test_passes_under_pytest(hello: Path) -> None:
 def test_the_generated_service_runs_and_publishes(hello: Path) -> None:
     broker = f"sqlite:///{hello}/log.db"
     ready = hello / "ready"
-    service = subprocess.Popen(
-        [TIDINGS, "run", "hello:service", "--broker", broker,
-         "--store", f"sqlite:///{hello}/{{service}}.db", "--ready-file", str(ready)],
-        cwd=hello, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and service.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert ready.exists(), service.stderr.read() if service.poll() is not None else "not ready"
+    run = [TIDINGS, "run", "hello:service", "--broker", broker,
+           "--store", f"sqlite:///{hello}/{{service}}.db", "--ready-file", str(ready)]  # fmt: skip
+    with running(run, cwd=hello, ready=ready) as service:
         sent = tidings("publish", "hello.requests", "--type", "HelloRequested", "--key", "k1",
                        "--data", '{"id": "k1", "text": "hi"}', "--broker", broker, cwd=hello)  # fmt: skip
         assert sent.returncode == 0, sent.stderr
@@ -61,13 +51,6 @@ def test_the_generated_service_runs_and_publishes(hello: Path) -> None:
         assert done["type"] == "HelloDone" and done["source"] == "hello"
         assert done["data"] == {"id": "k1", "text": "HI", "times": 1}
         assert done["causationid"] in sent.stdout  # caused by the request we published
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=30)
-        finally:
-            service.kill()
-            service.wait()
     assert service.returncode == 0
 
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tidings.testing.commands import CLEAN_ENV as ENV
-from tidings.testing.commands import TIDINGS, pytest_in
+from tidings.testing.commands import TIDINGS, pytest_in, running
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -70,15 +68,10 @@ def test_the_readme_commands_run_the_service_in_an_empty_directory(example: Path
     broker = f"sqlite:///{example}/log.db"
     store = f"sqlite:///{example}/greet.db"
     ready = example / "ready"
-    service = subprocess.Popen(
+    with running(
         [*run, "--broker", broker, "--store", store, "--ready-file", str(ready)],
-        cwd=example, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and service.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert ready.exists(), service.stderr.read() if service.poll() is not None else "not ready"
+        cwd=example, ready=ready,
+    ) as service:  # fmt: skip
         sent = subprocess.run(
             [*publish, "--broker", broker],
             cwd=example, env=ENV, capture_output=True, text=True, timeout=60,
@@ -95,13 +88,6 @@ def test_the_readme_commands_run_the_service_in_an_empty_directory(example: Path
             cwd=example, env=ENV, capture_output=True, text=True, timeout=90,
         )  # fmt: skip
         assert seen.returncode == 0, seen.stderr
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=30)
-        finally:
-            service.kill()
-            service.wait()
     assert service.returncode == 0
     greetings = {e["subject"]: e for e in map(json.loads, seen.stdout.splitlines())}
     assert sorted(greetings) == ["Ada", "Grace"], seen.stdout

@@ -7,9 +7,12 @@ command fails the test instead of stalling the suite.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 # The console script installed next to this interpreter (what `pip install` puts on PATH).
@@ -46,3 +49,34 @@ def pytest_in(
         cwd=directory,
         env=dict(CLEAN_ENV),
     )
+
+
+@contextlib.contextmanager
+def running(
+    args: Sequence[str], *, cwd: Path, ready: Path, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``args`` (a ``tidings run ... --ready-file READY`` command) until the block ends.
+
+    Yields once ``ready`` exists; fails with the process's stderr if it ended first, or
+    after ``timeout`` seconds. On the way out the process gets SIGTERM (SIGKILL after 30 s
+    more), so the caller can check that it stopped cleanly (``returncode``).
+    """
+    process = subprocess.Popen(
+        list(args), cwd=cwd, env=dict(CLEAN_ENV),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not ready.exists():
+            why = process.stderr.read() if process.poll() is not None and process.stderr else ""
+            raise AssertionError(f"{' '.join(args)} did not become ready: {why or 'timed out'}")
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+            process.wait()
