@@ -26,11 +26,12 @@ from types import TracebackType
 
 from tidings import codec
 from tidings.envelope import Envelope
-from tidings.messages import Message, new_envelope, published_topic
+from tidings.messages import Message
 from tidings.reliability.outbox import OutboxRelay
 from tidings.service import Context
 from tidings.store import Store, make_store
 from tidings.transport import Transport, make_transport
+from tidings.units import OutboxUnits, direct_record
 
 log = logging.getLogger("tidings.bus")
 
@@ -58,6 +59,7 @@ class Bus:
         self.transport: Transport = make_transport(broker_url)
         self.store: Store | None = None if store_url is None else make_store(store_url, source)
         self.relay: OutboxRelay | None = None
+        self.units: OutboxUnits | None = None  # with a store, once open
         self._open = False
 
     @property
@@ -73,6 +75,13 @@ class Bus:
                 await self.store.connect()
                 self.relay = OutboxRelay(self.store, self.transport, self.source)
                 self.relay.start()
+                self.units = OutboxUnits(
+                    self.source,
+                    self.store,
+                    self.transport,
+                    self.content_mode,
+                    on_outbox=self.relay.wake,
+                )
         except BaseException:
             await self.transport.close()
             raise
@@ -117,9 +126,10 @@ class Bus:
         if self.store is not None:
             async with self.unit_of_work(cause) as ctx:
                 return ctx.publish(message, key=key)
-        topic = published_topic(type(message))
-        envelope = new_envelope(message, source=self.source, cause=cause, key=key)
-        await self.transport.publish([codec.encode(envelope, topic, self.content_mode)])
+        envelope, record = direct_record(
+            message, self.transport, source=self.source, cause=cause, key=key
+        )
+        await self.transport.publish([record])
         return envelope
 
     @contextlib.asynccontextmanager
@@ -127,22 +137,13 @@ class Bus:
         """A transaction on the store: what is passed to ``ctx.publish`` (and written
         with ``ctx.put``) commits together when the block exits, or not at all."""
         self._check_open()
-        if self.store is None or self.relay is None:
+        if self.units is None:
             raise RuntimeError(
                 "unit_of_work needs a store to commit to: "
                 "tidings.connect(broker_url, store_url=..., source=...)"
             )
-        async with self.store.unit_of_work(self.source) as uow:
-            ctx = Context(self.source, uow, cause)
+        async with self.units.open(cause) as (_, ctx):
             yield ctx
-            if ctx.outgoing:
-                records = [
-                    codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing
-                ]
-                self.transport.check_size(records)  # refuse now, not in the relay forever
-                await uow.add_outbox(records)
-        if ctx.outgoing:
-            self.relay.wake()
 
     def _check_open(self) -> None:
         if not self._open:

@@ -131,22 +131,44 @@ def new_envelope(
     cause: Envelope | None = None,
     key: str | None = None,
 ) -> Envelope:
-    """The envelope ``message`` is published in.
+    """The envelope ``message`` is published in (see :func:`raw_envelope`).
 
-    A message published while handling ``cause`` inherits its correlation id (and trace)
-    and takes its id as causation id; without a cause it starts a new correlation.
     ``key`` overrides the declared key (the partition key).
     """
     info = message.message_info
+    return raw_envelope(
+        info.type,
+        message.model_dump(mode="json"),
+        source=source,
+        subject=key if key is not None else message.message_key(),
+        dataschema=info.schema,
+        cause=cause,
+    )
+
+
+def raw_envelope(
+    type_: str,
+    data: dict[str, Any],
+    *,
+    source: str,
+    subject: str | None = None,
+    dataschema: str | None = None,
+    cause: Envelope | None = None,
+) -> Envelope:
+    """An envelope for ``data`` of CloudEvents type ``type_`` (no message class needed).
+
+    Published while handling ``cause``, it inherits that event's correlation id (and
+    trace) and takes its id as causation id; without a cause it starts a new correlation.
+    """
     event_id = new_event_id()
     return Envelope(
         id=event_id,
         source=source,
-        type=info.type,
-        subject=key if key is not None else message.message_key(),
-        data=message.model_dump(mode="json"),
+        type=type_,
+        subject=subject,
+        data=data,
         time=utc_now(),
-        dataschema=info.schema,
+        dataschema=dataschema,
         correlationid=(cause.correlationid or cause.id) if cause else event_id,
         causationid=cause.id if cause else None,
         traceparent=cause.traceparent if cause else None,

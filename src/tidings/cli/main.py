@@ -20,8 +20,7 @@ from tidings.cli.tail import tail
 from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
-from tidings.reliability.deadletter import DeadLetter, dlq_topic
-from tidings.transport.base import read_topic
+from tidings.reliability.deadletter import DeadLetter, dlq_topic, read_dead_letters
 
 app = typer.Typer(
     help="Tidings: event-driven microservices.",
@@ -231,8 +230,7 @@ def lag(
 
 async def _dead_letters(broker: str, group: str) -> list[DeadLetter]:
     async with opened_transport(broker) as transport:
-        letters = [DeadLetter.from_record(r) async for r in read_topic(transport, dlq_topic(group))]
-    return sorted(letters, key=lambda d: d.failed_at)
+        return await read_dead_letters(transport, group)
 
 
 def _letter_id(letter: DeadLetter) -> str:

@@ -9,8 +9,9 @@ import typer
 
 from tidings import codec
 from tidings.cli.common import BROKER_HELP, console, fail, opened_transport, run_async
-from tidings.envelope import Envelope, new_event_id
+from tidings.envelope import Envelope
 from tidings.host import DEFAULT_BROKER
+from tidings.messages import raw_envelope
 
 USAGE = "tidings publish TOPIC --type TYPE --data JSON [--key KEY]"
 
@@ -33,10 +34,7 @@ def make_envelope(
     type_: str, data: dict[str, Any], *, source: str, key: str | None = None
 ) -> Envelope:
     """A CloudEvents envelope starting a new correlation, as an outside producer sends it."""
-    event_id = new_event_id()
-    return Envelope(
-        id=event_id, source=source, type=type_, subject=key, data=data, correlationid=event_id
-    )
+    return raw_envelope(type_, data, source=source, subject=key)
 
 
 def publish(

@@ -20,7 +20,8 @@ import time
 import traceback
 from collections.abc import Mapping
 
-from tidings.transport.base import OutgoingRecord, Record
+from tidings.transport.base import OutgoingRecord, Record, Transport
+from tidings.transport.tools import read_topic
 
 PREFIX = "dlq-"
 TRACEBACK_LINES = 12
@@ -147,3 +148,9 @@ def dead_letter(
 
 def is_dead_letter(headers: Mapping[str, str]) -> bool:
     return PREFIX + "reason" in headers
+
+
+async def read_dead_letters(transport: Transport, group: str) -> list[DeadLetter]:
+    """The dead letters of consumer group ``group`` so far, oldest first."""
+    letters = [DeadLetter.from_record(r) async for r in read_topic(transport, dlq_topic(group))]
+    return sorted(letters, key=lambda letter: letter.failed_at)

@@ -40,7 +40,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pydantic
 
@@ -55,6 +55,7 @@ from tidings.runtime.observer import Observer, Outcome, Stats
 from tidings.service import Context, HandlerSpec, Service
 from tidings.store.base import ConcurrencyConflict, Store, UnitOfWork
 from tidings.transport.base import Delivery, Record, RecordTooLarge, Transport
+from tidings.units import OutboxUnits
 
 log = logging.getLogger("tidings.runtime")
 
@@ -99,31 +100,16 @@ class Handling:
         self.content_mode = content_mode
         self.on_outbox = on_outbox  # called after a commit that queued outbox rows
         self.batch_max = batch_max  # events in one unit of work at most
+        self.units = OutboxUnits(
+            service.name, store, transport, content_mode, on_outbox=on_outbox, stamp=self._stamp
+        )
 
     # -- units of work -------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def transaction(
+    def transaction(
         self, cause: Envelope | None
-    ) -> AsyncIterator[tuple[UnitOfWork, Context]]:
+    ) -> contextlib.AbstractAsyncContextManager[tuple[UnitOfWork, Context]]:
         """A unit of work with a context: what the context published goes to the outbox."""
-        async with self.store.unit_of_work(self.service.name) as uow:
-            ctx = self.context(uow, cause)
-            yield uow, ctx
-            await self._queue(uow, ctx)
-        if ctx.outgoing:
-            self.on_outbox()
-
-    def context(self, uow: UnitOfWork, cause: Envelope | None) -> Context:
-        return Context(self.service.name, uow, cause, stamp=self._stamp)
-
-    async def _queue(self, uow: UnitOfWork, ctx: Context) -> None:
-        if ctx.outgoing:
-            await uow.add_outbox(self._encoded(ctx))
-
-    def _encoded(self, ctx: Context) -> list[OutgoingRecord]:
-        records = [codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing]
-        self.transport.check_size(records)  # refuse now, not in the relay forever
-        return records
+        return self.units.open(cause)
 
     def _stamp(self, topic: str, envelope: Envelope) -> Envelope:
         return self.observer.publishing(self.service.name, topic, envelope)
@@ -328,7 +314,7 @@ class Handling:
                 if item.envelope.id in seen:
                     outcomes.append((item, "duplicate", started))
                     continue
-                ctx = self.context(uow, item.envelope)
+                ctx = self.units.context(uow, item.envelope)
                 span = contextlib.ExitStack()
                 span.enter_context(
                     self.observer.handling(self.service.name, item.envelope, item.record)
@@ -336,7 +322,7 @@ class Handling:
                 try:
                     async with uow.savepoint():
                         await item.spec(item.message, ctx)
-                        encoded = self._encoded(ctx)
+                        encoded = self.units.encoded(ctx)
                 except Exception as exc:
                     if isinstance(exc, INFRASTRUCTURE_ERRORS):
                         with span:  # the span ends with the error

@@ -31,14 +31,15 @@ import httpx
 from tidings import codec
 from tidings.envelope import Envelope
 from tidings.http import with_units
-from tidings.messages import Message, new_envelope, published_topic
-from tidings.reliability.deadletter import DeadLetter, dlq_topic
+from tidings.messages import Message, published_topic
+from tidings.reliability.deadletter import DeadLetter, read_dead_letters
 from tidings.runtime import Runtime
 from tidings.service import Collection, Context, Service
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing.harness import drain
-from tidings.transport.base import read_topic
+from tidings.testing.topics import records
 from tidings.transport.memory import MemoryTransport
+from tidings.units import direct_record
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -104,10 +105,9 @@ class TestApp:
     # -- driving ---------------------------------------------------------------------
     async def publish(self, message: Message, *, key: str | None = None) -> Envelope:
         """Publish ``message`` to the broker as an outside producer would."""
-        topic = published_topic(type(message))
-        await self.transport.create_topic(topic)
-        envelope = new_envelope(message, source=self.source, key=key)
-        await self.transport.publish([codec.encode(envelope, topic)])
+        envelope, record = direct_record(message, self.transport, source=self.source, key=key)
+        await self.transport.create_topic(record.topic)
+        await self.transport.publish([record])
         return envelope
 
     async def drain(self, max_rounds: int = 1000) -> int:
@@ -150,20 +150,18 @@ class TestApp:
 
     async def published(self, message_type: type[M]) -> list[M]:
         """Every ``message_type`` message on its topic so far, in log order per partition."""
-        topic = published_topic(message_type)
-        found: list[M] = []
-        async for record in read_topic(self.transport, topic):
-            envelope = codec.decode(record)
-            if envelope.type == message_type.message_info.type:
-                found.append(message_type.model_validate(envelope.data))
-        return found
+        envelopes = await self.envelopes(published_topic(message_type))
+        return [
+            message_type.model_validate(envelope.data)
+            for envelope in envelopes
+            if envelope.type == message_type.message_info.type
+        ]
 
     async def envelopes(self, topic: str) -> list[Envelope]:
         """Every envelope on ``topic`` so far (for its ids, correlation and causation)."""
-        return [codec.decode(r) async for r in read_topic(self.transport, topic)]
+        return [codec.decode(record) for record in await records(self.transport, topic)]
 
     async def dead_letters(self, group: Service | str) -> list[DeadLetter]:
         """The dead letters of a consumer group (a service's name), oldest first."""
         name = group if isinstance(group, str) else group.group
-        letters = [DeadLetter.from_record(r) async for r in read_topic(self.transport, dlq_topic(name))]
-        return sorted(letters, key=lambda letter: letter.failed_at)
+        return await read_dead_letters(self.transport, name)

@@ -8,12 +8,13 @@ command fails the test instead of stalling the suite.
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+from tidings.testing.processes import stop_process
 
 # The console script installed next to this interpreter (what `pip install` puts on PATH).
 TIDINGS = str(Path(sys.executable).parent / "tidings")
@@ -74,9 +75,4 @@ def running(
             raise AssertionError(f"{' '.join(args)} did not become ready: {why or 'timed out'}")
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=30)

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 class ServiceProcesses:
@@ -162,14 +163,14 @@ def start_dashboard(
     return proc
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """SIGTERM ``proc`` and wait for it; SIGKILL it if it still runs after ``grace`` seconds."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     _reap(proc, grace)
 
 
-def _reap(proc: subprocess.Popen[bytes], grace: float) -> None:
+def _reap(proc: subprocess.Popen[Any], grace: float) -> None:
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:

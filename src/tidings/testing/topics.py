@@ -12,7 +12,7 @@ from __future__ import annotations
 from tidings import codec
 from tidings.envelope import Envelope
 from tidings.transport import Record, Transport, open_transport
-from tidings.transport.base import read_topic
+from tidings.transport.tools import read_topic
 
 
 async def records(transport: Transport, topic: str) -> list[Record]:

@@ -1,0 +1,77 @@
+"""Units of work whose published messages go through the outbox, and envelopes sent direct.
+
+One place for what a handler, an HTTP request and a producer (:mod:`tidings.bus`) all do
+with a unit of work: open a store transaction, hand out a :class:`~tidings.service.Context`,
+and, before the commit, encode what the context published in the transport's content mode,
+refuse a record the broker could never take (now, not in the relay forever), and queue
+the records in the outbox; after the commit, wake whoever relays it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from tidings import codec
+from tidings.envelope import Envelope
+from tidings.messages import Message, new_envelope, published_topic
+from tidings.records import OutgoingRecord
+from tidings.service import Context
+from tidings.store.base import Store, UnitOfWork
+from tidings.transport.base import Transport
+
+
+class OutboxUnits:
+    """Units of work of one service (or producer) named ``name``."""
+
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        transport: Transport,
+        content_mode: codec.ContentMode,
+        *,
+        on_outbox: Callable[[], None],
+        stamp: Callable[[str, Envelope], Envelope] | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.transport = transport
+        self.content_mode = content_mode
+        self.on_outbox = on_outbox  # called after a commit that queued outbox rows
+        self.stamp = stamp  # gives a published envelope its producer span, say
+
+    @contextlib.asynccontextmanager
+    async def open(self, cause: Envelope | None = None) -> AsyncIterator[tuple[UnitOfWork, Context]]:
+        """A unit of work with a context: what the context published goes to the outbox."""
+        async with self.store.unit_of_work(self.name) as uow:
+            ctx = self.context(uow, cause)
+            yield uow, ctx
+            if ctx.outgoing:
+                await uow.add_outbox(self.encoded(ctx))
+        if ctx.outgoing:
+            self.on_outbox()
+
+    def context(self, uow: UnitOfWork, cause: Envelope | None) -> Context:
+        return Context(self.name, uow, cause, stamp=self.stamp)
+
+    def encoded(self, ctx: Context) -> list[OutgoingRecord]:
+        """What ``ctx`` published, as records; RecordTooLarge if the broker would refuse one."""
+        records = [codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing]
+        self.transport.check_size(records)
+        return records
+
+
+def direct_record(
+    message: Message,
+    transport: Transport,
+    *,
+    source: str,
+    cause: Envelope | None = None,
+    key: str | None = None,
+) -> tuple[Envelope, OutgoingRecord]:
+    """``message`` as published straight to the broker, without an outbox: the envelope a
+    service would give it, encoded in the transport's content mode."""
+    topic = published_topic(type(message))
+    envelope = new_envelope(message, source=source, cause=cause, key=key)
+    return envelope, codec.encode(envelope, topic, transport.content_mode)
