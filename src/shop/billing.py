@@ -25,7 +25,7 @@ from shop import settings
 from shop.events import InventoryReserved, PaymentFailed, PaymentProcessed
 from tidings import Context, NonRecoverable, Service, new_event_id
 
-service = Service("billing")
+service = Service("billing", publishes=[PaymentProcessed, PaymentFailed])
 log = logging.getLogger("shop.billing")
 
 

@@ -19,7 +19,9 @@ from shop.events import (
 )
 from tidings import Context, Service
 
-service = Service("inventory")
+service = Service(
+    "inventory", publishes=[InventoryReserved, InventoryRejected, InventoryReleased]
+)
 
 
 class StockItem(BaseModel):

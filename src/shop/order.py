@@ -37,7 +37,7 @@ from shop.events import (
 from tidings import Context, Envelope, Event, Service, new_event_id
 from tidings.http import BodyLimit, UnitOfWork, readable_validation_errors
 
-service = Service("order")
+service = Service("order", publishes=[OrderPlaced, OrderCompleted, OrderCancelled])
 
 FINAL = ("COMPLETED", "CANCELLED")
 # Status only moves forward: events from different topics may arrive in either order.

@@ -26,7 +26,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
 import pydantic
@@ -82,9 +82,11 @@ class Context:
         uow: UnitOfWork,
         cause: Envelope | None = None,
         stamp: Callable[[str, Envelope], Envelope] | None = None,
+        publishes: tuple[type[Message], ...] = (),
     ) -> None:
         self.service = service
         self.cause = cause
+        self.publishes = publishes  # declared by the service; empty: anything
         self.outgoing: list[Outgoing] = []
         self._uow = uow
         # Set by the runtime: lets tracing give the envelope its producer span's traceparent.
@@ -147,6 +149,7 @@ class Context:
         its id as causation id; outside a handler it starts a new correlation. ``key``
         overrides the message's declared key.
         """
+        check_publishable(self.service, self.publishes, type(message))
         topic = published_topic(type(message))
         envelope = new_envelope(message, source=self.service, cause=self.cause, key=key)
         if self._stamp is not None:
@@ -173,11 +176,22 @@ class HandlerSpec:
 class Service:
     """A named service: its handlers, collections, startup hooks and, optionally, an HTTP app."""
 
-    def __init__(self, name: str, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        publishes: Iterable[type[Message]] = (),
+        retry: RetryPolicy | None = None,
+    ) -> None:
         if not name or any(c in name for c in " ./*>"):
             raise ValueError(f"service name {name!r} must be non-empty, without spaces, dots or /")
         self.name = name
         self.retry = retry or RetryPolicy()
+        # What it may publish: schemas, contracts and ACLs are derived from it. Empty:
+        # undeclared, anything goes (a declared service refuses to publish other types).
+        self.publishes: tuple[type[Message], ...] = tuple(publishes)
+        for message_type in self.publishes:
+            published_topic(message_type)  # an abstract class or one without a topic fails here
         self.handlers: dict[str, HandlerSpec] = {}
         self.collections: dict[str, Collection[Any]] = {}
         self.startup_hooks: list[StartupHook] = []
@@ -262,7 +276,21 @@ class Service:
         return app
 
     def topics(self) -> list[str]:
+        """The topics it consumes."""
         return sorted({published_topic(s.message_type) for s in self.handlers.values()})
+
+
+
+def check_publishable(
+    service: str, publishes: tuple[type[Message], ...], message_type: type[Message]
+) -> None:
+    """Raise ``TypeError`` if ``service`` declared what it publishes and not this type."""
+    if publishes and message_type not in publishes:
+        declared = ", ".join(t.__name__ for t in publishes)
+        raise TypeError(
+            f"{service} publishes {message_type.__name__}, which it does not declare "
+            f"(Service({service!r}, publishes=[{declared}]))"
+        )
 
 
 def _annotated_types(

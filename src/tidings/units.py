@@ -33,6 +33,7 @@ class OutboxUnits:
         *,
         on_outbox: Callable[[], None],
         stamp: Callable[[str, Envelope], Envelope] | None = None,
+        publishes: tuple[type[Message], ...] = (),
     ) -> None:
         self.name = name
         self.store = store
@@ -40,6 +41,7 @@ class OutboxUnits:
         self.content_mode = content_mode
         self.on_outbox = on_outbox  # called after a commit that queued outbox rows
         self.stamp = stamp  # gives a published envelope its producer span, say
+        self.publishes = publishes  # the service's declared types (empty: any)
 
     @contextlib.asynccontextmanager
     async def open(self, cause: Envelope | None = None) -> AsyncIterator[tuple[UnitOfWork, Context]]:
@@ -53,7 +55,7 @@ class OutboxUnits:
             self.on_outbox()
 
     def context(self, uow: UnitOfWork, cause: Envelope | None) -> Context:
-        return Context(self.name, uow, cause, stamp=self.stamp)
+        return Context(self.name, uow, cause, stamp=self.stamp, publishes=self.publishes)
 
     def encoded(self, ctx: Context) -> list[OutgoingRecord]:
         """What ``ctx`` published, as records; RecordTooLarge if the broker would refuse one."""

@@ -7,6 +7,8 @@ from pydantic import BaseModel
 
 from tidings import Collection, Command, Context, Event, Service
 from tidings.messages import new_envelope
+from tidings.reliability.policy import RetryPolicy
+from tidings.testing import TestApp
 
 
 class Shipped(Event, topic="unit.shipments", key="shipment_id", version=3):
@@ -137,3 +139,32 @@ def test_collections_are_typed() -> None:
     assert svc.collection("notes", Note) == notes
     with pytest.raises(ValueError, match="collection 'notes' already holds Note"):
         svc.collection("notes", Shipped)
+
+
+class Placed(Event, topic="unit.placed", key="order_id"):
+    order_id: str
+    amount_cents: int
+
+
+class Undeclared(Event, topic="unit.undeclared", key="order_id"):
+    order_id: str
+
+
+async def test_a_service_refuses_to_publish_a_type_it_did_not_declare() -> None:
+    svc = Service("unit-declared", publishes=[Placed], retry=RetryPolicy(max_attempts=1))
+
+    @svc.on
+    async def echo(event: Placed, ctx: Context) -> None:
+        ctx.publish(Placed(order_id=event.order_id + "-again", amount_cents=1))
+        ctx.publish(Undeclared(order_id=event.order_id))
+
+    async with TestApp(svc) as app:
+        await app.publish(Placed(order_id="o1", amount_cents=5))
+        await app.drain()
+        letters = await app.dead_letters(svc)
+        assert await app.published(Placed) == [Placed(order_id="o1", amount_cents=5)]
+    assert len(letters) == 1
+    assert "publishes Undeclared, which it does not declare" in letters[0].error
+    assert "publishes=[Placed]" in letters[0].error
+    with pytest.raises(TypeError, match="Event"):
+        Service("unit-bad", publishes=[Event])

@@ -101,7 +101,13 @@ class Handling:
         self.on_outbox = on_outbox  # called after a commit that queued outbox rows
         self.batch_max = batch_max  # events in one unit of work at most
         self.units = OutboxUnits(
-            service.name, store, transport, content_mode, on_outbox=on_outbox, stamp=self._stamp
+            service.name,
+            store,
+            transport,
+            content_mode,
+            on_outbox=on_outbox,
+            stamp=self._stamp,
+            publishes=service.publishes,
         )
 
     # -- units of work -------------------------------------------------------------------
