@@ -154,8 +154,9 @@ class Administration(abc.ABC):
     """Topics and offsets, for tools and replay; not on any hot path."""
 
     @abc.abstractmethod
-    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
-        """Create ``name`` if it does not exist (an existing topic is left as it is)."""
+    async def create_topic(self, name: str, partitions: int | None = None) -> None:
+        """Create ``name`` if it does not exist (an existing topic is left as it is), with
+        ``partitions`` or, by default, the count the transport was configured with."""
 
     @abc.abstractmethod
     async def topics(self) -> list[TopicInfo]:

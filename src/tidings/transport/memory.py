@@ -87,9 +87,9 @@ class MemoryTransport(Transport):
     async def close(self) -> None:
         return None
 
-    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+    async def create_topic(self, name: str, partitions: int | None = None) -> None:
         if name not in self._broker.topics:
-            self._broker.topics[name] = [[] for _ in range(partitions)]
+            self._broker.topics[name] = [[] for _ in range(partitions or DEFAULT_PARTITIONS)]
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         self.check_size(records)

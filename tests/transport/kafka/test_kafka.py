@@ -191,6 +191,20 @@ async def test_a_record_as_large_as_max_record_bytes_is_accepted(
 # -- consumer groups --------------------------------------------------------------------
 
 
+async def test_topics_are_created_with_the_partitions_the_url_configures() -> None:
+    require(KAFKA_URL)
+    opened = await open_transport(f"{KAFKA_URL}?partitions=5")
+    try:
+        subscribed, published, explicit = unique("sub"), unique("pub"), unique("two")
+        await opened.create_topic(subscribed)  # what a runtime does for what it consumes
+        await opened.publish([OutgoingRecord(published, b"v", key="k")])
+        await opened.create_topic(explicit, 2)
+        counts = {t.name: t.partitions for t in await opened.topics()}
+        assert (counts[subscribed], counts[published], counts[explicit]) == (5, 5, 2)
+    finally:
+        await opened.close()
+
+
 async def test_committed_offsets_are_kafkas_own(transport: KafkaTransport) -> None:
     topic, group = unique("kafka.commits"), unique("kafka-group")
     await transport.create_topic(topic, 1)

@@ -46,7 +46,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from tidings.records import OutgoingRecord, Record
-from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
+from tidings.transport.contract import TopicInfo, Transport
 from tidings.transport.errors import BrokerUnavailable
 from tidings.transport.kafka.admin import KafkaAdmin
 from tidings.transport.kafka.config import (
@@ -198,8 +198,8 @@ class KafkaTransport(Transport):
 
     # -- topics and publishing --------------------------------------------------------
 
-    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
-        await self.admin.create_topics([name], partitions)
+    async def create_topic(self, name: str, partitions: int | None = None) -> None:
+        await self.admin.create_topics([name], partitions or self.settings.partitions)
         await self.admin.wait_visible([name])
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:

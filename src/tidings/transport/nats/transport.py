@@ -240,7 +240,7 @@ class NatsTransport(Transport):
 
     # -- topics -----------------------------------------------------------------------
 
-    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+    async def create_topic(self, name: str, partitions: int | None = None) -> None:
         async with self._unavailable(f"creating topic {name!r}"):
             await self.streams.ensure_topic(name, partitions)
 

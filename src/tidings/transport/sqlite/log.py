@@ -132,7 +132,7 @@ class SQLiteLog(Transport):
 
     # -- topics and publishing --------------------------------------------------------
 
-    async def create_topic(self, name: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+    async def create_topic(self, name: str, partitions: int | None = None) -> None:
         self._ensure_topics([name], partitions)
 
     def _ensure_topics(self, names: Sequence[str], partitions: int | None = None) -> None:
