@@ -15,9 +15,11 @@ Between the two, the resident memory (RSS) of each service process is read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +33,29 @@ from tidings.testing import free_port
 LINE = {"sku": "widget", "quantity": 1}
 
 
-async def _post_all(base: str, n: int, concurrency: int, rate: float | None) -> list[str]:
+async def _post_all(
+    base: str | Sequence[str], n: int, concurrency: int, rate: float | None
+) -> list[str]:
+    """POST ``n`` orders, spread round-robin over the order processes at ``base``."""
     # aiohttp, not httpx: httpx's connection pool costs more CPU than the shop itself at 32
     # connections, and on 2 cores the load generator's CPU is taken from the shop.
+    bases = [base] if isinstance(base, str) else list(base)
     ids: list[str] = []
     limit = asyncio.Semaphore(concurrency)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base, connector=connector) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                aiohttp.ClientSession(b, connector=aiohttp.TCPConnector(limit=concurrency))
+            )
+            for b in bases
+        ]
 
         async def post(i: int) -> None:
             if rate:
                 await asyncio.sleep(i / rate)
             async with limit:
                 body = {"customer_id": f"c{i % 50}", "lines": [LINE]}
-                async with client.post("/orders", json=body) as r:
+                async with clients[i % len(clients)].post("/orders", json=body) as r:
                     r.raise_for_status()
                     ids.append((await r.json())["order_id"])
 
@@ -109,43 +120,74 @@ def run(
     concurrency: int = 32,
     rate: float | None = None,
     seconds: float = 5.0,
+    replicas: int = 1,
+    latency: bool = True,
 ) -> dict[str, Any]:
     """Throughput, then latency at ``rate`` orders/s (default: 200, or half the measured
-    throughput if that is lower, so that latency is not just the length of a queue)."""
+    throughput if that is lower, so that latency is not just the length of a queue).
+
+    ``replicas`` processes run each service (orders are posted to every order process in
+    turn); without ``latency`` only throughput is measured. The CPU the service processes
+    used during the throughput phase, and how busy the machine's CPUs were, come with it.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-shop-"))
     broker = broker or f"sqlite:///{workdir}/log.db"
     store = store or f"sqlite:///{workdir}/{{service}}.db"
-    shop = Shop(workdir, broker, store, free_port(), "bench")
+    shop = Shop(workdir, broker, store, free_port(), "bench", replicas=replicas)
     shop.env.update(
         SHOP_STOCK="widget=1000000", SHOP_PAYMENT_FAILURE_RATE="0", SHOP_CREDIT_LIMITS=""
     )
     shop.start()
-    base = f"http://127.0.0.1:{shop.port}"
+    result: dict[str, Any] = {}
     try:
         shop.wait_ready()
-        asyncio.run(_post_all(base, 50, 8, None))  # warm up connections, caches and files
+        asyncio.run(_post_all(shop.bases, 50, 8, None))  # warm up connections, caches, files
+        cpu_before, machine_before = shop.cpu_seconds(), machine_cpu()
         started = time.time()
-        ids = asyncio.run(_post_all(base, orders, concurrency, None))
+        ids = asyncio.run(_post_all(shop.bases, orders, concurrency, None))
         times = asyncio.run(_completions(broker, set(ids), 300))
-        orders_per_s = len(ids) / (max(done for _, done in times.values()) - started)
-        rss = rss_mib(shop)
-
-        rate = rate or min(200.0, round(orders_per_s / 2))
-        paced = asyncio.run(_post_all(base, int(rate * seconds), concurrency * 4, rate))
-        lat = [
-            (done - placed) * 1000
-            for placed, done in asyncio.run(_completions(broker, set(paced), 300)).values()
-        ]
+        elapsed = max(done for _, done in times.values()) - started
+        cpu = shop.cpu_seconds()
+        busy, cores = machine_busy(machine_before, machine_cpu())
+        result.update(
+            orders_per_s=round(len(ids) / elapsed, 1),
+            orders_measured=len(ids),
+            service_cpu_ms_per_order={
+                name: round((cpu[name] - cpu_before.get(name, 0.0)) * 1000 / len(ids), 2)
+                for name in cpu
+            },
+            machine_cpu_busy=f"{busy:.0%} of {cores} cores",
+            rss_mib_after_throughput=rss_mib(shop),
+        )
+        if latency:
+            rate = rate or min(200.0, round(result["orders_per_s"] / 2))
+            paced = asyncio.run(_post_all(shop.bases, int(rate * seconds), concurrency * 4, rate))
+            lat = [
+                (done - placed) * 1000
+                for placed, done in asyncio.run(_completions(broker, set(paced), 300)).values()
+            ]
+            result.update(
+                order_latency_rate_per_s=rate,
+                order_latency_ms_p50=round(_percentile(lat, 50), 1),
+                order_latency_ms_p99=round(_percentile(lat, 99), 1),
+                orders_measured=len(ids) + len(paced),
+            )
     finally:
         shop.stop()
-    return {
-        "orders_per_s": round(orders_per_s, 1),
-        "order_latency_rate_per_s": rate,
-        "order_latency_ms_p50": round(_percentile(lat, 50), 1),
-        "order_latency_ms_p99": round(_percentile(lat, 99), 1),
-        "orders_measured": len(ids) + len(paced),
-        "rss_mib_after_throughput": rss,
-    }
+    return result
+
+
+def machine_cpu() -> tuple[int, int, int]:
+    """Busy and total jiffies of all CPUs, and the number of CPUs, from /proc/stat."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    values = [int(v) for v in lines[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values), sum(1 for x in lines if x[:3] == "cpu" and x[3:4].isdigit())
+
+
+def machine_busy(before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[float, int]:
+    """The share of all CPUs' time spent busy between two :func:`machine_cpu` readings."""
+    return (after[0] - before[0]) / max(1, after[1] - before[1]), after[2]
 
 
 if __name__ == "__main__":

@@ -38,18 +38,32 @@ WATCHED_CUSTOMER = "c-watched"
 
 
 class Shop(ServiceProcesses):
-    """The three service processes of one run; the order service's HTTP API on ``port``.
+    """The service processes of one run; the order service's HTTP API on ``port``.
+
+    With ``replicas`` above 1 each service runs that many processes in its consumer
+    group (named ``order``, ``order-2``, ...), and each order process serves the API on
+    its own port: ``bases`` lists them, ``base`` is the first.
 
     ``BROKE_CUSTOMER`` has no credit, and the payment simulator (seeded with ``seed``)
     declines 8% of payments unless ``SHOP_PAYMENT_FAILURE_RATE`` says otherwise; change
     ``env`` before :meth:`start` to steer the services further (:mod:`shop.settings`).
     """
 
-    def __init__(self, workdir: Path, broker: str, store: str, port: int, seed: str) -> None:
-        targets = {name: f"shop.{name}:service" for name in SERVICES}
-        super().__init__(workdir, broker, store, targets, http={"order": port})
+    def __init__(
+        self, workdir: Path, broker: str, store: str, port: int, seed: str, replicas: int = 1
+    ) -> None:
+        names = {
+            (name if i == 1 else f"{name}-{i}"): name
+            for name in SERVICES
+            for i in range(1, replicas + 1)
+        }
+        http = {n: port if n == "order" else free_port() for n, s in names.items() if s == "order"}
+        super().__init__(
+            workdir, broker, store, {n: f"shop.{s}:service" for n, s in names.items()}, http=http
+        )
         self.port = port
-        self.base = f"http://127.0.0.1:{port}"
+        self.bases = [f"http://127.0.0.1:{p}" for p in http.values()]
+        self.base = self.bases[0]
         self.env.update(
             SHOP_CREDIT_LIMITS=f"{BROKE_CUSTOMER}=0",
             SHOP_PAYMENT_FAILURE_RATE=self.env.get("SHOP_PAYMENT_FAILURE_RATE", "0.08"),

@@ -111,3 +111,23 @@ def test_rss_reports_resident_memory_of_running_processes_only(tmp_path: Path) -
         big.wait()
     assert set(sizes) == {"big"}
     assert 64 * 1024 <= sizes["big"] < 200 * 1024, sizes  # KiB
+
+
+def test_cpu_seconds_counts_the_cpu_a_process_used(tmp_path: Path) -> None:
+    procs = ServiceProcesses(tmp_path, "memory://x", "sqlite:///x.db", {"busy": "x:y", "idle": "x:y"})
+    spin = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.5: pass')"
+    spin += "; print(flush=True); time.sleep(30)"
+    busy = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
+    rest = "import time; print(flush=True); time.sleep(30)"
+    idle = subprocess.Popen([sys.executable, "-c", rest], stdout=subprocess.PIPE)
+    procs.procs = {"busy": busy, "idle": idle}
+    try:
+        assert busy.stdout is not None and busy.stdout.readline()
+        assert idle.stdout is not None and idle.stdout.readline()
+        used = procs.cpu_seconds()
+    finally:
+        for proc in (busy, idle):
+            proc.kill()
+            proc.wait()
+    assert 0.5 <= used["busy"] < 5.0, used
+    assert used["idle"] < 0.4, used

@@ -102,17 +102,33 @@ class ServiceProcesses:
         """Resident memory of each running service process, in KiB (``VmRSS`` of
         ``/proc/PID/status``; Linux only). A service that has ended is left out."""
         sizes: dict[str, int] = {}
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                continue
-            try:
-                status = Path(f"/proc/{proc.pid}/status").read_text()
-            except FileNotFoundError:  # it ended just now
-                continue
+        for name, status in self._proc_files("status").items():
             for line in status.splitlines():
                 if line.startswith("VmRSS:"):
                     sizes[name] = int(line.split()[1])  # "VmRSS:   123456 kB"
         return sizes
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds each running service process has used so far
+        (``/proc/PID/stat``; Linux only)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used: dict[str, float] = {}
+        for name, stat in self._proc_files("stat").items():
+            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"
+            used[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return used
+
+    def _proc_files(self, file: str) -> dict[str, str]:
+        """``/proc/PID/FILE`` of each running service process."""
+        texts: dict[str, str] = {}
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                continue
+            try:
+                texts[name] = Path(f"/proc/{proc.pid}/{file}").read_text()
+            except FileNotFoundError:  # it ended just now
+                continue
+        return texts
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every started service runs; RuntimeError with the log's tail if one
