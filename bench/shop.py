@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -143,11 +145,12 @@ def run(
         shop.wait_ready()
         asyncio.run(_post_all(shop.bases, 50, 8, None))  # warm up connections, caches, files
         cpu_before, machine_before = shop.cpu_seconds(), machine_cpu()
+        servers_before = server_cpu_seconds()
         started = time.time()
         ids = asyncio.run(_post_all(shop.bases, orders, concurrency, None))
         times = asyncio.run(_completions(broker, set(ids), 300))
         elapsed = max(done for _, done in times.values()) - started
-        cpu = shop.cpu_seconds()
+        cpu, servers = shop.cpu_seconds(), server_cpu_seconds()
         busy, cores = machine_busy(machine_before, machine_cpu())
         result.update(
             orders_per_s=round(len(ids) / elapsed, 1),
@@ -155,6 +158,11 @@ def run(
             service_cpu_ms_per_order={
                 name: round((cpu[name] - cpu_before.get(name, 0.0)) * 1000 / len(ids), 2)
                 for name in cpu
+            },
+            server_cpu_ms_per_order={
+                name: round((used - servers_before.get(name, 0.0)) * 1000 / len(ids), 2)
+                for name, used in servers.items()
+                if name in (urlsplit(store).scheme[:8], urlsplit(broker).scheme)
             },
             machine_cpu_busy=f"{busy:.0%} of {cores} cores",
             rss_mib_after_throughput=rss_mib(shop),
@@ -175,6 +183,35 @@ def run(
     finally:
         shop.stop()
     return result
+
+
+SERVICES_DIR = Path(__file__).resolve().parents[1] / ".services"
+
+
+def server_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the servers ``scripts/services`` runs here: Kafka and
+    NATS (one process each) and PostgreSQL (the postmaster and its backends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    roots = {
+        name: _pid(SERVICES_DIR / name / "pid") for name in ("kafka", "nats")
+    } | {"postgres": _pid(SERVICES_DIR / "postgres" / "data" / "postmaster.pid")}
+    used: dict[str, float] = {}
+    for name, root in roots.items():
+        if root in stats:
+            family = [root, *(pid for pid, f in stats.items() if int(f[1]) == root)]  # f[1]: ppid
+            used[name] = sum(int(stats[p][11]) + int(stats[p][12]) for p in family) / tick
+    return used
+
+
+def _pid(path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(path.read_text().split()[0])
+    return None
 
 
 def machine_cpu() -> tuple[int, int, int]:
