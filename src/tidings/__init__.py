@@ -14,6 +14,7 @@ from tidings.envelope import Envelope, new_event_id
 from tidings.messages import Command, Event, Message, MessageInfo
 from tidings.reliability.retry import NonRecoverable, RetryPolicy
 from tidings.service import Collection, Context, Service, Versioned
+from tidings.upcasting import upcaster
 
 if TYPE_CHECKING:
     from tidings.bus import Bus
@@ -32,6 +33,7 @@ __all__ = [
     "Versioned",
     "connect",
     "new_event_id",
+    "upcaster",
 ]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tidings import Context, Event, NonRecoverable, RetryPolicy, Service
+from tidings import Context, Event, NonRecoverable, RetryPolicy, Service, codec, upcaster
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
@@ -103,3 +103,62 @@ async def _dlq_count(transport: Transport, group: str, n: int) -> bool:
 
 async def _handled(handled: list[int], cents: int) -> bool:
     return cents in handled
+
+
+async def test_old_versions_in_the_log_are_upcast_for_the_handler(
+    transport_url: str, tmp_path: Path
+) -> None:
+    topic = f"conformance.upcast.{uuid.uuid4().hex[:8]}"
+
+    class ShipmentV1(Event, topic=topic, key="shipment_id", type="Shipment"):
+        shipment_id: str
+        kilos: float
+
+    class Shipment(Event, topic=topic, key="shipment_id", version=3):
+        shipment_id: str
+        grams: int
+        carrier: str
+
+    @upcaster(Shipment, from_version=1)
+    def to_grams(data: dict[str, Any]) -> dict[str, Any]:
+        return {"shipment_id": data["shipment_id"], "grams": round(data["kilos"] * 1000)}
+
+    @upcaster(Shipment, from_version=2)
+    def add_carrier(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "carrier": "unknown"}
+
+    svc = Service(f"shipping-{topic.rsplit('.', 1)[1]}")
+    got: list[Any] = []
+
+    @svc.on(Shipment)
+    async def ship(event: Any) -> None:
+        got.append(event)
+
+    transport = make_transport(transport_url)
+    await transport.connect()
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    await store.connect()
+    rt = Runtime(svc, transport, store)
+    await rt.start()
+    try:
+        async with rt.unit_of_work() as ctx:  # an old producer's events, still in the log
+            ctx.publish(ShipmentV1(shipment_id="s1", kilos=1.25))
+            ctx.publish(Shipment(shipment_id="s2", grams=7, carrier="post"))
+        await _until(lambda: _count(got, 2))
+        assert sorted((s.shipment_id, s.grams, s.carrier) for s in got) == [
+            ("s1", 1250, "unknown"),
+            ("s2", 7, "post"),
+        ]
+        stored = {
+            e.data["shipment_id"]: e.version
+            for e in map(codec.decode, await records(transport, topic))
+        }
+        assert stored == {"s1": 1, "s2": 3}  # the log keeps what was written
+    finally:
+        await rt.stop()
+        await store.close()
+        await transport.close()
+
+
+async def _count(items: list[Any], n: int) -> bool:
+    return len(items) >= n

@@ -79,12 +79,23 @@ def undecodable(error: codec.DecodeError) -> DeadLetterReason:
     return DeadLetterReason(DeadLetterKind.UNDECODABLE, f"undecodable: {error}")
 
 
-def invalid(event_type: str, error: pydantic.ValidationError) -> DeadLetterReason:
+def invalid(
+    event_type: str, error: pydantic.ValidationError, written: int | None = None, read: int = 1
+) -> DeadLetterReason:
+    """Data that does not fit the handler's type; the versions are named if they differ."""
     parts = []
     for err in error.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "payload"
         parts.append(f"{where}: {err['msg']}")
-    return DeadLetterReason(DeadLetterKind.INVALID, f"invalid {event_type}: {'; '.join(parts)}")
+    versions = f" (written as v{written}, read as v{read})" if written not in (None, read) else ""
+    return DeadLetterReason(
+        DeadLetterKind.INVALID, f"invalid {event_type}{versions}: {'; '.join(parts)}"
+    )
+
+
+def not_upcast(error: Exception) -> DeadLetterReason:
+    """An old version with no way to the version the handler reads (see tidings.upcasting)."""
+    return DeadLetterReason(DeadLetterKind.INVALID, str(error))
 
 
 def after_failure(

@@ -56,6 +56,7 @@ from tidings.service import Context, HandlerSpec, Service
 from tidings.store.base import ConcurrencyConflict, Store, UnitOfWork
 from tidings.transport.base import Delivery, Record, RecordTooLarge, Transport
 from tidings.units import OutboxUnits
+from tidings.upcasting import NoUpcastPath, upcast
 
 log = logging.getLogger("tidings.runtime")
 
@@ -149,9 +150,13 @@ class Handling:
                 outcome = "skipped"
             else:
                 try:
-                    message = spec.message_type.model_validate(envelope.data)
+                    data = upcast(spec.message_type, envelope.data, envelope.version)
+                    message = spec.message_type.model_validate(data)
+                except NoUpcastPath as exc:
+                    outcome = await self._dead_letter(record, policy.not_upcast(exc), exc, 0)
                 except pydantic.ValidationError as exc:
-                    reason = policy.invalid(envelope.type, exc)
+                    read = spec.message_type.message_info.version
+                    reason = policy.invalid(envelope.type, exc, envelope.version, read)
                     outcome = await self._dead_letter(record, reason, exc, 0)
                 else:
                     return _Ready(index, record, envelope, spec, message)
