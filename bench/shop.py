@@ -31,6 +31,7 @@ from shop.demo import Shop
 from tidings import codec
 from tidings.cli.common import opened_transport
 from tidings.testing import free_port
+from tidings.testing.postgres import fresh_schema
 
 LINE = {"sku": "widget", "quantity": 1}
 
@@ -68,10 +69,15 @@ async def _post_all(
 async def _completions(
     broker: str, ids: set[str], timeout: float
 ) -> dict[str, tuple[float, float]]:
-    """order id -> (placed time, completed time), waiting until all are completed."""
+    """order id -> (placed time, completed time), waiting until all are completed.
+
+    The benchmark measures the happy path (stock aplenty, no payment declined), so a
+    cancelled order means the shop did not run as the benchmark set it up: an error.
+    """
     deadline = time.monotonic() + timeout
     placed: dict[str, float] = {}
     done: dict[str, float] = {}
+    cancelled: dict[str, str] = {}
     positions: dict[int, int] = {}
     async with opened_transport(broker) as transport:
         while time.monotonic() < deadline:
@@ -91,10 +97,15 @@ async def _completions(
                                 placed[order_id] = env.time.timestamp()
                             elif env.type in ("OrderCompleted", "OrderCancelled"):
                                 done[order_id] = env.time.timestamp()
+                            if env.type == "OrderCancelled":
+                                cancelled[order_id] = str(env.data.get("reason"))
                     positions[partition] = batch[-1].offset + 1
             if len(done) >= len(ids):
                 break
             await asyncio.sleep(0.2)
+    if cancelled:
+        reason = next(iter(cancelled.values()))
+        raise RuntimeError(f"{len(cancelled)} of {len(ids)} orders were cancelled ({reason})")
     missing = len(ids) - len(done)
     if missing:
         raise RuntimeError(f"{missing} of {len(ids)} orders did not settle in {timeout:.0f}s")
@@ -134,8 +145,19 @@ def run(
     """
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-shop-"))
     broker = broker or f"sqlite:///{workdir}/log.db"
-    store = store or f"sqlite:///{workdir}/{{service}}.db"
-    shop = Shop(workdir, broker, store, free_port(), "bench", replicas=replicas)
+    with contextlib.ExitStack() as stack:
+        if store is not None and store.startswith("postgresql"):
+            # A schema of its own: state left by earlier runs (the stock) must not steer it.
+            store = stack.enter_context(fresh_schema(store, "tidings_bench"))
+        store = store or f"sqlite:///{workdir}/{{service}}.db"
+        shop = Shop(workdir, broker, store, free_port(), "bench", replicas=replicas)
+        return _measure(shop, orders, concurrency, rate, seconds, latency)
+
+
+def _measure(
+    shop: Shop, orders: int, concurrency: int, rate: float | None, seconds: float, latency: bool
+) -> dict[str, Any]:
+    broker, store = shop.broker, shop.store
     shop.env.update(
         SHOP_STOCK="widget=1000000", SHOP_PAYMENT_FAILURE_RATE="0", SHOP_CREDIT_LIMITS=""
     )

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from pydantic import BaseModel
 
 from tidings import Collection, Context, Event, Service
@@ -24,6 +23,7 @@ from tidings.runtime import Runtime
 from tidings.store import StoreUnavailable, make_store
 from tidings.store.postgres import MIGRATIONS, PostgresStore, redact
 from tidings.testing.harness import drain
+from tidings.testing.postgres import fresh_schema
 from tidings.testing.servers import skip_or_fail
 from tidings.testing.store import StoreConformance
 from tidings.transport.memory import MemoryTransport
@@ -53,15 +53,8 @@ def require_postgres() -> None:
 def pg_url() -> Iterator[str]:
     """The test server's URL, with a fresh schema first in the search path."""
     require_postgres()
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        sep = "&" if "?" in POSTGRES_URL else "?"
-        yield f"{POSTGRES_URL}{sep}options=-c%20search_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with fresh_schema(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

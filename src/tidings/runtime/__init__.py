@@ -144,6 +144,7 @@ class Runtime:
             except Exception:
                 log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
+        log.info("%s: stopped; %s", self.service.name, self.stats.summary())
 
     async def wait(self) -> None:
         """Wait until a task fails (re-raising its error) or :meth:`stop` is called."""

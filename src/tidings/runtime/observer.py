@@ -31,6 +31,10 @@ class Stats:
     dead_lettered: int = 0
     published: int = 0
 
+    def summary(self) -> str:
+        """One line of the counters, for the log when a runtime stops."""
+        return ", ".join(f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in dataclasses.fields(self))
+
 
 class Observer:
     """Hooks for metrics, tracing and logs; the default does nothing.
