@@ -73,7 +73,10 @@ class AvroSchemaError(TypeError):
 
 def avro_schema(message_type: type[Message]) -> dict[str, Any]:
     """The Avro record schema of ``message_type``'s payload."""
-    return _Builder(message_type.__name__).record(message_type, message_type.message_info.type)
+    record: dict[str, Any] = _Builder(message_type.__name__).record(
+        message_type, message_type.message_info.type
+    )
+    return record
 
 
 def avro_schema_text(message_type: type[Message]) -> str:
@@ -112,7 +115,7 @@ class _Builder:
         return {"type": "record", "name": name, "fields": fields}
 
     def field(self, name: str, info: FieldInfo) -> dict[str, Any]:
-        schema = self.type(info.annotation, info)
+        schema = self.of(info.annotation, info)
         out: dict[str, Any] = {"name": name}
         if info.description:
             out["doc"] = info.description
@@ -151,13 +154,13 @@ class _Builder:
             return (value - datetime.date(1970, 1, 1)).days
         raise self.fail(f"default {value!r} cannot be written in an Avro schema")
 
-    def type(self, annotation: Any, info: FieldInfo | None = None) -> Any:
+    def of(self, annotation: Any, info: FieldInfo | None = None) -> Any:
         origin = typing.get_origin(annotation)
         args = typing.get_args(annotation)
         if origin is typing.Annotated:
-            return self.type(args[0], info)
+            return self.of(args[0], info)
         if origin in (typing.Union, types.UnionType):
-            branches = [self.type(a) for a in args]
+            branches = [self.of(a) for a in args]
             if any(isinstance(b, list) for b in branches):
                 raise self.fail("a union inside a union cannot be written in Avro")
             if "null" in branches:  # Optional: null first, so that its default is null
@@ -169,16 +172,20 @@ class _Builder:
             if not all(isinstance(a, str) for a in args):
                 raise self.fail(f"{annotation}: only a Literal of strings maps to an Avro enum")
             name = self.where.replace(".", "_")
-            return {"type": "enum", "name": self.name(name), "symbols": [self.name(a) for a in args]}
+            return {
+                "type": "enum",
+                "name": self.name(name),
+                "symbols": [self.name(a) for a in args],
+            }
         if origin in _ARRAYS:
             item = args[0] if args else Any
             if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
                 raise self.fail(f"{annotation}: only tuple[T, ...] maps to an Avro array")
-            return {"type": "array", "items": self.type(item)}
+            return {"type": "array", "items": self.of(item)}
         if origin is dict:
             if not args or args[0] is not str:
                 raise self.fail(f"{annotation}: Avro maps have string keys only")
-            return {"type": "map", "values": self.type(args[1])}
+            return {"type": "map", "values": self.of(args[1])}
         if isinstance(annotation, type):
             if annotation in _PRIMITIVES:
                 schema = _PRIMITIVES[annotation]
@@ -208,14 +215,11 @@ class _Builder:
             places = getattr(meta, "decimal_places", places)
         if digits is None or places is None:
             raise self.fail(
-                "a Decimal needs its precision for Avro: "
-                "Field(max_digits=..., decimal_places=...)"
+                "a Decimal needs its precision for Avro: Field(max_digits=..., decimal_places=...)"
             )
         return {"type": "bytes", "logicalType": "decimal", "precision": digits, "scale": places}
 
 
 def _matches(branch: Any, value: Any) -> bool:
     """Could ``value`` be the default of union branch ``branch``?"""
-    if value is None:
-        return branch == "null"
-    return branch != "null"
+    return bool((branch == "null") == (value is None))

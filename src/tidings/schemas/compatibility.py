@@ -120,7 +120,7 @@ def reads(schema_type: SchemaType, reader: Any, writer: Any) -> list[Break]:
 
 
 def _avro_check(reader: Any, writer: Any) -> Any:
-    checker = avro.compatibility.ReaderWriterCompatibilityChecker()
+    checker = avro.compatibility.ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
     return checker.get_compatibility(reader, writer)
 
 

@@ -95,7 +95,9 @@ class _Walk:
             tries = [self.one(r, w, path) for r in readers]
             if any(not t for t in tries):
                 continue
-            same_kind = [t for r, t in zip(readers, tries, strict=True) if _kind(r) == _kind(w)]
+            same_kind: list[list[Break]] = [
+                t for r, t in zip(readers, tries, strict=True) if _kind(r) == _kind(w)
+            ]
             if same_kind:
                 breaks.extend(min(same_kind, key=len))
             else:
@@ -139,7 +141,9 @@ class _Walk:
         r_req, w_req = set(r.get("required", ())), set(w.get("required", ()))
         r_extra, w_extra = r.get("additionalProperties", True), w.get("additionalProperties", True)
         for name in sorted(r_req - w_req):
-            why = "the writer may leave it out" if name in w_props else "the writer does not have it"
+            why = (
+                "the writer may leave it out" if name in w_props else "the writer does not have it"
+            )
             breaks.append(Break(_join(path, name), f"required by the reader, but {why}"))
         for name in sorted(w_props):
             where = _join(path, name)
