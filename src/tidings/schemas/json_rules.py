@@ -99,7 +99,8 @@ class _Walk:
                 t for r, t in zip(readers, tries, strict=True) if _kind(r) == _kind(w)
             ]
             if same_kind:
-                breaks.extend(min(same_kind, key=len))
+                fewest: list[Break] = min(same_kind, key=len)
+                breaks.extend(fewest)
             else:
                 accepted = ", ".join(sorted({_kind(r) for r in readers}))
                 breaks.append(
