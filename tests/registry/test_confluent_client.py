@@ -35,7 +35,10 @@ def test_register_look_up_read_by_id_and_versions(registry: str) -> None:
     second = client.register_schema(subject, Schema(V2, "AVRO"))
     assert second != first
     # The same schema again is the same id and no new version.
-    assert SchemaRegistryClient({"url": registry}).register_schema(subject, Schema(V1, "AVRO")) == first
+    assert (
+        SchemaRegistryClient({"url": registry}).register_schema(subject, Schema(V1, "AVRO"))
+        == first
+    )
     assert client.get_subjects() == [subject]
     assert client.get_versions(subject) == [1, 2]
     found = client.lookup_schema(subject, Schema(V2, "AVRO"))
@@ -116,7 +119,9 @@ def test_incompatible_registration_is_409_naming_the_field(registry: str) -> Non
         ("NONE", BREAKS, None),
     ],
 )
-def test_compatibility_per_mode(registry: str, mode: str, accepted: str, refused: str | None) -> None:
+def test_compatibility_per_mode(
+    registry: str, mode: str, accepted: str, refused: str | None
+) -> None:
     client = SchemaRegistryClient({"url": registry})
     client.register_schema("s", Schema(V1, "AVRO"))
     assert client.set_compatibility("s", mode) == {"compatibility": mode}

@@ -30,7 +30,8 @@ a pydantic model                       a named ``record`` (defined once, then
 
 A field with a default gets an Avro ``default`` (what a reader fills in when the writer's
 schema lacks the field, so adding a field with a default is a compatible change). The
-top-level record is named after the message's CloudEvents type. Anything else (``Any``,
+top-level record is named after the message's CloudEvents type (a dotted type,
+``shop.OrderPlaced``, is an Avro full name: namespace ``shop``). Anything else (``Any``,
 a dict with non-string keys, a union inside a union, a default Avro cannot hold) is a
 :class:`AvroSchemaError` naming the class and the field.
 """
@@ -95,13 +96,15 @@ class _Builder:
     def fail(self, why: str) -> AvroSchemaError:
         return AvroSchemaError(f"{self.where}: {why}")
 
-    def name(self, name: str) -> str:
-        if not _NAME.match(name):
+    def name(self, name: str, dotted: bool = False) -> str:
+        """``name`` if Avro takes it (a full name ``a.b.C`` where ``dotted``)."""
+        parts = name.split(".") if dotted else [name]
+        if not all(_NAME.match(p) for p in parts):
             raise self.fail(f"{name!r} is not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*)")
         return name
 
     def record(self, model: type[pydantic.BaseModel], name: str) -> Any:
-        name = self.name(name)
+        name = self.name(name, dotted=True)
         if name in self.defined:
             return name
         self.defined.add(name)
