@@ -37,9 +37,10 @@ class SchemaRejected(ValueError):
 
 @dataclasses.dataclass
 class ServiceSchemas:
-    """What start-up found: the id of each published type's schema."""
+    """What start-up found: the id of each published type's schema, of ``schema_type``."""
 
     ids: dict[type[Message], int]
+    schema_type: SchemaType
 
 
 def _rejected(subject: str, mode: Mode, role: str, breaks: list[Break]) -> SchemaRejected:
@@ -91,4 +92,4 @@ async def ensure_schemas(
             raise _rejected(
                 subject, mode, f"{service.name} handles {message_type.__name__}", breaks
             )
-    return ServiceSchemas(ids)
+    return ServiceSchemas(ids, schema_type)
