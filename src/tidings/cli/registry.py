@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -35,21 +34,11 @@ def serve(
 
     setup_logging(service="registry")
 
-    def announce(server: Any) -> None:
-        console.print(
-            f"schema registry on http://{host}:{port} (store {store}); Ctrl-C stops it",
-            highlight=False,
-        )
-        if ready_file is not None:
-            original = server.startup
-
-            async def startup(*args: Any, **kwargs: Any) -> None:
-                await original(*args, **kwargs)
-                ready_file.write_text("ready")  # noqa: ASYNC240 - a few bytes, once
-
-            server.startup = startup
-
+    console.print(
+        f"schema registry on http://{host}:{port} (store {store}); Ctrl-C stops it",
+        highlight=False,
+    )
     try:
-        serve_registry(store, host, port, ready=announce)
+        serve_registry(store, host, port, ready_file=ready_file)
     except (StorageUnavailable, ValueError) as exc:
         raise fail(str(exc)) from None

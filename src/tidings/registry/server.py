@@ -28,6 +28,7 @@ BACKWARD_TRANSITIVE); the 409's message lists each break with its field path.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -324,18 +325,35 @@ def make_app(storage: RegistryStorage) -> FastAPI:
     return app
 
 
-def serve(store_url: str, host: str, port: int, ready: Any = None) -> None:
-    """Serve the registry on ``host:port`` until Ctrl-C (uvicorn)."""
+def serve(store_url: str, host: str, port: int, ready_file: Path | None = None) -> None:
+    """Serve the registry on ``host:port`` until Ctrl-C or SIGTERM, then exit cleanly."""
+    import asyncio
+    import contextlib
+    import signal
+
     import uvicorn
 
     storage = RegistryStorage(store_url)
+    config = uvicorn.Config(
+        make_app(storage), host=host, port=port, log_level="warning", log_config=None
+    )
+    server = uvicorn.Server(config)
+    # This process stops on SIGINT/SIGTERM with exit code 0; uvicorn's own handlers would
+    # re-raise the signal once stopped.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has a flag
+            await asyncio.sleep(0.05)
+        if ready_file is not None and server.started:
+            ready_file.write_text("ready")  # noqa: ASYNC240 - a few bytes, once
+        await task
+
     try:
-        config = uvicorn.Config(
-            make_app(storage), host=host, port=port, log_level="warning", log_config=None
-        )
-        server = uvicorn.Server(config)
-        if ready is not None:
-            ready(server)
-        server.run()
+        asyncio.run(main())
     finally:
         storage.close()
