@@ -90,13 +90,17 @@ class RegistryClient:
 
     async def register(self, subject: str, schema_type: SchemaType, schema: str) -> int:
         """The id of ``schema`` under ``subject``, registering it if need be (cached)."""
+        found_id = self._ids.get((subject, schema))  # the text as given: no parsing
+        if found_id is not None:
+            return found_id
         key = (subject, canonical_text(json.loads(schema)))
         if key in self._ids:
+            self._ids[(subject, schema)] = self._ids[key]
             return self._ids[key]
         found = await self._request(
             "POST", f"/subjects/{_quote(subject)}/versions", self._body(schema_type, schema)
         )
-        self._ids[key] = int(found["id"])
+        self._ids[key] = self._ids[(subject, schema)] = int(found["id"])
         return self._ids[key]
 
     async def versions(self, subject: str) -> list[tuple[int, SchemaType, str]]:
