@@ -65,9 +65,7 @@ async def charge(event: InventoryReserved, ctx: Context) -> None:
             f"customer {event.customer_id} is on the fraud watch list; "
             "clear them, then replay this dead letter"
         )
-    account = await ctx.get(accounts, event.customer_id) or Account(
-        customer_id=event.customer_id
-    )
+    account = await ctx.get(accounts, event.customer_id) or Account(customer_id=event.customer_id)
     limit = settings.credit_limits().get(event.customer_id, settings.default_credit_cents())
     reason = None
     if account.spent_cents + event.amount_cents > limit:

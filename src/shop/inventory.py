@@ -19,9 +19,7 @@ from shop.events import (
 )
 from tidings import Context, Service
 
-service = Service(
-    "inventory", publishes=[InventoryReserved, InventoryRejected, InventoryReleased]
-)
+service = Service("inventory", publishes=[InventoryReserved, InventoryRejected, InventoryReleased])
 
 
 class StockItem(BaseModel):
@@ -89,10 +87,10 @@ async def release(event: PaymentFailed, ctx: Context) -> None:
     for line in reservation.lines:
         item = await ctx.get(stock, line.sku)
         assert item is not None, f"reserved sku {line.sku} has no stock record"
-        await ctx.put(stock, line.sku, StockItem(sku=line.sku, available=item.available + line.quantity))
-    await ctx.put(
-        reservations, event.order_id, reservation.model_copy(update={"released": True})
-    )
+        await ctx.put(
+            stock, line.sku, StockItem(sku=line.sku, available=item.available + line.quantity)
+        )
+    await ctx.put(reservations, event.order_id, reservation.model_copy(update={"released": True}))
     ctx.publish(
         InventoryReleased(
             order_id=event.order_id,

@@ -42,6 +42,18 @@ def load_service(path: str) -> Service:
     return obj
 
 
+async def check_schemas(service: Service, registry_url: str) -> None:
+    """Register and check ``service``'s schemas at ``registry_url`` (see ``serve``)."""
+    from tidings.registry.client import RegistryClient
+    from tidings.registry.startup import ensure_schemas
+
+    async with RegistryClient(registry_url) as client:
+        found = await ensure_schemas(service, client)
+    log.info(
+        "service %s: %d schema(s) registered at %s", service.name, len(found.ids), registry_url
+    )
+
+
 async def serve(
     service: Service,
     broker_url: str = DEFAULT_BROKER,
@@ -50,8 +62,16 @@ async def serve(
     http: tuple[str, int] | None = None,
     observer: Observer | None = None,
     ready: asyncio.Event | None = None,
+    registry: str | None = None,
 ) -> None:
-    """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly."""
+    """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
+
+    With a ``registry`` URL, the service's schemas are registered and checked first
+    (:func:`tidings.registry.startup.ensure_schemas`); one that breaks its subject's rule
+    stops the start with a :class:`SchemaRejected` naming subject, rule and field.
+    """
+    if registry:
+        await check_schemas(service, registry)
     transport = make_transport(broker_url)
     store = make_store(store_url, service.name)
     await transport.connect()

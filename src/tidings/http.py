@@ -125,6 +125,4 @@ def readable_validation_errors(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
             problems.append(f"{where}: {err['msg']}")
-        return JSONResponse(
-            {"error": "; ".join(problems), "detail": exc.errors()}, status_code=422
-        )
+        return JSONResponse({"error": "; ".join(problems), "detail": exc.errors()}, status_code=422)

@@ -118,7 +118,7 @@ def published_topic(message_type: type[Message]) -> str:
     topic = message_type.message_info.topic
     if topic is None:
         raise TypeError(
-            f'{message_type.__name__} declares no topic: class {message_type.__name__}'
+            f"{message_type.__name__} declares no topic: class {message_type.__name__}"
             '(..., topic="...")'
         )
     return topic

@@ -280,7 +280,6 @@ class Service:
         return sorted({published_topic(s.message_type) for s in self.handlers.values()})
 
 
-
 def check_publishable(
     service: str, publishes: tuple[type[Message], ...], message_type: type[Message]
 ) -> None:
@@ -293,9 +292,7 @@ def check_publishable(
         )
 
 
-def _annotated_types(
-    fn: Callable[..., Any], param: str, where: str
-) -> tuple[type[Message], ...]:
+def _annotated_types(fn: Callable[..., Any], param: str, where: str) -> tuple[type[Message], ...]:
     try:
         hints = typing.get_type_hints(fn)
     except NameError as exc:

@@ -44,7 +44,9 @@ class OutboxUnits:
         self.publishes = publishes  # the service's declared types (empty: any)
 
     @contextlib.asynccontextmanager
-    async def open(self, cause: Envelope | None = None) -> AsyncIterator[tuple[UnitOfWork, Context]]:
+    async def open(
+        self, cause: Envelope | None = None
+    ) -> AsyncIterator[tuple[UnitOfWork, Context]]:
         """A unit of work with a context: what the context published goes to the outbox."""
         async with self.store.unit_of_work(self.name) as uow:
             ctx = self.context(uow, cause)

@@ -66,7 +66,11 @@ def test_new_never_overwrites(hello: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("Hello-World", "cannot name a service module"), ("class", "cannot name"), ("json", "would hide")],
+    [
+        ("Hello-World", "cannot name a service module"),
+        ("class", "cannot name"),
+        ("json", "would hide"),
+    ],
 )
 def test_new_refuses_names_that_cannot_work(tmp_path: Path, name: str, expected: str) -> None:
     assert expected in one_error_line(tidings("new", name, cwd=tmp_path))

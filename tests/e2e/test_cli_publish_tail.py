@@ -23,7 +23,6 @@ def topic() -> str:
     return f"cli-{uuid.uuid4().hex[:10]}"
 
 
-
 def publish(broker: str, topic: str, *args: str) -> str:
     """Publish with the CLI; the new event's id."""
     done = tidings("publish", topic, "--broker", broker, *args)
@@ -143,7 +142,10 @@ def test_tail_shows_records_that_do_not_decode(tmp_path: Path, topic: str) -> No
         (["t", "--type", "T", "--data", "[1, 2]"], "--data must be a JSON object"),
         (["t", "--data", "{}"], "missing --type"),
         (["--type", "T"], "missing TOPIC, --data"),
-        (["t", "--type", "T", "--data", "{}", "--broker", "nats://127.0.0.1:1"], "nats://127.0.0.1:1"),
+        (
+            ["t", "--type", "T", "--data", "{}", "--broker", "nats://127.0.0.1:1"],
+            "nats://127.0.0.1:1",
+        ),
         (["t", "--type", "T", "--data", "{}", "--broker", "rabbit://x"], "is not a broker URL"),
     ],
 )

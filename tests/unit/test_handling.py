@@ -68,7 +68,9 @@ def recorder(fail: dict[int, int], *, fatal: set[int] = frozenset()) -> Service:
     return svc
 
 
-async def run(svc: Service, transport: MemoryTransport, store: SQLiteStore, steps: list[Step]) -> Runtime:
+async def run(
+    svc: Service, transport: MemoryTransport, store: SQLiteStore, steps: list[Step]
+) -> Runtime:
     async def instant(_: float) -> None: ...
 
     rt = Runtime(svc, transport, store, sleep=instant)

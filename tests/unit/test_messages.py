@@ -30,7 +30,12 @@ class Renamed(Event, topic="unit.renamed", type="com.example.renamed"):
 
 def test_declared_options_are_read_back() -> None:
     info = Shipped.message_info
-    assert (info.type, info.topic, info.key, info.version) == ("Shipped", "unit.shipments", "shipment_id", 3)
+    assert (info.type, info.topic, info.key, info.version) == (
+        "Shipped",
+        "unit.shipments",
+        "shipment_id",
+        3,
+    )
     assert Packed.message_info.key == "order_id"  # inherited from the abstract base
     assert Packed.message_info.version == 1  # version belongs to one class
     assert Renamed.message_info.type == "com.example.renamed"
@@ -47,7 +52,9 @@ def test_version_and_key_reach_the_envelope() -> None:
 
 
 def test_unknown_key_field_fails_at_class_creation() -> None:
-    with pytest.raises(TypeError, match=r"Bad: key='order' is not a field of Bad \(its fields: order_id\)"):
+    with pytest.raises(
+        TypeError, match=r"Bad: key='order' is not a field of Bad \(its fields: order_id\)"
+    ):
 
         class Bad(Event, topic="t", key="order"):
             order_id: str
@@ -82,7 +89,10 @@ def test_a_field_named_subject_or_topic_is_an_ordinary_field() -> None:
 
     mail = Mail(subject="hello", topic="greetings")
     envelope = new_envelope(mail, source="unit")
-    assert envelope.subject == "hello" and envelope.data == {"subject": "hello", "topic": "greetings"}
+    assert envelope.subject == "hello" and envelope.data == {
+        "subject": "hello",
+        "topic": "greetings",
+    }
 
 
 def test_bad_version_fails() -> None:

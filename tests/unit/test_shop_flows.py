@@ -99,7 +99,9 @@ async def test_redelivery_everywhere_changes_nothing(shop) -> None:
 async def test_an_event_published_from_outside_is_handled(shop) -> None:
     """TestApp.publish feeds a service as another producer would (no order record)."""
     line = OrderLine(sku="widget", quantity=2)
-    await shop.publish(OrderPlaced(order_id="o-ext", customer_id="c1", lines=[line], amount_cents=2500))
+    await shop.publish(
+        OrderPlaced(order_id="o-ext", customer_id="c1", lines=[line], amount_cents=2500)
+    )
     await shop.drain()
     assert await available(shop, "widget") == 8
     assert (await shop.get(billing.payments, "o-ext")).amount_cents == 2500

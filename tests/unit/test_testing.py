@@ -95,7 +95,9 @@ def test_skip_or_fail_skips_locally_and_fails_under_ci(monkeypatch: pytest.Monke
 
 
 def test_rss_reports_resident_memory_of_running_processes_only(tmp_path: Path) -> None:
-    procs = ServiceProcesses(tmp_path, "memory://x", "sqlite:///x.db", {"big": "x:y", "gone": "x:y"})
+    procs = ServiceProcesses(
+        tmp_path, "memory://x", "sqlite:///x.db", {"big": "x:y", "gone": "x:y"}
+    )
     # 64 MiB written page by page, so that it is resident, not just reserved.
     hold = "import sys, time; b = bytearray(64 << 20); b[::4096] = b'x' * (16 << 10); "
     hold += "print(flush=True); time.sleep(30)"

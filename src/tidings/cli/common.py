@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from tidings.registry.client import RegistryError
 from tidings.store import Store, StoreError, make_store
 from tidings.transport import Transport, TransportError, make_transport
 
@@ -47,7 +48,14 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 return runner.run(fn(*args, **kwargs))
-        except (TransportError, StoreError, ValueError, LookupError, TypeError) as exc:
+        except (
+            TransportError,
+            StoreError,
+            RegistryError,
+            ValueError,
+            LookupError,
+            TypeError,
+        ) as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

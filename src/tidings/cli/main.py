@@ -16,6 +16,8 @@ from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_tr
 from tidings.cli.dashboard import dashboard
 from tidings.cli.new import new
 from tidings.cli.publish import publish
+from tidings.cli.registry import registry_app
+from tidings.cli.schema import schema_app
 from tidings.cli.tail import tail
 from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
@@ -69,6 +71,12 @@ def run(
     log_format: str = typer.Option(
         "text", envvar="TIDINGS_LOG_FORMAT", help="Logs as text or json (JSON lines)"
     ),
+    registry: str = typer.Option(
+        "",
+        envvar="TIDINGS_REGISTRY",
+        help="Schema registry URL: register what the service publishes, check what it "
+        "handles, refuse to start on a breaking change",
+    ),
 ) -> None:
     """Run one service until Ctrl-C or SIGTERM.
 
@@ -115,7 +123,15 @@ def run(
 
         announcer = asyncio.create_task(announce())
         try:
-            await serve(service, broker, store, http=address, observer=observer, ready=ready)
+            await serve(
+                service,
+                broker,
+                store,
+                http=address,
+                observer=observer,
+                ready=ready,
+                registry=registry or None,
+            )
         finally:
             announcer.cancel()
 
@@ -313,3 +329,5 @@ app.command()(dashboard)
 app.command()(publish)
 app.command()(tail)
 app.command()(new)
+app.add_typer(registry_app, name="registry")
+app.add_typer(schema_app, name="schema")

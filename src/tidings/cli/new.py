@@ -119,7 +119,9 @@ def new(
         raise fail(str(exc)) from None
     existing = [str(directory / f) for f in files if (directory / f).exists()]
     if existing:
-        raise fail(f"{', '.join(existing)} already exist(s): not overwriting; remove or pick another name")
+        raise fail(
+            f"{', '.join(existing)} already exist(s): not overwriting; remove or pick another name"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for file_name, text in files.items():

@@ -24,7 +24,7 @@ def parse_data(text: str) -> dict[str, Any]:
         raise ValueError(f"--data is not valid JSON ({exc}): {text!r}") from None
     if not isinstance(data, dict):
         raise ValueError(
-            f"--data must be a JSON object such as '{{\"name\": \"Ada\"}}', "
+            f'--data must be a JSON object such as \'{{"name": "Ada"}}\', '
             f"not a {type(data).__name__}"
         )
     return data

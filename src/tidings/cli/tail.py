@@ -36,9 +36,7 @@ def parse_duration(text: str) -> float:
     compact = text.strip().lower()
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(
-            f"--since {text!r}: expected a duration such as 30s, 5m, 2h, 1d or 1h30m"
-        )
+        raise ValueError(f"--since {text!r}: expected a duration such as 30s, 5m, 2h, 1d or 1h30m")
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
@@ -151,15 +149,13 @@ def render(record: Record, as_json: bool) -> str:
             return json.dumps(undecodable_json(record, str(exc)), ensure_ascii=False)
         when = _iso(datetime.fromtimestamp(record.timestamp, UTC))
         return (
-            f"{when}  (undecodable)  {record.key or '-'}  "
-            f"{record.partition}:{record.offset}  {exc}"
+            f"{when}  (undecodable)  {record.key or '-'}  {record.partition}:{record.offset}  {exc}"
         )
     if as_json:
         return json.dumps(event_json(envelope), ensure_ascii=False)
     data = json.dumps(envelope.data, ensure_ascii=False, separators=(",", ":"))
     return (
-        f"{_iso(envelope.time)}  {envelope.type}  {envelope.subject or '-'}  "
-        f"{envelope.id}  {data}"
+        f"{_iso(envelope.time)}  {envelope.type}  {envelope.subject or '-'}  {envelope.id}  {data}"
     )
 
 
@@ -225,4 +221,3 @@ def tail(
         main()
     except BrokenPipeError:  # `tidings tail ... | head`: the reader has gone, so stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-

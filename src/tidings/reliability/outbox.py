@@ -135,9 +135,7 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             elif not task.cancelled() and task.exception() is not None:
-                log.warning(
-                    "outbox relay of %s stopped with %r", self.service, task.exception()
-                )
+                log.warning("outbox relay of %s stopped with %r", self.service, task.exception())
         try:
             async with asyncio.timeout(drain_seconds):
                 while await self.relay_once():

@@ -119,7 +119,9 @@ class TestApp:
         try:
             return self.runtimes[name]
         except KeyError:
-            raise LookupError(f"{name!r} is not in this TestApp ({', '.join(self.runtimes)})") from None
+            raise LookupError(
+                f"{name!r} is not in this TestApp ({', '.join(self.runtimes)})"
+            ) from None
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self, service: Service | str) -> AsyncIterator[Context]:
