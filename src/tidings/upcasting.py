@@ -79,6 +79,12 @@ def upcaster(message_type: type[Message], *, from_version: int) -> Callable[[S],
     return register
 
 
+def missing_step(message_type: type[Message], version: int) -> int | None:
+    """The first step missing to read ``version`` as the class's version, or None."""
+    steps = _steps.get(message_type, {})
+    return next((v for v in range(version, message_type.message_info.version) if v not in steps), None)
+
+
 def upcast(message_type: type[Message], data: Data, version: int | None) -> Data:
     """``data`` written as ``version`` of ``message_type``, brought to the class's version.
 
@@ -88,15 +94,16 @@ def upcast(message_type: type[Message], data: Data, version: int | None) -> Data
     target = message_type.message_info.version
     if version is None or version >= target:
         return data
-    steps = _steps.get(message_type, {})
     name = message_type.__name__
+    missing = missing_step(message_type, version)
+    if missing is not None:
+        raise NoUpcastPath(
+            f"{name} v{version} cannot be read as v{target}: no upcaster from v{missing} "
+            f"(write one: @upcaster({name}, from_version={missing}))"
+        )
+    steps = _steps[message_type]
     for step in range(version, target):
-        fn = steps.get(step)
-        if fn is None:
-            raise NoUpcastPath(
-                f"{name} v{version} cannot be read as v{target}: no upcaster from v{step} "
-                f"(write one: @upcaster({name}, from_version={step}))"
-            )
+        fn = steps[step]
         try:
             data = fn(dict(data))  # a copy: a step that edits in place leaves the envelope be
         except Exception as exc:  # a bug in the step, or data it did not expect

@@ -10,6 +10,7 @@ import pytest
 
 from shop import inventory
 from shop.events import OrderLine, OrderPlaced
+from tidings import connect
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing.commands import tidings
@@ -30,8 +31,8 @@ def broker(tmp_path: Path) -> str:
         await store.connect()
         rt = Runtime(inventory.service, transport, store)
         await rt.start(background=False)
-        async with rt.unit_of_work() as ctx:
-            ctx.publish(
+        async with connect(url, source="order") as bus:  # the order service's part
+            await bus.publish(
                 OrderPlaced(
                     order_id="o-1",
                     customer_id="c1",

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
+from tidings.host import load_service
 from tidings.registry.client import RegistryError
+from tidings.service import Service
 from tidings.store import Store, StoreError, make_store
 from tidings.transport import Transport, TransportError, make_transport
 
@@ -33,6 +37,21 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def services_of(targets: list[str]) -> list[Service]:
+    """The services ``package.module:attribute`` names, imported with the current directory
+    on the module path (as ``tidings run`` does); a bad target exits with one line."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    services = []
+    for target in targets:
+        try:
+            services.append(load_service(target))
+        except (ImportError, LookupError, TypeError) as exc:
+            raise fail(f"cannot load {target}: {exc}") from None
+    return services
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

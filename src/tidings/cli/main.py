@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
+from tidings.cli.contracts import contracts_app
 from tidings.cli.dashboard import dashboard
 from tidings.cli.new import new
 from tidings.cli.publish import publish
@@ -331,3 +332,4 @@ app.command()(tail)
 app.command()(new)
 app.add_typer(registry_app, name="registry")
 app.add_typer(schema_app, name="schema")
+app.add_typer(contracts_app, name="contracts")

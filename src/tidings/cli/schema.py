@@ -10,14 +10,11 @@ files), and exits 1 listing every break.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import typer
 
-from tidings.cli.common import console, err_console, fail, run_async
-from tidings.host import load_service
+from tidings.cli.common import console, err_console, fail, run_async, services_of
 from tidings.messages import Message
 from tidings.schemas import (
     DEFAULT_MODE,
@@ -39,15 +36,8 @@ Targets = typer.Argument(..., help="Services, as package.module:attribute")
 
 def published_types(targets: list[str]) -> list[type[Message]]:
     """The message types the services publish, each once, ordered by subject."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     found: dict[str, type[Message]] = {}
-    for target in targets:
-        try:
-            service = load_service(target)
-        except (ImportError, LookupError, TypeError) as exc:
-            raise fail(f"cannot load {target}: {exc}") from None
+    for target, service in zip(targets, services_of(targets), strict=True):
         if not service.publishes:
             raise fail(f"{target} declares nothing it publishes: Service(..., publishes=[...])")
         for message_type in service.publishes:
