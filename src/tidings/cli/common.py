@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
+from tidings.host import load_service
+from tidings.service import Service
 from tidings.store import Store, StoreError, make_store
 from tidings.transport import Transport, TransportError, make_transport
 
@@ -53,6 +57,28 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def load_services(targets: Iterable[str]) -> list[Service]:
+    """Import each ``package.module:attribute`` target as a :class:`Service`.
+
+    The current directory goes on the module path first (as uvicorn does), so
+    ``greet:service`` finds greet.py here. An import that fails is a ``LookupError``
+    naming the target; an attribute that is no service, a ``TypeError``.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    services = []
+    for target in targets:
+        try:
+            services.append(load_service(target))
+        except ImportError as exc:
+            raise LookupError(
+                f"cannot load {target}: {exc} (run from the directory holding the module, "
+                "or put it on PYTHONPATH)"
+            ) from None
+    return services
 
 
 @contextlib.asynccontextmanager
