@@ -207,19 +207,11 @@ def _operations(
 ) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     for service in services:
-        sent = {published_topic(t) for t in service.publishes}
-        handlers = {
-            spec.message_type.message_info.type: spec.name for spec in service.handlers.values()
-        }
-        received = {published_topic(s.message_type) for s in service.handlers.values()}
-        for action, topics in (("send", sent), ("receive", received)):
-            for topic in sorted(topics):
+        handler_of = {spec.message_type: spec.name for spec in service.handlers.values()}
+        for action, types in (("send", set(service.publishes)), ("receive", set(handler_of))):
+            for topic in sorted({published_topic(t) for t in types}):
                 channel = channels[topic]
-                own = [
-                    m
-                    for m, t in channel.messages.items()
-                    if (t in service.publishes if action == "send" else m in _ids(handlers))
-                ]
+                own = {m: t for m, t in channel.messages.items() if t in types}
                 op: dict[str, Any] = {
                     "action": action,
                     "channel": {"$ref": f"#/channels/{channel.id}"},
@@ -227,11 +219,7 @@ def _operations(
                     "messages": [{"$ref": f"#/channels/{channel.id}/messages/{m}"} for m in own],
                 }
                 if action == "receive":
-                    op["x-tidings-handlers"] = {
-                        document_id(t): h
-                        for t, h in sorted(handlers.items())
-                        if document_id(t) in own
-                    }
+                    op["x-tidings-handlers"] = {m: handler_of[t] for m, t in own.items()}
                     if kafka:
                         group = {"type": "string", "const": service.group}
                         op["bindings"] = {
@@ -239,10 +227,6 @@ def _operations(
                         }
                 operations[f"{document_id(service.name)}.{action}.{channel.id}"] = op
     return operations
-
-
-def _ids(handlers: dict[str, str]) -> set[str]:
-    return {document_id(t) for t in handlers}
 
 
 def _message(

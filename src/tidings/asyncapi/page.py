@@ -120,21 +120,27 @@ def _messages(document: dict[str, Any]) -> Iterator[str]:
             + (f"; Kafka key: {_e(key.get('description', ''))}" if key else "")
             + "</p>"
         )
-        headers = _resolve(message.get("headers", {}), schemas)
-        attributes = headers.get("properties", {})
-        pinned = {k: v["const"] for k, v in attributes.items() if "const" in v}
+        envelope = _resolve(message.get("headers", {}), schemas)
         payload = _resolve(message.get("payload", {}), schemas)
-        if "data" in payload.get("properties", {}):  # structured mode: the data inside
-            pinned = {k: v["const"] for k, v in payload["properties"].items() if "const" in v}
+        structured = "data" in payload.get("properties", {})
+        if structured:  # the attributes and the data are in the event
+            envelope = payload
             payload = _resolve(payload["properties"]["data"], schemas)
+        attributes = {k: v for k, v in envelope.get("properties", {}).items() if k != "data"}
+        required = set(envelope.get("required", []))
+        pinned = [(k, v["const"]) for k, v in attributes.items() if "const" in v]
         if pinned:
             yield (
                 "<p>"
-                + " · ".join(
-                    f"<code>{_e(k)}</code> = <code>{_e(v)}</code>" for k, v in pinned.items()
-                )
+                + " · ".join(f"<code>{_e(k)}</code> = <code>{_e(v)}</code>" for k, v in pinned)
                 + "</p>"
             )
+        if attributes:
+            names = " ".join(
+                f"<code>{_e(k)}{'' if k in required else '?'}</code>" for k in attributes
+            )
+            where = "In the event" if structured else "Headers"
+            yield f"<p>{where} (? optional): {names}</p>"
         yield "<table><tr><th>field</th><th>type</th><th>required</th><th>constraints</th></tr>"
         yield from _fields(payload, schemas, "")
         yield "</table>"
