@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit services services-down browser bench lock clean
+.PHONY: install demo test lint unit services services-down browser asyncapi-tools bench lock clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install lint services browser
+test: install lint services browser asyncapi-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -40,6 +40,11 @@ services-down:
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The AsyncAPI tools the asyncapi tests check documents with (npm, pinned by
+# scripts/asyncapi/package-lock.json, into .tools/asyncapi; does nothing once installed).
+asyncapi-tools:
+	scripts/asyncapi-tools
+
 bench: install services
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m bench
@@ -53,4 +58,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .tidings .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tidings .tools .pytest_cache .mypy_cache .ruff_cache

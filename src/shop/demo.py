@@ -179,7 +179,9 @@ def main(options: DemoOptions) -> bool:
 def _open_dashboard(
     workdir: Path, broker: str, port: int, open_browser: bool
 ) -> subprocess.Popen[bytes]:
-    board = start_dashboard(workdir, broker, port)
+    board = start_dashboard(
+        workdir, broker, port, services=[f"shop.{name}:service" for name in SERVICES]
+    )
     url = f"http://127.0.0.1:{port}/"
     console.print(f"[bold]dashboard[/]: {url}", highlight=False)
     if open_browser:

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -39,21 +39,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def services_of(targets: list[str]) -> list[Service]:
-    """The services ``package.module:attribute`` names, imported with the current directory
-    on the module path (as ``tidings run`` does); a bad target exits with one line."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    services = []
-    for target in targets:
-        try:
-            services.append(load_service(target))
-        except (ImportError, LookupError, TypeError) as exc:
-            raise fail(f"cannot load {target}: {exc}") from None
-    return services
-
-
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -80,6 +65,28 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def load_services(targets: Iterable[str]) -> list[Service]:
+    """Import each ``package.module:attribute`` target as a :class:`Service`.
+
+    The current directory goes on the module path first (as uvicorn does), so
+    ``greet:service`` finds greet.py here. An import that fails is a ``LookupError``
+    naming the target; an attribute that is no service, a ``TypeError``.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    services = []
+    for target in targets:
+        try:
+            services.append(load_service(target))
+        except ImportError as exc:
+            raise LookupError(
+                f"cannot load {target}: {exc} (run from the directory holding the module, "
+                "or put it on PYTHONPATH)"
+            ) from None
+    return services
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tidings.cli.common import console, fail, run_async, services_of
+from tidings.cli.common import console, fail, load_services, run_async
 from tidings.contracts import Contract, Promise, promises_in_code, verify
 from tidings.schemas import SchemaType, subject_for
 
@@ -35,7 +35,10 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON"),
 ) -> None:
     """Check that every handler can read what its producers write; exit 1 on a break."""
-    services = services_of(targets)
+    try:
+        services = load_services(targets)
+    except (LookupError, TypeError) as exc:
+        raise fail(str(exc)) from None
     if not against:
         promises = promises_in_code(services)
     elif against.startswith(("http://", "https://")):

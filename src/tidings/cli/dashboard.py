@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tidings.cli.common import BROKER_HELP, console
+from tidings.cli.common import BROKER_HELP, console, fail, load_services
 from tidings.host import DEFAULT_BROKER
 from tidings.observability import setup_logging
 
@@ -23,11 +23,22 @@ def dashboard(
     ),
     open_browser: bool = typer.Option(False, "--open", help="Open it in a web browser"),
     ready_file: Path | None = typer.Option(None, help="Write this file once it serves"),
+    service: list[str] = typer.Option(
+        [],
+        "--service",
+        help="A service as MODULE:service, repeatable: serves their AsyncAPI document "
+        "at /asyncapi (a page) and /asyncapi.json",
+    ),
 ) -> None:
     """Live events, order timelines, consumer lag, dead letters (with replay) and topics."""
-    from tidings.dashboard import serve
+    from tidings.dashboard import create_app, serve
 
     setup_logging(service="dashboard")
+    try:
+        services = load_services(service)
+        create_app(broker, services=services)  # a bad service or document fails here, in one line
+    except (LookupError, TypeError, ValueError) as exc:
+        raise fail(str(exc)) from None
     url = f"http://{host}:{port}/"
     console.print(
         f"Tidings dashboard on [link={url}]{url}[/link] (broker {broker}); Ctrl-C stops it",
@@ -37,4 +48,4 @@ def dashboard(
         import webbrowser
 
         webbrowser.open(url)
-    serve(broker, host, port, ready_file=ready_file)
+    serve(broker, host, port, ready_file=ready_file, services=services)

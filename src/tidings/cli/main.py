@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
+from tidings.cli.asyncapi import asyncapi
+from tidings.cli.common import (
+    BROKER_HELP,
+    STORE_HELP,
+    console,
+    fail,
+    load_services,
+    opened_transport,
+    run_async,
+)
 from tidings.cli.contracts import contracts_app
 from tidings.cli.dashboard import dashboard
 from tidings.cli.new import new
@@ -21,7 +29,7 @@ from tidings.cli.registry import registry_app
 from tidings.cli.schema import schema_app
 from tidings.cli.tail import tail
 from tidings.cli.trace import trace
-from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service, serve
+from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
 from tidings.reliability.deadletter import DeadLetter, dlq_topic, read_dead_letters
 
@@ -84,9 +92,6 @@ def run(
     TARGET is imported with the current directory on the module path (as uvicorn does),
     so `tidings run greet:service` finds greet.py here.
     """
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     address = None
     if http:
         host, _, port = http.rpartition(":")
@@ -96,13 +101,7 @@ def run(
 
     @run_async
     async def main() -> None:
-        try:
-            service = load_service(target)
-        except ImportError as exc:
-            raise LookupError(
-                f"cannot load {target}: {exc} (run from the directory holding the module, "
-                "or put it on PYTHONPATH)"
-            ) from None
+        [service] = load_services([target])
         setup_logging(log_format, service=service.name, with_trace_ids=traces != "off")
         config = TelemetryConfig.from_env()
         config = TelemetryConfig(traces, metrics_port, metrics_host, config.metrics_interval)
@@ -333,3 +332,4 @@ app.command()(new)
 app.add_typer(registry_app, name="registry")
 app.add_typer(schema_app, name="schema")
 app.add_typer(contracts_app, name="contracts")
+app.command()(asyncapi)

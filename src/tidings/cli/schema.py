@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from tidings.cli.common import console, err_console, fail, run_async, services_of
+from tidings.cli.common import console, err_console, fail, load_services, run_async
 from tidings.messages import Message
 from tidings.schemas import (
     DEFAULT_MODE,
@@ -36,8 +36,12 @@ Targets = typer.Argument(..., help="Services, as package.module:attribute")
 
 def published_types(targets: list[str]) -> list[type[Message]]:
     """The message types the services publish, each once, ordered by subject."""
+    try:
+        services = load_services(targets)
+    except (LookupError, TypeError) as exc:
+        raise fail(str(exc)) from None
     found: dict[str, type[Message]] = {}
-    for target, service in zip(targets, services_of(targets), strict=True):
+    for target, service in zip(targets, services, strict=True):
         if not service.publishes:
             raise fail(f"{target} declares nothing it publishes: Service(..., publishes=[...])")
         for message_type in service.publishes:

@@ -2,21 +2,30 @@
 
 ``tidings dashboard --broker URL`` serves it on http://127.0.0.1:8050; ``tidings demo
 --dashboard`` starts it beside the shop. It reads the broker directly (any transport),
-so it needs no access to the services and shows what the log holds.
+so it needs no access to the services and shows what the log holds. Given the services
+(``--service MODULE:service``, repeatable) it also serves their AsyncAPI document at
+``/asyncapi.json`` and as a page at ``/asyncapi``.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from tidings.dashboard.app import create_app
+from tidings.service import Service
 
 __all__ = ["create_app", "serve"]
 
 
 def serve(
-    broker_url: str, host: str = "127.0.0.1", port: int = 8050, *, ready_file: Path | None = None
+    broker_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    *,
+    ready_file: Path | None = None,
+    services: Sequence[Service] = (),
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM (blocking)."""
     import asyncio
@@ -24,7 +33,7 @@ def serve(
     import uvicorn
 
     allowed = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
-    app = create_app(broker_url, allowed_hosts=allowed)
+    app = create_app(broker_url, allowed_hosts=allowed, services=services)
     config = uvicorn.Config(
         app,
         host=host,

@@ -9,6 +9,8 @@
     GET  /api/dlq/{group}/{p}/{offset}   one dead letter: error, traceback, payload
     POST /api/dlq/{group}/{p}/{offset}/replay
     GET  /api/stream                     Server-Sent Events: ``events`` and ``overview``
+    GET  /asyncapi.json                  the AsyncAPI 3.0 document of the services named
+    GET  /asyncapi                       the same document as a page (no script)
 
 Event payloads are untrusted input: the page builds its DOM with ``textContent`` only,
 and a Content-Security-Policy allowing nothing but the page's own script and style (by
@@ -25,15 +27,20 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
+from tidings.asyncapi import asyncapi_document, parse_server
+from tidings.asyncapi.page import render_page
+from tidings.asyncapi.servers import PROTOCOLS
 from tidings.dashboard.feed import LogFeed
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
+from tidings.service import Service
 from tidings.transport import make_transport
 from tidings.transport.base import Transport
 
@@ -68,16 +75,34 @@ def _csp(page: str) -> str:
     )
 
 
+def _asyncapi(broker_url: str, services: Sequence[Service]) -> dict[str, Any] | None:
+    """The services' AsyncAPI document, its server the dashboard's broker if reachable."""
+    if not services:
+        return None
+    servers = (
+        [parse_server(f"broker={broker_url}")] if urlsplit(broker_url).scheme in PROTOCOLS else []
+    )
+    return asyncapi_document(services, servers=servers)
+
+
 def create_app(
     broker_url: str,
     *,
     transport: Transport | None = None,
     interval: float = 0.5,
     allowed_hosts: frozenset[str] = LOOPBACK,
+    services: Sequence[Service] = (),
 ) -> FastAPI:
-    """The dashboard for the broker at ``broker_url`` (its transport opened on startup)."""
+    """The dashboard for the broker at ``broker_url`` (its transport opened on startup).
+
+    With ``services`` it also serves their AsyncAPI document, built here once (an error
+    in it fails now, not at the first request), with the broker as its one server.
+    """
     page = INDEX.read_text(encoding="utf-8")
     csp = _csp(page)
+    document = _asyncapi(broker_url, services)
+    spec_page = render_page(document) if document else ""
+    spec_csp = _csp(spec_page)
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -133,6 +158,26 @@ def create_app(
     async def index() -> HTMLResponse:
         return HTMLResponse(
             page, headers={"Content-Security-Policy": csp, "X-Frame-Options": "DENY"}
+        )
+
+    def asyncapi_or_404() -> dict[str, Any]:
+        if document is None:
+            raise HTTPException(
+                404,
+                "no services named: start the dashboard with --service MODULE:service "
+                "(repeatable) to serve their AsyncAPI document",
+            )
+        return document
+
+    @app.get("/asyncapi.json")
+    async def asyncapi_json() -> dict[str, Any]:
+        return asyncapi_or_404()
+
+    @app.get("/asyncapi", response_class=HTMLResponse)
+    async def asyncapi_page() -> HTMLResponse:
+        asyncapi_or_404()
+        return HTMLResponse(
+            spec_page, headers={"Content-Security-Policy": spec_csp, "X-Frame-Options": "DENY"}
         )
 
     @app.get("/api/health")

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +154,15 @@ class ServiceProcesses:
 
 
 def start_dashboard(
-    workdir: Path, broker: str, port: int, timeout: float = 30.0
+    workdir: Path,
+    broker: str,
+    port: int,
+    timeout: float = 30.0,
+    services: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Run ``tidings dashboard`` on 127.0.0.1:PORT as a process (its log in
-    ``workdir/dashboard.log``) and return once it serves requests."""
+    ``workdir/dashboard.log``) and return once it serves requests. ``services``
+    (``module:attribute``) are passed as ``--service``, for its AsyncAPI pages."""
     ready = workdir / "dashboard.ready"
     ready.unlink(missing_ok=True)
     log_path = workdir / "dashboard.log"
@@ -166,6 +171,7 @@ def start_dashboard(
         "--broker", broker,
         "--port", str(port),
         "--ready-file", str(ready),
+        *(arg for target in services for arg in ("--service", target)),
     ]  # fmt: skip
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
