@@ -14,7 +14,7 @@ import signal
 from typing import Any
 
 from tidings.http import with_units
-from tidings.runtime import Observer, Runtime
+from tidings.runtime import DEDUPE_WINDOW, Observer, Runtime
 from tidings.service import Service
 from tidings.store import make_store
 from tidings.transport import make_transport
@@ -63,8 +63,12 @@ async def serve(
     observer: Observer | None = None,
     ready: asyncio.Event | None = None,
     registry: str | None = None,
+    dedupe_window: float = DEDUPE_WINDOW,
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
+
+    ``dedupe_window``: seconds the inbox keeps a handled event's id (see
+    :mod:`tidings.runtime`).
 
     With a ``registry`` URL, the service's schemas are registered and checked first
     (:func:`tidings.registry.startup.ensure_schemas`); one that breaks its subject's rule
@@ -77,7 +81,9 @@ async def serve(
     await transport.connect()
     try:
         await store.connect()
-        runtime = Runtime(service, transport, store, observer=observer)
+        runtime = Runtime(
+            service, transport, store, observer=observer, dedupe_window=dedupe_window
+        )
         await runtime.start()
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")
         server = None
@@ -111,7 +117,13 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("service %s running (broker %s, store %s)", service.name, broker_url, store.url)
+        log.info(
+            "service %s running (broker %s, store %s, inbox dedupe window %ss)",
+            service.name,
+            broker_url,
+            store.url,
+            f"{dedupe_window:g}",
+        )
         if ready is not None:
             ready.set()
         stopper = asyncio.ensure_future(stop.wait())

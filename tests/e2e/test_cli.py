@@ -100,3 +100,10 @@ def test_a_bad_broker_url_gives_one_clear_line(url: str, expected: str) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:") and expected in lines[0]
+
+
+def test_a_bad_dedupe_window_gives_one_clear_line(tmp_path: Path) -> None:
+    result = tidings("run", "shop.billing:service", "--dedupe-window", "a week", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--dedupe-window 'a week': expected a duration such as 30s" in result.stderr
+    assert "Traceback" not in result.stderr

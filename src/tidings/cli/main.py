@@ -27,7 +27,7 @@ from tidings.cli.new import new
 from tidings.cli.publish import publish
 from tidings.cli.registry import registry_app
 from tidings.cli.schema import schema_app
-from tidings.cli.tail import tail
+from tidings.cli.tail import parse_duration, tail
 from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
@@ -64,6 +64,12 @@ def run(
     ),
     http: str = typer.Option("", help="Serve the service's HTTP app on HOST:PORT"),
     ready_file: Path | None = typer.Option(None, help="Touch this file once the service runs"),
+    dedupe_window: str = typer.Option(
+        "7d",
+        envvar="TIDINGS_DEDUPE_WINDOW",
+        help="How long the inbox remembers a handled event (30m, 12h, 7d): a copy "
+        "redelivered later is handled again. Keep it at least the topics' retention",
+    ),
     traces: str = typer.Option(
         "off",
         envvar="TIDINGS_TRACES",
@@ -92,6 +98,10 @@ def run(
     TARGET is imported with the current directory on the module path (as uvicorn does),
     so `tidings run greet:service` finds greet.py here.
     """
+    try:
+        window = parse_duration(dedupe_window, "--dedupe-window")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     address = None
     if http:
         host, _, port = http.rpartition(":")
@@ -131,6 +141,7 @@ def run(
                 observer=observer,
                 ready=ready,
                 registry=registry or None,
+                dedupe_window=window,
             )
         finally:
             announcer.cancel()

@@ -31,12 +31,13 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``30s``, ``5m``, ``2h``, ``1d`` or ``1h30m``."""
+def parse_duration(text: str, option: str = "--since") -> float:
+    """Seconds in a duration such as ``30s``, ``5m``, ``2h``, ``1d`` or ``1h30m``; a
+    ValueError naming ``option`` otherwise."""
     compact = text.strip().lower()
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"--since {text!r}: expected a duration such as 30s, 5m, 2h, 1d or 1h30m")
+        raise ValueError(f"{option} {text!r}: expected a duration such as 30s, 5m, 2h, 1d or 1h30m")
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
