@@ -7,9 +7,10 @@ broker URLs of conftest.BROKERS, so `pytest -k kafka` selects Kafka's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,25 @@ def payment_requested(topic: str) -> type[Event]:
         cents: int
 
     return PaymentRequested
+
+
+@contextlib.asynccontextmanager
+async def running(
+    svc: Service, transport_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Runtime, Transport]]:
+    """``svc`` started on the transport at ``transport_url``, its state in SQLite."""
+    transport = make_transport(transport_url)
+    await transport.connect()
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    await store.connect()
+    rt = Runtime(svc, transport, store)
+    await rt.start()
+    try:
+        yield rt, transport
+    finally:
+        await rt.stop()
+        await store.close()
+        await transport.close()
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
@@ -62,13 +82,7 @@ async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
             raise RuntimeError("card processor timed out")
         handled.append(event.cents)
 
-    transport = make_transport(transport_url)
-    await transport.connect()
-    store = SQLiteStore(str(tmp_path / "state.db"))
-    await store.connect()
-    rt = Runtime(svc, transport, store)
-    await rt.start()
-    try:
+    async with running(svc, transport_url, tmp_path) as (rt, transport):
         async with rt.unit_of_work() as ctx:
             for cents in (5, -1, 13, 7):
                 ctx.publish(PaymentRequested(payment_id=f"p{cents}", cents=cents))
@@ -91,10 +105,6 @@ async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
         await transport.publish([failed.replay_record()])
         await _until(lambda: _handled(handled, 13))
         assert sorted(handled) == [5, 7, 13]
-    finally:
-        await rt.stop()
-        await store.close()
-        await transport.close()
 
 
 async def _dlq_count(transport: Transport, group: str, n: int) -> bool:
@@ -134,13 +144,7 @@ async def test_old_versions_in_the_log_are_upcast_for_the_handler(
     async def ship(event: Any) -> None:
         got.append(event)
 
-    transport = make_transport(transport_url)
-    await transport.connect()
-    store = SQLiteStore(str(tmp_path / "state.db"))
-    await store.connect()
-    rt = Runtime(svc, transport, store)
-    await rt.start()
-    try:
+    async with running(svc, transport_url, tmp_path) as (rt, transport):
         async with rt.unit_of_work() as ctx:  # an old producer's events, still in the log
             ctx.publish(ShipmentV1(shipment_id="s1", kilos=1.25))
             ctx.publish(Shipment(shipment_id="s2", grams=7, carrier="post"))
@@ -154,10 +158,6 @@ async def test_old_versions_in_the_log_are_upcast_for_the_handler(
             for e in map(codec.decode, await records(transport, topic))
         }
         assert stored == {"s1": 1, "s2": 3}  # the log keeps what was written
-    finally:
-        await rt.stop()
-        await store.close()
-        await transport.close()
 
 
 async def _count(items: list[Any], n: int) -> bool:
