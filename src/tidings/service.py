@@ -27,17 +27,21 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
 
 import pydantic
 
 from tidings.envelope import Envelope
+from tidings.eventsourcing import repository
+from tidings.eventsourcing.aggregate import Aggregate
 from tidings.messages import Message, new_envelope, published_topic
 from tidings.reliability.retry import RetryPolicy
 from tidings.store.base import UnitOfWork
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T", bound=pydantic.BaseModel)
+A = TypeVar("A", bound=Aggregate)
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 StartupHook = Callable[["Context"], Awaitable[None]]
 
@@ -149,13 +153,43 @@ class Context:
         its id as causation id; outside a handler it starts a new correlation. ``key``
         overrides the message's declared key.
         """
+        outgoing = self._outgoing(message, key)
+        self.outgoing.append(outgoing)
+        return outgoing.envelope
+
+    def _outgoing(self, message: Message, key: str | None = None) -> Outgoing:
         check_publishable(self.service, self.publishes, type(message))
         topic = published_topic(type(message))
         envelope = new_envelope(message, source=self.service, cause=self.cause, key=key)
         if self._stamp is not None:
             envelope = self._stamp(topic, envelope)
-        self.outgoing.append(Outgoing(topic, envelope))
-        return envelope
+        return Outgoing(topic, envelope)
+
+    # -- event-sourced aggregates -------------------------------------------------------
+    async def load(
+        self,
+        aggregate_type: type[A],
+        id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> A | None:
+        """The aggregate ``id`` rebuilt from its events (from its latest snapshot on), or
+        None if it has none yet. ``version`` or ``at`` (an aware datetime) give its state
+        at that version or time. See :mod:`tidings.eventsourcing`."""
+        return await repository.load(self._uow, aggregate_type, id, version=version, at=at)
+
+    async def save(self, *aggregates: Aggregate) -> None:
+        """Append what each aggregate recorded to its stream and publish those events when
+        this unit of work commits (the same transaction).
+
+        ``ConcurrencyConflict`` if another unit of work appended to a stream since it was
+        loaded: the runtime then runs the handler again, on the new state.
+        """
+        for aggregate in aggregates:
+            outgoing = [self._outgoing(event) for event in aggregate.pending_events()]
+            await repository.append(self._uow, aggregate, [o.envelope for o in outgoing])
+            self.outgoing.extend(outgoing)  # only once the append went through
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,7 +314,6 @@ class Service:
         return sorted({published_topic(s.message_type) for s in self.handlers.values()})
 
 
-
 def check_publishable(
     service: str, publishes: tuple[type[Message], ...], message_type: type[Message]
 ) -> None:
@@ -293,9 +326,7 @@ def check_publishable(
         )
 
 
-def _annotated_types(
-    fn: Callable[..., Any], param: str, where: str
-) -> tuple[type[Message], ...]:
+def _annotated_types(fn: Callable[..., Any], param: str, where: str) -> tuple[type[Message], ...]:
     try:
         hints = typing.get_type_hints(fn)
     except NameError as exc:

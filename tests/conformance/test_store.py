@@ -26,6 +26,7 @@ from tidings.store.postgres import MIGRATIONS, PostgresStore, redact
 from tidings.testing.harness import drain
 from tidings.testing.servers import skip_or_fail
 from tidings.testing.store import StoreConformance
+from tidings.testing.store_events import EventStoreConformance
 from tidings.transport.memory import MemoryTransport
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/tidings")
@@ -73,6 +74,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class TestStore(StoreConformance):
+    pass
+
+
+class TestEventStore(EventStoreConformance):
     pass
 
 
