@@ -157,11 +157,6 @@ class Aggregate(pydantic.BaseModel):
         getattr(self, name)(event)
 
     # -- used by the repository ----------------------------------------------------------
-    def _replayed(self, event: Event) -> None:
-        """Apply an event read back from the store (not pending: it is saved already)."""
-        self.apply(event)
-        self._version += 1
-
     def _saved(self) -> None:
         self._pending.clear()
 
