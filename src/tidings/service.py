@@ -228,6 +228,7 @@ class Service:
             published_topic(message_type)  # an abstract class or one without a topic fails here
         self.handlers: dict[str, HandlerSpec] = {}
         self.collections: dict[str, Collection[Any]] = {}
+        self.aggregates: dict[str, type[Aggregate]] = {}  # by name, lower case
         self.startup_hooks: list[StartupHook] = []
         self.http_app: Any = None
 
@@ -249,6 +250,18 @@ class Service:
         made = Collection(name, model)
         self.collections[name] = made
         return made
+
+    def aggregate(self, aggregate_type: type[A]) -> type[A]:
+        """Declare an event-sourced aggregate this service keeps (also as a class
+        decorator), so that tools find it by name: ``tidings history account c01``."""
+        if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
+            raise TypeError(f"{self.name}: {aggregate_type!r} is not an Aggregate class")
+        name = aggregate_type.aggregate_info.name.lower()
+        known = self.aggregates.get(name)
+        if known is not None and known is not aggregate_type:
+            raise ValueError(f"{self.name}: an aggregate named {name!r} is declared already")
+        self.aggregates[name] = aggregate_type
+        return aggregate_type
 
     @overload
     def on(self, fn: F, /) -> F: ...

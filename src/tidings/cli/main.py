@@ -14,6 +14,7 @@ from rich.table import Table
 
 from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
 from tidings.cli.dashboard import dashboard
+from tidings.cli.history import history
 from tidings.cli.new import new
 from tidings.cli.publish import publish
 from tidings.cli.tail import tail
@@ -309,6 +310,7 @@ def dlq_replay(
 
 # Commands that live in their own modules.
 app.command()(trace)
+app.command()(history)
 app.command()(dashboard)
 app.command()(publish)
 app.command()(tail)
