@@ -85,23 +85,21 @@ async def load(
     if at is not None:
         events = [e for e in await uow.read_stream(stream, 0, version) if e.time <= at]
         return replay(aggregate_type, id, events) if events else None
-    start = await _from_snapshot(uow, aggregate_type, stream, version)
-    after = 0 if start is None else start.version
-    events = await uow.read_stream(stream, after, version)
+    info = aggregate_type.aggregate_info
+    if info.snapshot_every is None:
+        events = await uow.read_stream(stream, 0, version)
+        return replay(aggregate_type, id, events) if events else None
+    snapshot, events = await uow.read_aggregate(stream, info.snapshot_schema, version)
+    start = None if snapshot is None else _from_snapshot(aggregate_type, snapshot)
+    if snapshot is not None and start is None:  # unreadable: replay from version 0
+        events = await uow.read_stream(stream, 0, version)
     if start is None and not events:
         return None
     return replay(aggregate_type, id, events, start)
 
 
-async def _from_snapshot(
-    uow: UnitOfWork, aggregate_type: type[A], stream: str, version: int | None
-) -> A | None:
-    info = aggregate_type.aggregate_info
-    if info.snapshot_every is None:
-        return None
-    snapshot = await uow.latest_snapshot(stream, info.snapshot_schema, version)
-    if snapshot is None:
-        return None
+def _from_snapshot(aggregate_type: type[A], snapshot: Snapshot) -> A | None:
+    stream = snapshot.stream
     try:
         aggregate = aggregate_type.model_validate(snapshot.state)
     except pydantic.ValidationError as exc:

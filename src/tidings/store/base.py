@@ -206,6 +206,15 @@ class UnitOfWork(abc.ABC):
         """The snapshot of ``stream`` written with ``schema`` at the highest version (at most
         ``to_version``), or None."""
 
+    async def read_aggregate(
+        self, stream: str, schema: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, builtins.list[StoredEvent]]:
+        """:meth:`latest_snapshot` and the events after it (up to ``to_version``): what
+        loading an aggregate reads, in one round trip where the store can."""
+        snapshot = await self.latest_snapshot(stream, schema, to_version)
+        after = 0 if snapshot is None else snapshot.version
+        return snapshot, await self.read_stream(stream, after, to_version)
+
     # -- outbox --------------------------------------------------------------------------
     @abc.abstractmethod
     async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:

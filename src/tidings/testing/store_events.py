@@ -25,7 +25,7 @@ from tidings.messages import Event
 from tidings.records import Record
 from tidings.service import Context
 from tidings.store import ConcurrencyConflict, Store, open_store
-from tidings.store.base import NewEvent, StoredEvent, UnitOfWork, read_only
+from tidings.store.base import NewEvent, Snapshot, StoredEvent, UnitOfWork, read_only
 from tidings.testing.store import Boom, OpenStore, StoreFixtures, Worker, together
 from tidings.transport.memory import MemoryTransport
 from tidings.units import OutboxUnits
@@ -102,10 +102,13 @@ class CountingUnit:
         self.events_read += len(events)
         return events
 
-    async def latest_snapshot(self, *args: Any) -> Any:
-        snapshot = await self._uow.latest_snapshot(*args)
+    async def read_aggregate(
+        self, stream: str, schema: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        snapshot, events = await self._uow.read_aggregate(stream, schema, to_version)
         self.snapshot_version = None if snapshot is None else snapshot.version
-        return snapshot
+        self.events_read += len(events)
+        return snapshot, events
 
 
 # -- worker processes ---------------------------------------------------------------------

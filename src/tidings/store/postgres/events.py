@@ -50,6 +50,18 @@ APPEND = (
     " FROM added) FROM head"
 )
 COLUMNS: LiteralString = "position, stream, version, event_id, type, schema_version, time, data"
+# The latest snapshot (its row has no position) and the events after it, in one statement.
+READ_AGGREGATE = (
+    "WITH snap AS (SELECT version, state FROM snapshots WHERE service = %(service)s"
+    " AND stream = %(stream)s AND schema = %(schema)s AND version <= %(to)s"
+    " ORDER BY version DESC LIMIT 1)"
+    " SELECT NULL::bigint, NULL::text, version, NULL::text, NULL::text, NULL::integer,"
+    " NULL::timestamptz, state FROM snap"
+    f" UNION ALL SELECT {COLUMNS} FROM events WHERE service = %(service)s"
+    " AND stream = %(stream)s AND version <= %(to)s"
+    " AND version > coalesce((SELECT version FROM snap), 0)"
+    " ORDER BY 3"
+)
 
 
 def stream_conflict(exc: psycopg.Error) -> ConcurrencyConflict | None:
@@ -131,6 +143,23 @@ class PostgresEvents:
             (self.service, stream, after_version, 2**62 if to_version is None else to_version),
         )
         return [_stored(r) for r in rows]
+
+    async def read_aggregate(
+        self, stream: str, schema: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        rows = await self._all(
+            READ_AGGREGATE,
+            {
+                "service": self.service,
+                "stream": stream,
+                "schema": schema,
+                "to": 2**62 if to_version is None else to_version,
+            },
+        )
+        if rows and rows[0][0] is None:
+            snapshot = Snapshot(stream, int(rows[0][2]), schema, rows[0][7])
+            return snapshot, [_stored(r) for r in rows[1:]]
+        return None, [_stored(r) for r in rows]
 
     async def read_events(self, after_position: int = 0, limit: int = 100) -> list[StoredEvent]:
         rows = await self._all(
