@@ -361,6 +361,21 @@ class EventStoreConformance(StoreFixtures):
                 from_snapshot = max([v for v in range(50, 251, 50) if v <= version], default=0)
                 assert counting.events_read == version - from_snapshot, version
 
+    async def test_a_10000_event_stream_loads_from_its_snapshot(
+        self, store: Store, svc: str
+    ) -> None:
+        ns = [i % 11 for i in range(10_007)]
+        for start in range(0, len(ns), 1000):  # snapshots at 1000, 2000, ... 10000
+            await self.save_counter(store, svc, "big", ns[start : start + 1000], SnapshottedCounter)
+        async with read_only(store, svc) as uow:
+            counting = CountingUnit(uow)
+            fast = await repository.load(cast(UnitOfWork, counting), SnapshottedCounter, "big")
+            full = await repository.load(uow, Counter, "big")
+        assert counting.snapshot_version == 10_000 and counting.events_read == 7
+        assert fast is not None and full is not None
+        assert fast.model_dump() == full.model_dump() and fast.version == full.version == 10_007
+        assert full.total == sum(ns)
+
     async def test_a_snapshot_that_no_longer_validates_is_ignored(
         self, store: Store, svc: str
     ) -> None:
