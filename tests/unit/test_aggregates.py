@@ -116,6 +116,7 @@ def test_apply_overridden_in_one_place_names_its_events() -> None:
 
 
 service = Service("wallets", publishes=[Deposited, Withdrawn])
+service.aggregate(Wallet)
 
 
 @service.on
@@ -132,8 +133,8 @@ async def test_a_handler_loads_and_saves_and_its_events_are_published() -> None:
         await app.drain()
         published = await app.published(Deposited)
         assert [d.cents for d in published] == [5, 7, 11, 13]
+        wallet = await app.load(Wallet, "w1")
         async with app.unit_of_work(service) as ctx:
-            wallet = await ctx.load(Wallet, "w1")
             past = await ctx.load(Wallet, "w1", version=2)
             assert await ctx.load(Wallet, "w2") is None
         assert wallet is not None and (wallet.balance, wallet.version) == (36, 4)
@@ -164,3 +165,12 @@ async def test_old_event_versions_in_a_stream_are_upcast_on_load() -> None:
         with pytest.raises(AggregateError, match=r"Wallet:odd v1: cannot read Deposited"):
             async with app.unit_of_work(service) as ctx:
                 await ctx.load(Wallet, "odd")
+
+
+async def test_test_app_loads_only_declared_aggregates() -> None:
+    class Undeclared(Aggregate):
+        pass
+
+    async with TestApp(service) as app:
+        with pytest.raises(LookupError, match="no service in this TestApp declares aggregate"):
+            await app.load(Undeclared, "x")
