@@ -3,6 +3,7 @@ through its context (TestApp: the SQLite store, the outbox and the runtime as in
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -137,6 +138,8 @@ async def test_a_handler_loads_and_saves_and_its_events_are_published() -> None:
         async with app.unit_of_work(service) as ctx:
             past = await ctx.load(Wallet, "w1", version=2)
             assert await ctx.load(Wallet, "w2") is None
+            with pytest.raises(ValueError, match="give a time zone"):
+                await ctx.load(Wallet, "w1", at=datetime(2026, 1, 1))
         assert wallet is not None and (wallet.balance, wallet.version) == (36, 4)
         assert past is not None and (past.balance, past.version) == (12, 2)
         # The envelopes on the broker are the events in the stream: same ids.

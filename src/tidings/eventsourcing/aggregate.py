@@ -59,8 +59,9 @@ RESERVED_NAMES = frozenset(
 )
 
 
-class AggregateError(Exception):
-    """A stream that cannot be made into its aggregate (an event type it does not know)."""
+class AggregateError(ValueError):
+    """A stream that cannot be made into its aggregate (an event type it does not know, or
+    data that does not validate)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -82,6 +82,8 @@ async def load(
     """The aggregate ``id`` (at ``version``, or as it was at ``at``), or None if its stream
     has no event (at that point)."""
     stream = aggregate_type.stream_id(id)
+    if at is not None and at.tzinfo is None:
+        raise ValueError(f"at={at.isoformat()}: give a time zone (datetime.now(UTC), say)")
     if at is not None:
         events = [e for e in await uow.read_stream(stream, 0, version) if e.time <= at]
         return replay(aggregate_type, id, events) if events else None
