@@ -13,6 +13,7 @@ from tidings import Command, Event
 ORDERS = "shop.orders"
 INVENTORY = "shop.inventory"
 BILLING = "shop.billing"
+ACCOUNTS = "shop.accounts"  # billing's ledger: the events of each customer's account
 
 
 class OrderLine(BaseModel):
@@ -71,4 +72,33 @@ class PaymentProcessed(_OrderEvent, topic=BILLING):
 
 class PaymentFailed(_OrderEvent, topic=BILLING):
     customer_id: str
+    reason: str
+
+
+# -- billing's ledger: the events of a customer's account (an event-sourced aggregate) -----
+class _AccountEvent(Event, key="customer_id", abstract=True):
+    """Every event of an account is keyed by its customer (one stream, one partition)."""
+
+    customer_id: str
+
+
+class CreditLimitSet(_AccountEvent, topic=ACCOUNTS):
+    limit_cents: int
+
+
+class AccountCharged(_AccountEvent, topic=ACCOUNTS):
+    order_id: str
+    payment_id: str
+    amount_cents: int
+
+
+class ChargeDeclined(_AccountEvent, topic=ACCOUNTS):
+    order_id: str
+    amount_cents: int
+    reason: str
+
+
+class AccountRefunded(_AccountEvent, topic=ACCOUNTS):
+    order_id: str
+    amount_cents: int
     reason: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tidings.envelope import Envelope, new_event_id
+from tidings.eventsourcing import Aggregate, applies
 from tidings.messages import Command, Event, Message, MessageInfo
 from tidings.reliability.retry import NonRecoverable, RetryPolicy
 from tidings.service import Collection, Context, Service, Versioned
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from tidings.bus import Bus
 
 __all__ = [
+    "Aggregate",
     "Collection",
     "Command",
     "Context",
@@ -31,6 +33,7 @@ __all__ = [
     "RetryPolicy",
     "Service",
     "Versioned",
+    "applies",
     "connect",
     "new_event_id",
     "upcaster",

@@ -27,17 +27,21 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
 
 import pydantic
 
 from tidings.envelope import Envelope
+from tidings.eventsourcing import repository
+from tidings.eventsourcing.aggregate import Aggregate
 from tidings.messages import Message, new_envelope, published_topic
 from tidings.reliability.retry import RetryPolicy
 from tidings.store.base import UnitOfWork
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T", bound=pydantic.BaseModel)
+A = TypeVar("A", bound=Aggregate)
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 StartupHook = Callable[["Context"], Awaitable[None]]
 
@@ -149,13 +153,43 @@ class Context:
         its id as causation id; outside a handler it starts a new correlation. ``key``
         overrides the message's declared key.
         """
+        outgoing = self._outgoing(message, key)
+        self.outgoing.append(outgoing)
+        return outgoing.envelope
+
+    def _outgoing(self, message: Message, key: str | None = None) -> Outgoing:
         check_publishable(self.service, self.publishes, type(message))
         topic = published_topic(type(message))
         envelope = new_envelope(message, source=self.service, cause=self.cause, key=key)
         if self._stamp is not None:
             envelope = self._stamp(topic, envelope)
-        self.outgoing.append(Outgoing(topic, envelope))
-        return envelope
+        return Outgoing(topic, envelope)
+
+    # -- event-sourced aggregates -------------------------------------------------------
+    async def load(
+        self,
+        aggregate_type: type[A],
+        id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> A | None:
+        """The aggregate ``id`` rebuilt from its events (from its latest snapshot on), or
+        None if it has none yet. ``version`` or ``at`` (an aware datetime) give its state
+        at that version or time. See :mod:`tidings.eventsourcing`."""
+        return await repository.load(self._uow, aggregate_type, id, version=version, at=at)
+
+    async def save(self, *aggregates: Aggregate) -> None:
+        """Append what each aggregate recorded to its stream and publish those events when
+        this unit of work commits (the same transaction).
+
+        ``ConcurrencyConflict`` if another unit of work appended to a stream since it was
+        loaded: the runtime then runs the handler again, on the new state.
+        """
+        for aggregate in aggregates:
+            outgoing = [self._outgoing(event) for event in aggregate.pending_events()]
+            await repository.append(self._uow, aggregate, [o.envelope for o in outgoing])
+            self.outgoing.extend(outgoing)  # only once the append went through
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,6 +228,7 @@ class Service:
             published_topic(message_type)  # an abstract class or one without a topic fails here
         self.handlers: dict[str, HandlerSpec] = {}
         self.collections: dict[str, Collection[Any]] = {}
+        self.aggregates: dict[str, type[Aggregate]] = {}  # by name, lower case
         self.startup_hooks: list[StartupHook] = []
         self.http_app: Any = None
 
@@ -215,6 +250,18 @@ class Service:
         made = Collection(name, model)
         self.collections[name] = made
         return made
+
+    def aggregate(self, aggregate_type: type[A]) -> type[A]:
+        """Declare an event-sourced aggregate this service keeps (also as a class
+        decorator), so that tools find it by name: ``tidings history account c01``."""
+        if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
+            raise TypeError(f"{self.name}: {aggregate_type!r} is not an Aggregate class")
+        name = aggregate_type.aggregate_info.name.lower()
+        known = self.aggregates.get(name)
+        if known is not None and known is not aggregate_type:
+            raise ValueError(f"{self.name}: an aggregate named {name!r} is declared already")
+        self.aggregates[name] = aggregate_type
+        return aggregate_type
 
     @overload
     def on(self, fn: F, /) -> F: ...

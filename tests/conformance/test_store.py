@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from tidings import Collection, Context, Event, Service
+from tidings import Collection, Context, Event, Service, codec
 from tidings.runtime import Runtime
 from tidings.store import StoreUnavailable, make_store
 from tidings.store.postgres import MIGRATIONS, PostgresStore, redact
@@ -26,6 +26,8 @@ from tidings.testing.harness import drain
 from tidings.testing.postgres import fresh_schema
 from tidings.testing.servers import skip_or_fail
 from tidings.testing.store import StoreConformance
+from tidings.testing.store_events import Counter, EventStoreConformance
+from tidings.testing.topics import records
 from tidings.transport.memory import MemoryTransport
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/tidings")
@@ -66,6 +68,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class TestStore(StoreConformance):
+    pass
+
+
+class TestEventStore(EventStoreConformance):
     pass
 
 
@@ -178,3 +184,56 @@ async def test_postgres_connections_cut_mid_batch_lose_nothing(pg_url: str) -> N
     finally:
         await rt.stop()
         await store.close()
+
+
+class Topped(Event, topic="conflict.topups", key="counter_id"):
+    counter_id: str
+    n: int
+
+
+async def test_postgres_handler_whose_save_conflicts_is_run_again_on_the_new_state(
+    pg_url: str,
+) -> None:
+    """Between the handler's load and its save another process appends to the same stream:
+    the save raises ConcurrencyConflict, the runtime backs off (not an attempt) and runs the
+    handler again, which loads the new state; nothing of the first try is published."""
+    store, other = PostgresStore(pg_url), PostgresStore(pg_url)
+    await store.connect()
+    await other.connect()
+    svc = Service(f"conflict_{uuid.uuid4().hex[:8]}")
+    transport = MemoryTransport(f"memory://{svc.name}")
+    tries: list[int] = []
+
+    @svc.on
+    async def top_up(event: Topped, ctx: Context) -> None:
+        counter = await ctx.load(Counter, event.counter_id) or Counter(id=event.counter_id)
+        tries.append(counter.version)
+        if len(tries) == 1:  # another process saves the same counter meanwhile
+            async with other.unit_of_work(svc.name) as uow:
+                sneaky = Counter(id=event.counter_id)
+                sneaky.add(100)
+                await Context(svc.name, uow).save(sneaky)
+        counter.add(event.n)
+        await ctx.save(counter)
+
+    rt = Runtime(svc, transport, store)
+    try:
+        await rt.start(background=False)
+        async with rt.unit_of_work() as ctx:
+            ctx.publish(Topped(counter_id="c1", n=1))
+        await rt.relay.relay_once()
+        await drain(rt)
+        assert tries == [0, 1], "run again after the conflict, on the sneaky version"
+        assert rt.stats.conflicts == 1 and rt.stats.retries == 0
+        assert rt.stats.handled == 1 and rt.stats.dead_lettered == 0
+        async with rt.unit_of_work() as ctx:
+            counter = await ctx.load(Counter, "c1")
+        assert counter is not None and (counter.version, counter.total) == (2, 101)
+        await rt.relay.relay_once()
+        published = [codec.decode(r) for r in await records(transport, "conformance.counters")]
+        counted = [e for e in published if e.type == "Counted"]
+        assert [e.data["n"] for e in counted] == [1], "only the retry's event is published"
+    finally:
+        await rt.stop()
+        await store.close()
+        await other.close()

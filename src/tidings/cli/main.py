@@ -23,6 +23,7 @@ from tidings.cli.common import (
 )
 from tidings.cli.contracts import contracts_app
 from tidings.cli.dashboard import dashboard
+from tidings.cli.history import history
 from tidings.cli.new import new
 from tidings.cli.publish import publish
 from tidings.cli.registry import registry_app
@@ -336,6 +337,7 @@ def dlq_replay(
 
 # Commands that live in their own modules.
 app.command()(trace)
+app.command()(history)
 app.command()(dashboard)
 app.command()(publish)
 app.command()(tail)

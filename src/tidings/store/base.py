@@ -26,15 +26,28 @@ The rules, checked for every implementation by :mod:`tidings.testing.store`:
 * Inbox marks are kept until :meth:`Store.prune_inbox` removes them by age: an event is
   recognised as a duplicate only while its mark is younger than what the caller prunes
   (the dedupe window), on the database's clock.
+* The **event store** keeps, per service, streams of events (one per event-sourced
+  aggregate). :meth:`UnitOfWork.append` adds events to a stream at versions
+  ``expected_version + 1, + 2, ...`` and fails with :class:`ConcurrencyConflict` unless the
+  stream is at ``expected_version`` (0 = must not exist), so of two writers that read the
+  same version only one commits. ``(service, stream, version)`` is unique. Every event also
+  gets a **global position**, increasing in commit order within a service: a reader that
+  has read up to position ``p`` never later finds a committed event of that service below
+  ``p`` (what a subscription or a projection needs). Appends commit or roll back with the
+  rest of the unit of work, outbox rows included.
+* **Snapshots** are an optimisation only: the state of a stream at a version, which a
+  reader may start from instead of version 0. Deleting every snapshot changes no state.
 * **Thread safety**: none; one store object per event loop.
 """
 
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from tidings.records import OutgoingRecord
@@ -63,6 +76,43 @@ class Document:
     key: str
     version: int
     data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append to a stream: its envelope's id, type and schema version, when it
+    was recorded, and its data as JSON (see :meth:`UnitOfWork.append`)."""
+
+    event_id: str
+    type: str
+    schema_version: int
+    time: datetime
+    data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the event store keeps it: where it sits in its stream (``version``,
+    from 1) and among all the service's events (``position``, increasing)."""
+
+    position: int
+    stream: str
+    version: int
+    event_id: str
+    type: str
+    schema_version: int
+    time: datetime
+    data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of ``stream`` at ``version``, written by code that knows its ``schema``."""
+
+    stream: str
+    version: int
+    schema: str
+    state: dict[str, Any]
 
 
 class UnitOfWork(abc.ABC):
@@ -123,6 +173,47 @@ class UnitOfWork(abc.ABC):
 
         Key order is code point order (Python's ``sorted``), on every store and locale.
         """
+
+    # -- event store ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append(
+        self, stream: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> builtins.list[int]:
+        """Append ``events`` to ``stream`` at ``expected_version + 1, ...``; their global
+        positions. :class:`ConcurrencyConflict` unless the stream is at ``expected_version``
+        (it may be raised here or when the unit of work commits)."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, stream: str, after_version: int = 0, to_version: int | None = None
+    ) -> builtins.list[StoredEvent]:
+        """The events of ``stream`` with ``after_version < version <= to_version``, in order."""
+
+    @abc.abstractmethod
+    async def read_events(
+        self, after_position: int = 0, limit: int = 100
+    ) -> builtins.list[StoredEvent]:
+        """Up to ``limit`` events of this service after ``after_position``, in position order."""
+
+    @abc.abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` (a second one of the same stream and version is ignored)."""
+
+    @abc.abstractmethod
+    async def latest_snapshot(
+        self, stream: str, schema: str, to_version: int | None = None
+    ) -> Snapshot | None:
+        """The snapshot of ``stream`` written with ``schema`` at the highest version (at most
+        ``to_version``), or None."""
+
+    async def read_aggregate(
+        self, stream: str, schema: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, builtins.list[StoredEvent]]:
+        """:meth:`latest_snapshot` and the events after it (up to ``to_version``): what
+        loading an aggregate reads, in one round trip where the store can."""
+        snapshot = await self.latest_snapshot(stream, schema, to_version)
+        after = 0 if snapshot is None else snapshot.version
+        return snapshot, await self.read_stream(stream, after, to_version)
 
     # -- outbox --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,4 +1,6 @@
-"""The SQLite store: inbox, outbox and documents in one SQLite file (WAL mode).
+"""The SQLite store: inbox, outbox, documents and events in one SQLite file (WAL mode).
+
+The event store's part is :mod:`tidings.store.sqlite_events`.
 
 Calls are synchronous under async signatures on purpose: a local SQLite transaction takes
 microseconds, far less than a thread hop would cost. An asyncio lock keeps the units of
@@ -33,8 +35,10 @@ from tidings.store.base import (
     StoreUnavailable,
     UnitOfWork,
 )
+from tidings.store.sqlite_events import EVENT_SCHEMA, SQLiteEvents
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS inbox (
     grp TEXT NOT NULL, event_id TEXT NOT NULL, handled_at REAL NOT NULL,
     PRIMARY KEY (grp, event_id)) WITHOUT ROWID;
@@ -48,6 +52,8 @@ CREATE TABLE IF NOT EXISTS documents (
     version INTEGER NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (service, collection, key)) WITHOUT ROWID;
 """
+    + EVENT_SCHEMA
+)
 
 
 def connect_sqlite(path: str, url: str, busy_timeout: float = 30.0) -> sqlite3.Connection:
@@ -113,7 +119,7 @@ class _CommitNotices:
 _notices = _CommitNotices()
 
 
-class SQLiteUnitOfWork(UnitOfWork):
+class SQLiteUnitOfWork(SQLiteEvents, UnitOfWork):
     def __init__(self, conn: sqlite3.Connection, service: str) -> None:
         self._conn = conn
         self.service = service

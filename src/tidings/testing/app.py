@@ -30,6 +30,7 @@ import httpx
 
 from tidings import codec
 from tidings.envelope import Envelope
+from tidings.eventsourcing import Aggregate
 from tidings.http import with_units
 from tidings.messages import Message, published_topic
 from tidings.reliability.deadletter import DeadLetter, read_dead_letters
@@ -42,6 +43,7 @@ from tidings.transport.memory import MemoryTransport
 from tidings.units import direct_record
 
 M = TypeVar("M", bound=Message)
+A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
 _apps = itertools.count()
 
@@ -149,6 +151,17 @@ class TestApp:
             raise LookupError(f"no service in this TestApp declares collection {collection.name!r}")
         async with self.unit_of_work(owner) as ctx:
             return await ctx.get(collection, key)
+
+    async def load(self, aggregate_type: type[A], id: str) -> A | None:
+        """The aggregate ``id`` as the service declaring it (``service.aggregate``) loads it."""
+        owner = next((s for s in self.services if aggregate_type in s.aggregates.values()), None)
+        if owner is None:
+            raise LookupError(
+                f"no service in this TestApp declares aggregate {aggregate_type.__name__}"
+                " (service.aggregate(...))"
+            )
+        async with self.unit_of_work(owner) as ctx:
+            return await ctx.load(aggregate_type, id)
 
     async def published(self, message_type: type[M]) -> list[M]:
         """Every ``message_type`` message on its topic so far, in log order per partition."""

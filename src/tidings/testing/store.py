@@ -127,13 +127,15 @@ class Worker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, url: str) -> Worker:
+    async def start(cls, url: str, module: str = "tidings.testing.store") -> Worker:
+        """A worker running ``module``'s ``worker_main`` (which answers ``{"ready": true}``
+        first) on the store at ``url``."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [TIDINGS_SRC, env.get("PYTHONPATH")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            "from tidings.testing.store import worker_main; worker_main()",
+            f"from {module} import worker_main; worker_main()",
             url,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -168,13 +170,13 @@ class Worker:
                 await self.proc.wait()
 
 
-class StoreConformance:
-    """The rules of :mod:`tidings.store.base`; needs a ``store_url`` fixture."""
+class StoreFixtures:
+    """Fixtures of the store suites (this one and :mod:`tidings.testing.store_events`);
+    needs a ``store_url`` fixture."""
 
-    # Does wait_outbox wake on a commit (else it only returns by its timeout)?
-    wakes_on_commit = True
+    # Whose worker_main the ``workers`` fixture starts.
+    worker_module = "tidings.testing.store"
 
-    # -- fixtures -------------------------------------------------------------------------
     @pytest_asyncio.fixture
     async def open_another(self, store_url: str) -> AsyncIterator[OpenStore]:
         """Open more stores on the same database; all are closed after the test."""
@@ -199,7 +201,9 @@ class StoreConformance:
         started: list[Worker] = []
 
         async def start(n: int) -> list[Worker]:
-            new = await asyncio.gather(*(Worker.start(store_url) for _ in range(n)))
+            new = await asyncio.gather(
+                *(Worker.start(store_url, self.worker_module) for _ in range(n))
+            )
             started.extend(new)
             return list(new)
 
@@ -213,6 +217,13 @@ class StoreConformance:
     @pytest.fixture
     def other_svc(self) -> str:
         return f"other-{uuid.uuid4().hex[:10]}"
+
+
+class StoreConformance(StoreFixtures):
+    """The rules of :mod:`tidings.store.base`; needs a ``store_url`` fixture."""
+
+    # Does wait_outbox wake on a commit (else it only returns by its timeout)?
+    wakes_on_commit = True
 
     # -- units of work --------------------------------------------------------------------
     async def test_commit_makes_inbox_documents_and_outbox_visible(
