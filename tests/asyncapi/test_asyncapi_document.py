@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Parse
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from shop import billing, inventory, order
-from shop.events import BILLING, INVENTORY, ORDERS, OrderLine, OrderPlaced
+from shop.events import ACCOUNTS, BILLING, INVENTORY, ORDERS, OrderLine, OrderPlaced
 from tidings import Event, Service
 from tidings.asyncapi import asyncapi_document, dump, parse_server
 from tidings.asyncapi.page import render_page
@@ -22,6 +22,7 @@ from tidings.codec import encode
 from tidings.messages import new_envelope
 
 SHOP = [order.service, inventory.service, billing.service]
+Parse = Callable[[Path], tuple[int, dict[str, Any]]]  # the parse_with_node fixture
 SERVER_SETS = {
     "none": [],
     "kafka+sqlite": ["prod=kafka://k1:9092,k2:9092", "dev=sqlite:///./.tidings/log.db"],
@@ -112,7 +113,7 @@ def test_asyncapi_parser_refuses_a_dangling_reference(
 def test_every_shop_topic_is_a_channel_holding_its_types() -> None:
     document = shop_document()
     channels = document["channels"]
-    assert {c["address"] for c in channels.values()} == {ORDERS, INVENTORY, BILLING}
+    assert {c["address"] for c in channels.values()} == {ORDERS, INVENTORY, BILLING, ACCOUNTS}
     assert set(channels[ORDERS]["messages"]) == {"OrderPlaced", "OrderCompleted", "OrderCancelled"}
     handled = {spec.message_type.message_info.type for s in SHOP for spec in s.handlers.values()}
     published = {t.message_info.type for s in SHOP for t in s.publishes}
