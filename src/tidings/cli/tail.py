@@ -51,12 +51,9 @@ async def _first_offset(
         return end if known else 0
     if start == "beginning":
         return 0
-    # The transport contract has no offset-for-time; the SQLite log offers one. Elsewhere
-    # read from the start: follow() drops what was stored before the time anyway.
-    offset_for_time = getattr(transport, "offset_for_time", None)
-    if known and offset_for_time is not None:
-        return int(await offset_for_time(topic, partition, start))
-    return 0
+    # follow() still drops what was stored before the time: Kafka's timestamps (set by the
+    # producer) need not grow along a partition.
+    return await transport.offset_for_time(topic, partition, start) if known else 0
 
 
 async def follow(

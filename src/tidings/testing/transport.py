@@ -204,6 +204,33 @@ class TransportConformance:
             )
         assert sorted(read) == sorted(r.value for r in records)
 
+    async def test_offset_for_time_is_the_first_record_stored_at_or_after_it(
+        self, transport: Transport, topic: str
+    ) -> None:
+        await transport.create_topic(topic, 2)
+        for batch in range(3):  # apart in time: each batch stored after a pause
+            await transport.publish(
+                [OutgoingRecord(topic, f"b{batch}-{i}".encode(), "one-key") for i in range(4)]
+            )
+            await asyncio.sleep(0.1)
+        ends = {t.name: t for t in await transport.topics()}[topic].end_offsets
+        part = max(ends, key=lambda p: ends[p])
+        stored = await transport.read(topic, part, 0, 100)
+        assert len(stored) == 12
+        stamps = [r.timestamp for r in stored]  # the broker's clock, not ours
+        cases = {
+            0.0: 0,
+            (stamps[3] + stamps[4]) / 2: 4,
+            stamps[8]: 8,
+            stamps[11]: min(o for o in range(12) if stamps[o] >= stamps[11]),
+            stamps[11] + 60: 12,  # later than every record: the end
+        }
+        for when, expected in cases.items():
+            assert await transport.offset_for_time(topic, part, when) == expected, when
+        empty = 1 - part
+        assert await transport.offset_for_time(topic, empty, 0.0) == ends[empty] == 0
+        assert await transport.offset_for_time(unique("absent"), 0, 0.0) == 0
+
     async def test_oversized_record_refuses_the_whole_batch(
         self, transport: Transport, topic: str, group: str
     ) -> None:

@@ -177,6 +177,28 @@ class Administration(abc.ABC):
     async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
         """Set a group's committed offset (replay). Do it while the group is stopped."""
 
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        """The first offset of a partition stored at or after ``timestamp`` (seconds since
+        the epoch); the end offset if none is. Tools start reading there (``--since``).
+
+        This default binary-searches with :meth:`read`, so it assumes stored timestamps do
+        not decrease along a partition (true of a log that stamps records as it stores
+        them); brokers with a time index of their own override it. A topic or partition
+        that does not exist answers 0.
+        """
+        ends = {i.name: i.end_offsets for i in await self.topics()}
+        end = ends.get(topic, {}).get(partition, 0)
+        first = await self.read(topic, partition, 0, 1)  # the oldest kept (retention)
+        low, high = (first[0].offset, end) if first else (end, end)
+        while low < high:  # every offset below low is older; high is not (or the end)
+            middle = (low + high) // 2
+            found = await self.read(topic, partition, middle, 1)
+            if found and found[0].timestamp < timestamp:
+                low = min(found[0].offset + 1, high)
+            else:
+                high = middle
+        return low
+
 
 class Transport(Publisher, Subscriber, Administration):
     """A broker connection. Create one with :func:`tidings.transport.open_transport`."""

@@ -122,6 +122,29 @@ class KafkaAdmin:
         futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
         return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
 
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        """The first offset at or after ``timestamp``, by the broker's time index
+        (``ListOffsets`` with a timestamp); the end offset if every record is older, 0 for
+        a partition that does not exist."""
+        where = TopicPartition(topic, partition)
+        spec = OffsetSpec.for_timestamp(int(timestamp * 1000))
+        admin = self._admin()
+        try:
+            asked = admin.list_offsets({where: spec}, request_timeout=self._timeout)[where]
+            found = await _wait(asked)
+            if found.offset >= 0:
+                return int(found.offset)
+            # -1: no record that recent; the end is where the next one will be.
+            latest = admin.list_offsets({where: _LATEST}, request_timeout=self._timeout)[where]
+            return int((await _wait(latest)).offset)
+        except KafkaException as exc:
+            # librdkafka says "no leaders found" of a partition that does not exist.
+            if partition >= (await self.partition_counts([topic])).get(topic, 0):
+                return 0
+            raise KafkaTransportError(
+                f"finding the offset of time {timestamp} in {topic}[{partition}]: {describe(exc)}"
+            ) from None
+
     # -- consumer groups --------------------------------------------------------------
 
     async def committed(self, group: str) -> dict[TP, int]:

@@ -268,6 +268,9 @@ class KafkaTransport(Transport):
         )  # fmt: skip
         return [to_record(m) for m in messages]
 
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        return await self.admin.offset_for_time(topic, partition, timestamp)
+
     async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
         await self.admin.set_offset(group, topic, partition, offset)
 
