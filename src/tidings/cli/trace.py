@@ -11,6 +11,11 @@ from tidings.host import DEFAULT_BROKER
 from tidings.observability.causality import CausalTrace, read_trace
 
 
+async def trace_order(broker: str, key: str) -> CausalTrace:
+    async with opened_transport(broker) as transport:
+        return await read_trace(transport, key)
+
+
 def trace(
     key: str = typer.Argument(
         ..., help="A correlation id, or an event id or subject (such as an order id) in one"

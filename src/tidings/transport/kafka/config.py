@@ -148,6 +148,11 @@ class KafkaSettings:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # read() asks for the end offsets before each read, and the broker answers
+            # requests of one connection in order: behind a fetch long-polling for new
+            # records (500 ms by default) the answer waited half a second per read. A
+            # reader only reads what is already stored, so it never needs the long poll.
+            "fetch.wait.max.ms": 10,
             **self.extra,
         }
 
