@@ -230,6 +230,24 @@ class TransportConformance:
         empty = 1 - part
         assert await transport.offset_for_time(topic, empty, 0.0) == ends[empty] == 0
         assert await transport.offset_for_time(unique("absent"), 0, 0.0) == 0
+        many = await transport.offsets_for_time([(topic, 0), (topic, 1), (topic, 2)], stamps[8])
+        assert many == {(topic, part): 8, (topic, empty): 0, (topic, 2): 0}
+
+    async def test_read_ranges_reads_each_range_in_order(
+        self, transport: Transport, topic: str
+    ) -> None:
+        await transport.create_topic(topic, 3)
+        await transport.publish(keyed(topic, 90, keys=9))
+        ends = {t.name: t for t in await transport.topics()}[topic].end_offsets
+        ranges = [(topic, p, min(2, end), end - 1) for p, end in ends.items()]
+        ranges.append((topic, 0, 0, 0))  # empty: nothing
+        got: dict[int, list[int]] = defaultdict(list)
+        async for batch in transport.read_ranges(ranges, batch=7):
+            assert 0 < len(batch) <= 7
+            for record in batch:
+                got[record.partition].append(record.offset)
+        expected = {p: list(range(min(2, end), end - 1)) for p, end in ends.items()}
+        assert {p: o for p, o in got.items() if o} == {p: o for p, o in expected.items() if o}
 
     async def test_oversized_record_refuses_the_whole_batch(
         self, transport: Transport, topic: str, group: str

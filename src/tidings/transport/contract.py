@@ -18,8 +18,9 @@ one asyncio event loop; use one transport per process (or per loop).
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Literal
 
 from tidings.records import OutgoingRecord, Record
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_PARTITIONS",
     "Administration",
     "Delivery",
+    "PartitionRange",
     "Publisher",
     "Subscriber",
     "Subscription",
@@ -39,6 +41,8 @@ __all__ = [
 
 DEFAULT_PARTITIONS = 3
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+# (topic, partition, first offset, end offset): the records first <= offset < end.
+PartitionRange = tuple[str, int, int, int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +202,40 @@ class Administration(abc.ABC):
             else:
                 high = middle
         return low
+
+    async def offsets_for_time(
+        self, partitions: Iterable[tuple[str, int]], timestamp: float
+    ) -> dict[tuple[str, int], int]:
+        """:meth:`offset_for_time` of many partitions; a broker may answer in one request.
+        This default asks for 16 partitions at a time."""
+        wanted = list(partitions)
+        limit = asyncio.Semaphore(16)
+
+        async def one(topic: str, partition: int) -> int:
+            async with limit:
+                return await self.offset_for_time(topic, partition, timestamp)
+
+        found = await asyncio.gather(*(one(t, p) for t, p in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def read_ranges(
+        self, ranges: Sequence[PartitionRange], batch: int = 5000
+    ) -> AsyncIterator[list[Record]]:
+        """The records of each range, in batches of at most ``batch``, for tools that read
+        much of the log: each partition in order, partitions possibly interleaved.
+
+        This default reads range after range with :meth:`read`; a broker that can fetch
+        many partitions at once (Kafka) does so.
+        """
+        for topic, partition, start, end in ranges:
+            offset = start
+            while offset < end:
+                records = await self.read(topic, partition, offset, min(batch, end - offset))
+                records = [r for r in records if r.offset < end]
+                if not records:
+                    break
+                yield records
+                offset = records[-1].offset + 1
 
 
 class Transport(Publisher, Subscriber, Administration):

@@ -122,28 +122,26 @@ class KafkaAdmin:
         futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
         return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
 
-    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
-        """The first offset at or after ``timestamp``, by the broker's time index
-        (``ListOffsets`` with a timestamp); the end offset if every record is older, 0 for
-        a partition that does not exist."""
-        where = TopicPartition(topic, partition)
-        spec = OffsetSpec.for_timestamp(int(timestamp * 1000))
-        admin = self._admin()
+    async def offsets_for_time(self, partitions: list[TP], timestamp: float) -> dict[TP, int]:
+        """The first offset at or after ``timestamp`` in each partition, by the broker's
+        time index (``ListOffsets`` with a timestamp, all partitions in one request); the
+        end offset where every record is older, 0 for a partition that does not exist."""
+        counts = await self.partition_counts({t for t, _ in partitions})
+        exist = [(t, p) for t, p in partitions if p < counts.get(t, 0)]
+        found = await self._list_offsets(exist, OffsetSpec.for_timestamp(int(timestamp * 1000)))
+        late = [tp for tp in exist if found[tp] < 0]  # no record that recent: the end
+        found.update(await self._list_offsets(late, _LATEST))
+        return {tp: found.get(tp, 0) for tp in partitions}
+
+    async def _list_offsets(self, partitions: list[TP], spec: Any) -> dict[TP, int]:
+        if not partitions:
+            return {}
+        specs = {TopicPartition(t, p): spec for t, p in partitions}
+        futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
         try:
-            asked = admin.list_offsets({where: spec}, request_timeout=self._timeout)[where]
-            found = await _wait(asked)
-            if found.offset >= 0:
-                return int(found.offset)
-            # -1: no record that recent; the end is where the next one will be.
-            latest = admin.list_offsets({where: _LATEST}, request_timeout=self._timeout)[where]
-            return int((await _wait(latest)).offset)
+            return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
         except KafkaException as exc:
-            # librdkafka says "no leaders found" of a partition that does not exist.
-            if partition >= (await self.partition_counts([topic])).get(topic, 0):
-                return 0
-            raise KafkaTransportError(
-                f"finding the offset of time {timestamp} in {topic}[{partition}]: {describe(exc)}"
-            ) from None
+            raise KafkaTransportError(f"listing offsets: {describe(exc)}") from None
 
     # -- consumer groups --------------------------------------------------------------
 
