@@ -24,8 +24,8 @@ from tidings.observability.causality import (
     Facts,
     ReplayFact,
     classify,
-    read_trace,
 )
+from tidings.observability.reading import read_trace
 from tidings.transport.base import Record, Transport
 
 log = logging.getLogger("tidings.dashboard")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 from tidings.records import OutgoingRecord, Record
@@ -33,6 +33,7 @@ __all__ = [
     "Delivery",
     "PartitionRange",
     "Publisher",
+    "RecordFilter",
     "Subscriber",
     "Subscription",
     "TopicInfo",
@@ -43,6 +44,8 @@ DEFAULT_PARTITIONS = 3
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 # (topic, partition, first offset, end offset): the records first <= offset < end.
 PartitionRange = tuple[str, int, int, int]
+# Whether a tool wants a record, from its headers and value alone (see read_ranges).
+RecordFilter = Callable[[Mapping[str, str], bytes], bool]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -219,10 +222,12 @@ class Administration(abc.ABC):
         return dict(zip(wanted, found, strict=True))
 
     async def read_ranges(
-        self, ranges: Sequence[PartitionRange], batch: int = 5000
+        self, ranges: Sequence[PartitionRange], batch: int = 5000, keep: RecordFilter | None = None
     ) -> AsyncIterator[list[Record]]:
-        """The records of each range, in batches of at most ``batch``, for tools that read
-        much of the log: each partition in order, partitions possibly interleaved.
+        """The records of each range, in batches of at most ``batch``, for
+        tools that read much of the log: each partition in order, partitions possibly
+        interleaved. Records that ``keep`` refuses are left out, before a :class:`Record`
+        is made where the broker's client allows (which is most of the cost of a record).
 
         This default reads range after range with :meth:`read`; a broker that can fetch
         many partitions at once (Kafka) does so.
@@ -234,8 +239,10 @@ class Administration(abc.ABC):
                 records = [r for r in records if r.offset < end]
                 if not records:
                     break
-                yield records
                 offset = records[-1].offset + 1
+                kept = records if keep is None else [r for r in records if keep(r.headers, r.value)]
+                if kept:
+                    yield kept
 
 
 class Transport(Publisher, Subscriber, Administration):

@@ -46,7 +46,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from tidings.records import OutgoingRecord, Record
-from tidings.transport.contract import DEFAULT_PARTITIONS, PartitionRange, TopicInfo, Transport
+from tidings.transport.contract import (
+    DEFAULT_PARTITIONS,
+    PartitionRange,
+    RecordFilter,
+    TopicInfo,
+    Transport,
+)
 from tidings.transport.errors import BrokerUnavailable
 from tidings.transport.kafka.admin import KafkaAdmin
 from tidings.transport.kafka.config import (
@@ -269,7 +275,7 @@ class KafkaTransport(Transport):
         return [to_record(m) for m in messages]
 
     async def read_ranges(
-        self, ranges: Sequence[PartitionRange], batch: int = 5000
+        self, ranges: Sequence[PartitionRange], batch: int = 5000, keep: RecordFilter | None = None
     ) -> AsyncIterator[list[Record]]:
         # On a consumer of its own (read() between two batches must not unassign these),
         # taking the next batch on its thread while the caller handles this one.
@@ -282,10 +288,12 @@ class KafkaTransport(Transport):
                 thread, RangeReader, consumer, ranges, self.settings.connect_timeout_ms / 1000
             )
             if not reader.done:
-                pending = loop.run_in_executor(thread, reader.take, batch)
+                pending = loop.run_in_executor(thread, reader.take, batch, keep)
             while pending is not None:
                 records = await pending
-                pending = None if reader.done else loop.run_in_executor(thread, reader.take, batch)
+                pending = (
+                    None if reader.done else loop.run_in_executor(thread, reader.take, batch, keep)
+                )
                 if records:
                     yield records
         finally:
