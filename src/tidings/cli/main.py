@@ -12,7 +12,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tidings.cli.common import BROKER_HELP, STORE_HELP, console, fail, opened_transport, run_async
+from tidings.cli.common import (
+    BROKER_HELP,
+    STORE_HELP,
+    console,
+    fail,
+    opened_transport,
+    parse_since,
+    run_async,
+)
 from tidings.cli.dashboard import dashboard
 from tidings.cli.new import new
 from tidings.cli.publish import publish
@@ -228,9 +236,16 @@ def lag(
     main()
 
 
-async def _dead_letters(broker: str, group: str) -> list[DeadLetter]:
+DLQ_WINDOW = "7d"  # dead letters wait for people: a week (Kafka's default retention)
+Since = typer.Option(
+    DLQ_WINDOW, "--since", help="Dead letters stored this long ago and later (2h, 30d), or all"
+)
+
+
+async def _dead_letters(broker: str, group: str, since: str) -> list[DeadLetter]:
+    start = parse_since(since)
     async with opened_transport(broker) as transport:
-        return await read_dead_letters(transport, group)
+        return await read_dead_letters(transport, group, start)
 
 
 def _letter_id(letter: DeadLetter) -> str:
@@ -239,10 +254,12 @@ def _letter_id(letter: DeadLetter) -> str:
 
 @dlq.command("list")
 def dlq_list(
-    group: str = typer.Argument(..., help="Consumer group (the service name)"), broker: str = Broker
+    group: str = typer.Argument(..., help="Consumer group (the service name)"),
+    broker: str = Broker,
+    since: str = Since,
 ) -> None:
-    """The dead letters of a consumer group."""
-    letters = run_async(_dead_letters)(broker, group)
+    """The dead letters of a consumer group, of the last week unless --since says otherwise."""
+    letters = run_async(_dead_letters)(broker, group, since)
     table = Table("id", "failed at", "type", "event id", "from", "attempts", "reason")
     for d in letters:
         when = datetime.fromtimestamp(d.failed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -256,14 +273,18 @@ def dlq_list(
             d.reason,
         )
     console.print(table)
-    console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}")
+    window = "" if since.strip().lower() == "all" else f" stored in the last {since}"
+    console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}{window}")
 
 
 def _find(letters: list[DeadLetter], letter_id: str) -> DeadLetter:
     for d in letters:
         if letter_id in (_letter_id(d), d.event_id):
             return d
-    raise fail(f"no dead letter {letter_id!r}; `tidings dlq list GROUP` shows their ids")
+    raise fail(
+        f"no dead letter {letter_id!r} in the window read (--since, {DLQ_WINDOW} by default; "
+        "--since all reads every one kept); `tidings dlq list GROUP` shows their ids"
+    )
 
 
 @dlq.command("show")
@@ -271,9 +292,10 @@ def dlq_show(
     group: str,
     letter_id: str = typer.Argument(..., help="partition:offset or event id"),
     broker: str = Broker,
+    since: str = Since,
 ) -> None:
     """One dead letter: its error, traceback, coordinates and payload."""
-    d = _find(run_async(_dead_letters)(broker, group), letter_id)
+    d = _find(run_async(_dead_letters)(broker, group, since), letter_id)
     console.print(f"[bold]{d.event_type}[/] {d.event_id}  from {d.topic}/{d.partition}@{d.offset}")
     console.print(f"reason:   {d.reason}\nerror:    {d.error}\nattempts: {d.attempts}")
     if d.traceback:
@@ -286,11 +308,12 @@ def dlq_show(
 def dlq_replay(
     group: str,
     letter_ids: list[str] = typer.Argument(None, help="partition:offset or event id"),
-    all_: bool = typer.Option(False, "--all", help="Replay every dead letter"),
+    all_: bool = typer.Option(False, "--all", help="Replay every dead letter (of --since)"),
     broker: str = Broker,
+    since: str = Since,
 ) -> None:
     """Send dead letters back to their group (only that group sees them again)."""
-    letters = run_async(_dead_letters)(broker, group)
+    letters = run_async(_dead_letters)(broker, group, since)
     if all_:
         chosen = letters
     elif letter_ids:
