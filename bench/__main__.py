@@ -3,7 +3,8 @@
 Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats`` (each broker
 against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
 off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
-extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite). With no
+extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), ``trace``
+(``tidings trace`` of one order on Kafka among 500,000 unrelated records). With no
 argument, all of them; the broker suites need ``scripts/services up``.
 """
 
@@ -22,6 +23,7 @@ SUITES = {  # suite -> module with run() -> dict
     "observability": "bench.observability",
     "faststream": "bench.faststream",
     "memory": "bench.memory",
+    "trace": "bench.trace",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,66 +25,27 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from tidings import codec
 from tidings.cli.common import opened_transport
-from tidings.cli.trace import trace_order
-from tidings.envelope import Envelope
-from tidings.records import OutgoingRecord
+from tidings.cli.trace import DEFAULT_WINDOW, trace_order
+from tidings.observability.reading import DEFAULT_SINCE
+from tidings.testing.chains import SHOP_ORDER, causal_chain, foreign_records
+from tidings.transport.tools import partition_ranges
 
 URL = "kafka://127.0.0.1:9092"
 BOOTSTRAP = "127.0.0.1:9092"
-CHAIN = [  # (event type, the service that publishes it, the shop's topic)
-    ("OrderPlaced", "order", "shop.orders"),
-    ("InventoryReserved", "inventory", "shop.inventory"),
-    ("PaymentProcessed", "billing", "shop.billing"),
-    ("OrderCompleted", "order", "shop.orders"),
-]
-
-
-def order_chain(prefix: str, order_id: str, start: datetime) -> list[OutgoingRecord]:
-    """One order's events as the shop publishes them: one correlation (the first event's
-    id), each caused by the one before, keyed by the order id, 3 ms apart."""
-    records: list[OutgoingRecord] = []
-    cause: Envelope | None = None
-    for step, (kind, source, topic) in enumerate(CHAIN):
-        envelope = Envelope(
-            id=str(uuid.uuid4()),
-            source=source,
-            type=kind,
-            subject=order_id,
-            data={"order_id": order_id, "amount_cents": 1200},
-            time=start + timedelta(milliseconds=3 * step),
-            correlationid=cause.correlationid if cause else None,
-            causationid=cause.id if cause else None,
-        )
-        if cause is None:
-            envelope = envelope.replace(correlationid=envelope.id)
-        records.append(codec.encode(envelope, f"{prefix}{topic}"))
-        cause = envelope
-    return records
-
-
-def foreign_records(topic: str, order_id: str) -> list[OutgoingRecord]:
-    """Records another system might write to a topic of ours, naming the same order."""
-    return [
-        OutgoingRecord(topic, b"\x00\x01 not json at all \xff", order_id, {}),
-        OutgoingRecord(topic, json.dumps({"order_id": order_id}).encode(), order_id, {}),
-        OutgoingRecord(topic, b"[1, 2]", order_id, {"content-type": "application/json"}),
-        OutgoingRecord(topic, b"not json", order_id, {"ce_id": "x", "ce_subject": order_id}),
-    ]
 
 
 def fill(topics: list[str], records: int, partitions: int = 3) -> float:
     """``records`` small records spread over ``topics``; returns the seconds it took."""
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     for future in admin.create_topics(
-        [_new_topic(t, partitions) for t in topics], operation_timeout=30
+        [NewTopic(t, partitions, 1) for t in topics], operation_timeout=30
     ).values():
         future.result()
     producer = Producer(
@@ -108,12 +69,6 @@ def fill(topics: list[str], records: int, partitions: int = 3) -> float:
     return time.monotonic() - started
 
 
-def _new_topic(name: str, partitions: int) -> Any:
-    from confluent_kafka.admin import NewTopic
-
-    return NewTopic(name, partitions, 1)
-
-
 def delete_topics(topics: list[str]) -> None:
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     for future in admin.delete_topics(topics, operation_timeout=60).values():
@@ -121,74 +76,65 @@ def delete_topics(topics: list[str]) -> None:
 
 
 async def publish_orders(prefix: str, orders: int) -> list[str]:
+    """``orders`` orders' events on the shop's topics under ``prefix``, with foreign
+    records among the first order's."""
     ids = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(orders)]
     async with opened_transport(URL) as transport:
         for n, order_id in enumerate(ids):
-            start = datetime.now(UTC)
-            chain = order_chain(prefix, order_id, start)
-            if n == 0:  # foreign records beside the first order's events
+            chain = causal_chain(SHOP_ORDER, order_id, datetime.now(UTC), topic_prefix=prefix)
+            if n == 0:
                 chain[1:1] = foreign_records(chain[0].topic, order_id)
             await transport.publish(chain)
     return ids
 
 
-async def trace_in_process(order_id: str) -> tuple[float, dict[str, Any]]:
+async def trace_in_process(order_id: str) -> tuple[float, list[tuple[str, str]]]:
+    """Seconds to trace ``order_id`` as ``tidings trace`` does, and its (type, service)s."""
     started = time.monotonic()
-    result = await trace_order(URL, order_id)
-    return time.monotonic() - started, result.to_dict()
+    result = await trace_order(URL, order_id, DEFAULT_WINDOW)
+    seconds = time.monotonic() - started
+    return seconds, [(node.event.type, node.event.source) for node, _, _ in result.walk()]
+
+
+async def records_in_window() -> int:
+    """Records of every topic stored within the trace's default window: what it reads."""
+    async with opened_transport(URL) as transport:
+        ranges = await partition_ranges(transport, time.time() - DEFAULT_SINCE)
+    return sum(end - start for _, _, start, end in ranges)
 
 
 def run(records: int = 500_000, noise_topics: int = 10, orders: int = 5) -> dict[str, Any]:
     uid = uuid.uuid4().hex[:8]
     noise = [f"bench-trace-{uid}-noise-{i}" for i in range(noise_topics)]
     prefix = f"bench-trace-{uid}."
-    ours = [f"{prefix}{t}" for t in ("shop.orders", "shop.inventory", "shop.billing")]
+    ours = sorted({prefix + topic for _, _, topic in SHOP_ORDER})
+    expected = [(kind, source) for kind, source, _ in SHOP_ORDER]
     try:
         fill_seconds = fill(noise, records)
         ids = asyncio.run(publish_orders(prefix, orders))
-        order_id = ids[len(ids) // 2]
-        window = asyncio.run(_records_in_window())
-        seconds, tree = asyncio.run(trace_in_process(order_id))
-        chain = [(n["type"], n["source"]) for n in _walk(tree["tree"])]
-        expected = [(kind, source) for kind, source, _ in CHAIN]
+        window = asyncio.run(records_in_window())
+        seconds, chain = asyncio.run(trace_in_process(ids[0]))  # the one among foreign records
         if chain != expected:
-            raise RuntimeError(f"trace of {order_id} is wrong: {chain}")
+            raise RuntimeError(f"the trace of {ids[0]} is wrong: {chain}")
         started = time.monotonic()
         command = subprocess.run(
-            [sys.executable, "-m", "tidings", "trace", order_id, "--broker", URL],
+            [sys.executable, "-m", "tidings", "trace", ids[-1], "--broker", URL],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         cli_seconds = time.monotonic() - started
-        if command.returncode != 0:
-            raise RuntimeError(f"tidings trace failed: {command.stderr}")
+        if command.returncode != 0 or "4 events" not in command.stdout:
+            raise RuntimeError(f"tidings trace failed: {command.stdout}{command.stderr}")
     finally:
-        delete_topics(noise + [t for t in ours])
+        delete_topics(noise + ours)
     return {
         "seconds": round(seconds, 2),
         "cli_seconds": round(cli_seconds, 2),
-        "records_in_log": records + orders * len(CHAIN) + 4,
+        "records_in_log": records + orders * len(SHOP_ORDER) + len(foreign_records("t", "k")),
         "records_in_window": window,
-        "noise_topics": noise_topics,
+        "unrelated_records": records,
         "fill_seconds": round(fill_seconds, 1),
         "events_traced": len(chain),
     }
-
-
-async def _records_in_window() -> int:
-    """Records of every topic stored within the trace's default window (all topics)."""
-    from tidings.observability.reading import DEFAULT_SINCE, partition_ranges
-
-    async with opened_transport(URL) as transport:
-        ranges = await partition_ranges(transport, time.time() - DEFAULT_SINCE, None)
-    return sum(end - start for _, _, start, end in ranges)
-
-
-def _walk(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for node in nodes:
-        out.append(node)
-        out += _walk(node["children"])
-    return out
 
 
 if __name__ == "__main__":
