@@ -226,7 +226,7 @@ class Administration(abc.ABC):
     ) -> AsyncIterator[list[Record]]:
         """The records of each range, in batches of at most ``batch``, for
         tools that read much of the log: each partition in order, partitions possibly
-        interleaved. Records that ``keep`` refuses are left out, before a :class:`Record`
+        interleaved; at most one range per partition. Records that ``keep`` refuses are left out, before a :class:`Record`
         is made where the broker's client allows (which is most of the cost of a record).
 
         This default reads range after range with :meth:`read`; a broker that can fetch
