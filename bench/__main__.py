@@ -5,7 +5,8 @@ against its raw client, and the shop on it), ``observability`` (tracing and metr
 off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
 extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), ``scaling``
 (the shop on Kafka with 1, 2 and 3 processes per service), ``eventsourcing`` (appends and
-aggregate loads on SQLite and PostgreSQL). With no
+aggregate loads on SQLite and PostgreSQL), ``trace`` (``tidings trace`` of one order on
+Kafka among 500,000 unrelated records). With no
 argument, all of them; the broker suites need ``scripts/services up``.
 """
 
@@ -26,6 +27,7 @@ SUITES = {  # suite -> module with run() -> dict
     "memory": "bench.memory",
     "scaling": "bench.scaling",
     "eventsourcing": "bench.eventsourcing",
+    "trace": "bench.trace",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -90,8 +90,11 @@ async def _completions(
                     if not batch:
                         break
                     for record in batch:
-                        env = codec.decode(record)
-                        order_id = str(env.data["order_id"])
+                        try:
+                            env = codec.decode(record)
+                        except codec.DecodeError:
+                            continue  # not a CloudEvent: another system's record
+                        order_id = str(env.data.get("order_id"))
                         if order_id in ids:
                             if env.type == "OrderPlaced":
                                 placed[order_id] = env.time.timestamp()

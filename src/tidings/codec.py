@@ -15,7 +15,7 @@ dead letter.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tidings.envelope import SPECVERSION, Envelope
@@ -84,6 +84,10 @@ def decode(record: Record) -> Envelope:
         time = datetime.fromisoformat(attributes["time"]) if attributes.get("time") else None
     except (TypeError, ValueError):
         raise DecodeError(f"bad CloudEvents time {attributes.get('time')!r}") from None
+    if time is not None and time.tzinfo is None:
+        # RFC 3339 requires an offset; another producer's time without one is read as UTC,
+        # so that it can be compared with ours (a naive datetime cannot be).
+        time = time.replace(tzinfo=UTC)
     extra: dict[str, Any] = {"time": time} if time else {}
     return Envelope(
         id=str(attributes["id"]),

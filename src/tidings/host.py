@@ -13,7 +13,6 @@ import logging
 import signal
 from typing import Any
 
-from tidings.http import with_units
 from tidings.runtime import DEDUPE_WINDOW, Observer, Runtime
 from tidings.service import Service
 from tidings.store import make_store
@@ -90,6 +89,8 @@ async def serve(
         server_task: asyncio.Task[None] | None = None
         if http is not None and service.http_app is not None:
             import uvicorn
+
+            from tidings.http import with_units  # FastAPI: imported by a service that serves
 
             app = runtime.observer.wrap_http_app(service.http_app)
             app = with_units(app, runtime.unit_of_work)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from shop import inventory
 from shop.events import OrderLine, OrderPlaced
-from tidings import connect
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing.commands import tidings
 from tidings.testing.harness import drain
 from tidings.transport import make_transport
 from tidings.transport.base import OutgoingRecord
+from tidings.units import direct_record
 
 
 @pytest.fixture
@@ -31,15 +32,14 @@ def broker(tmp_path: Path) -> str:
         await store.connect()
         rt = Runtime(inventory.service, transport, store)
         await rt.start(background=False)
-        async with connect(url, source="order") as bus:  # the order service's part
-            await bus.publish(
-                OrderPlaced(
-                    order_id="o-1",
-                    customer_id="c1",
-                    lines=[OrderLine(sku="widget", quantity=1)],
-                    amount_cents=1250,
-                )
-            )
+        placed = OrderPlaced(
+            order_id="o-1",
+            customer_id="c1",
+            lines=[OrderLine(sku="widget", quantity=1)],
+            amount_cents=1250,
+        )
+        _, record = direct_record(placed, transport, source="order")  # as the order service
+        await transport.publish([record])
         await transport.publish([OutgoingRecord("shop.orders", b"\x00 not an event", "o-2")])
         await drain(rt)
         assert rt.stats.dead_lettered == 1
@@ -81,6 +81,12 @@ def test_dead_letters_list_show_replay(broker: str) -> None:
     assert replay_row.split("│")[-2].strip() == "1"
     missing = tidings("dlq", "show", "inventory", "9:9", "--broker", broker)
     assert missing.returncode == 2 and "no dead letter '9:9'" in missing.stderr
+    # The window (--since, a week by default): a letter stored before it is not read.
+    time.sleep(1.1)
+    recent = tidings("dlq", "list", "inventory", "--since", "1s", "--broker", broker)
+    assert "0 dead letter(s) in inventory.dlq stored in the last 1s" in recent.stdout
+    every = tidings("dlq", "list", "inventory", "--since", "all", "--broker", broker)
+    assert "1 dead letter(s) in inventory.dlq\n" in every.stdout, every.stdout
 
 
 @pytest.mark.parametrize(

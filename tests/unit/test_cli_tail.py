@@ -7,8 +7,9 @@ import json
 import pytest
 
 from tidings import codec
+from tidings.cli.common import parse_duration
 from tidings.cli.publish import make_envelope, parse_data
-from tidings.cli.tail import parse_duration, render
+from tidings.cli.tail import render
 from tidings.records import OutgoingRecord, Record
 
 
@@ -61,3 +62,20 @@ def test_a_record_that_is_not_an_event_is_shown_with_the_reason() -> None:
 def test_data_must_be_a_json_object(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_data(text)
+
+
+def test_since_all_reads_everything_and_the_trace_default_is_a_day() -> None:
+    import time
+
+    import typer
+
+    from tidings.cli.common import parse_since
+    from tidings.cli.trace import DEFAULT_WINDOW
+    from tidings.observability.reading import DEFAULT_SINCE
+
+    assert parse_since("all") is None and parse_since(" ALL ") is None
+    assert parse_duration(DEFAULT_WINDOW) == DEFAULT_SINCE
+    start = parse_since("2h")
+    assert start is not None and abs(start - (time.time() - 7200)) < 5
+    with pytest.raises(typer.Exit):
+        parse_since("yesterday")

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -28,6 +30,31 @@ BROKER_HELP = (
     "Broker URL: sqlite:///./.tidings/log.db, kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
 )
 STORE_HELP = "Store URL: sqlite:///./.tidings/{service}.db or postgresql://127.0.0.1:5432/tidings"
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str, option: str = "--since") -> float:
+    """Seconds in a duration such as ``30s``, ``5m``, ``2h``, ``1d`` or ``1h30m``; a
+    ValueError naming ``option`` otherwise."""
+    compact = text.strip().lower()
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"{option} {text!r}: expected a duration such as 30s, 5m, 2h, 1d or 1h30m")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def parse_since(text: str) -> float | None:
+    """The time a ``--since`` names (seconds since the epoch), or None for ``all``
+    (every record the broker keeps). Raises :class:`typer.Exit` with the reason."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError as exc:
+        raise fail(f"{exc}, or all") from None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

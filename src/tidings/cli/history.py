@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import typer
 
-from tidings.cli.common import STORE_HELP, opened_store, run_async
-from tidings.cli.tail import parse_duration
+from tidings.cli.common import STORE_HELP, opened_store, parse_duration, run_async
 from tidings.eventsourcing.history import History, read_history
 from tidings.host import DEFAULT_STORE, load_service
 from tidings.store.base import read_only

@@ -19,6 +19,8 @@ from tidings.cli.common import (
     fail,
     load_services,
     opened_transport,
+    parse_duration,
+    parse_since,
     run_async,
 )
 from tidings.cli.contracts import contracts_app
@@ -28,7 +30,7 @@ from tidings.cli.new import new
 from tidings.cli.publish import publish
 from tidings.cli.registry import registry_app
 from tidings.cli.schema import schema_app
-from tidings.cli.tail import parse_duration, tail
+from tidings.cli.tail import tail
 from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
@@ -256,9 +258,16 @@ def lag(
     main()
 
 
-async def _dead_letters(broker: str, group: str) -> list[DeadLetter]:
+DLQ_WINDOW = "7d"  # dead letters wait for people: a week (Kafka's default retention)
+Since = typer.Option(
+    DLQ_WINDOW, "--since", help="Dead letters stored this long ago and later (2h, 30d), or all"
+)
+
+
+async def _dead_letters(broker: str, group: str, since: str) -> list[DeadLetter]:
+    start = parse_since(since)
     async with opened_transport(broker) as transport:
-        return await read_dead_letters(transport, group)
+        return await read_dead_letters(transport, group, start)
 
 
 def _letter_id(letter: DeadLetter) -> str:
@@ -267,10 +276,12 @@ def _letter_id(letter: DeadLetter) -> str:
 
 @dlq.command("list")
 def dlq_list(
-    group: str = typer.Argument(..., help="Consumer group (the service name)"), broker: str = Broker
+    group: str = typer.Argument(..., help="Consumer group (the service name)"),
+    broker: str = Broker,
+    since: str = Since,
 ) -> None:
-    """The dead letters of a consumer group."""
-    letters = run_async(_dead_letters)(broker, group)
+    """The dead letters of a consumer group, of the last week unless --since says otherwise."""
+    letters = run_async(_dead_letters)(broker, group, since)
     table = Table("id", "failed at", "type", "event id", "from", "attempts", "reason")
     for d in letters:
         when = datetime.fromtimestamp(d.failed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -284,14 +295,18 @@ def dlq_list(
             d.reason,
         )
     console.print(table)
-    console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}")
+    window = "" if since.strip().lower() == "all" else f" stored in the last {since}"
+    console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}{window}")
 
 
 def _find(letters: list[DeadLetter], letter_id: str) -> DeadLetter:
     for d in letters:
         if letter_id in (_letter_id(d), d.event_id):
             return d
-    raise fail(f"no dead letter {letter_id!r}; `tidings dlq list GROUP` shows their ids")
+    raise fail(
+        f"no dead letter {letter_id!r} in the window read (--since, {DLQ_WINDOW} by default; "
+        "--since all reads every one kept); `tidings dlq list GROUP` shows their ids"
+    )
 
 
 @dlq.command("show")
@@ -299,9 +314,10 @@ def dlq_show(
     group: str,
     letter_id: str = typer.Argument(..., help="partition:offset or event id"),
     broker: str = Broker,
+    since: str = Since,
 ) -> None:
     """One dead letter: its error, traceback, coordinates and payload."""
-    d = _find(run_async(_dead_letters)(broker, group), letter_id)
+    d = _find(run_async(_dead_letters)(broker, group, since), letter_id)
     console.print(f"[bold]{d.event_type}[/] {d.event_id}  from {d.topic}/{d.partition}@{d.offset}")
     console.print(f"reason:   {d.reason}\nerror:    {d.error}\nattempts: {d.attempts}")
     if d.traceback:
@@ -314,11 +330,12 @@ def dlq_show(
 def dlq_replay(
     group: str,
     letter_ids: list[str] = typer.Argument(None, help="partition:offset or event id"),
-    all_: bool = typer.Option(False, "--all", help="Replay every dead letter"),
+    all_: bool = typer.Option(False, "--all", help="Replay every dead letter (of --since)"),
     broker: str = Broker,
+    since: str = Since,
 ) -> None:
     """Send dead letters back to their group (only that group sees them again)."""
-    letters = run_async(_dead_letters)(broker, group)
+    letters = run_async(_dead_letters)(broker, group, since)
     if all_:
         chosen = letters
     elif letter_ids:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -20,26 +19,19 @@ from typing import Any, Literal
 import typer
 
 from tidings import codec
-from tidings.cli.common import BROKER_HELP, err_console, fail, opened_transport, run_async
+from tidings.cli.common import (
+    BROKER_HELP,
+    err_console,
+    fail,
+    opened_transport,
+    parse_duration,
+    run_async,
+)
 from tidings.envelope import Envelope
 from tidings.host import DEFAULT_BROKER
 from tidings.transport import Record, Transport
 
 Start = Literal["end", "beginning"] | float  # a float: from that time (seconds since the epoch)
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
-
-def parse_duration(text: str, option: str = "--since") -> float:
-    """Seconds in a duration such as ``30s``, ``5m``, ``2h``, ``1d`` or ``1h30m``; a
-    ValueError naming ``option`` otherwise."""
-    compact = text.strip().lower()
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"{option} {text!r}: expected a duration such as 30s, 5m, 2h, 1d or 1h30m")
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
-
 
 async def _first_offset(
     transport: Transport, topic: str, partition: int, end: int, start: Start, known: bool
@@ -50,12 +42,9 @@ async def _first_offset(
         return end if known else 0
     if start == "beginning":
         return 0
-    # The transport contract has no offset-for-time; the SQLite log offers one. Elsewhere
-    # read from the start: follow() drops what was stored before the time anyway.
-    offset_for_time = getattr(transport, "offset_for_time", None)
-    if known and offset_for_time is not None:
-        return int(await offset_for_time(topic, partition, start))
-    return 0
+    # follow() still drops what was stored before the time: Kafka's timestamps (set by the
+    # producer) need not grow along a partition.
+    return await transport.offset_for_time(topic, partition, start) if known else 0
 
 
 async def follow(

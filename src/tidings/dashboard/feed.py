@@ -3,8 +3,13 @@
 One background task polls the broker (every ``interval`` seconds): new records of every
 topic are read and sorted into recent events (the live feed), correlations (for order
 timelines), dead letters and replays; end and committed offsets give throughput and
-consumer lag. Everything held is bounded; a timeline the index no longer holds is read
-from the log itself (:func:`tidings.observability.causality.read_trace`).
+consumer lag. Everything held is bounded. On start, and for a partition that appears
+later, the feed reads back at most ``window`` seconds (an hour: by the broker's time
+index) and at most ``initial_per_partition`` records, so a large log costs no more than a
+small one. A timeline the index does not hold is read from the log itself
+(:func:`tidings.observability.reading.read_trace`, over the last
+:data:`~tidings.observability.reading.DEFAULT_SINCE` seconds). Records that are not
+CloudEvents are counted (``undecodable``) and otherwise skipped.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from tidings.observability.causality import (
     Facts,
     ReplayFact,
     classify,
-    read_trace,
 )
+from tidings.observability.reading import DEFAULT_SINCE, read_trace
 from tidings.transport.base import Record, Transport
 
 log = logging.getLogger("tidings.dashboard")
@@ -77,11 +82,13 @@ class LogFeed:
         correlations: int = 5000,
         dead_letters: int = 2000,
         initial_per_partition: int = 5000,
+        window: float = 3600.0,
         history_seconds: int = 120,
     ) -> None:
         self.transport = transport
         self.interval = interval
         self.initial_per_partition = initial_per_partition
+        self.window = window
         self.positions: dict[tuple[str, int], int] = {}
         self.seq = 0
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=recent)
@@ -122,13 +129,15 @@ class LogFeed:
         infos = await self.transport.topics()
         read = 0
         new: list[EventFact] = []
-        ends: dict[tuple[str, int], int] = {}
+        ends = {(i.name, p): end for i in infos for p, end in i.end_offsets.items()}
+        unknown = [key for key in ends if key not in self.positions]
+        if unknown:  # where to start: the window back, at most initial_per_partition back
+            since = await self.transport.offsets_for_time(unknown, time.time() - self.window)
+            for key in unknown:
+                self.positions[key] = max(since[key], ends[key] - self.initial_per_partition)
         for info in infos:
             for partition, end in sorted(info.end_offsets.items()):
-                ends[(info.name, partition)] = end
                 key = (info.name, partition)
-                if key not in self.positions:
-                    self.positions[key] = max(0, end - self.initial_per_partition)
                 while self.positions[key] < end:
                     records = await self.transport.read(
                         info.name, partition, self.positions[key], batch
@@ -307,7 +316,7 @@ class LogFeed:
                     correlation_id = correlation.id
                     break
         if correlation_id is None or correlation_id not in self.correlations:
-            return await read_trace(self.transport, key)
+            return await read_trace(self.transport, key, since=time.time() - DEFAULT_SINCE)
         facts = self.correlations[correlation_id].facts
         return facts.trace(key, [correlation_id], self.committed)
 

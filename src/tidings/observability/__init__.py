@@ -4,7 +4,8 @@
   the envelope's ``traceparent``;
 * :mod:`.metrics` - Prometheus metrics on an HTTP endpoint per process;
 * :mod:`.logs` - one logging setup (JSON lines or text) with the event on every line;
-* :mod:`.causality` - the causal tree of a correlation, read back from the log;
+* :mod:`.causality` - the causal tree of a correlation, from its records;
+* :mod:`.reading` - those records read from a window of the log in one pass (`tidings trace`);
 * :mod:`.telemetry` - all of it as the runtime's observer: :func:`configure`.
 
 Business code imports none of this: ``tidings run`` wires it in (see :mod:`tidings.host`).

@@ -8,20 +8,21 @@ when, and how long from cause to effect. Dead letters (``<group>.dlq``) and repl
 (``<group>.replay``) of an event are attached to it, and a replay is marked handled once
 its group has committed past it.
 
-:func:`read_trace` scans the whole log, so it suits the embedded log and tools, not hot
-paths; the dashboard feeds :class:`Facts` from its own tail of the log instead.
+This module only builds trees from records it is given (pure functions);
+:func:`tidings.observability.reading.read_trace` reads them from a window of the log, and
+the dashboard feeds :class:`Facts` from its own tail of the log.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from tidings import codec
+from tidings.records import Record
 from tidings.reliability.deadletter import DeadLetter, is_dead_letter
-from tidings.transport.base import Record, Transport
 
 REPLAY_SUFFIX = ".replay"
 
@@ -178,17 +179,6 @@ def classify(record: Record) -> Fact | None:
             record.timestamp,
         )
     return EventFact.from_record(record)
-
-
-def _quick_attributes(record: Record) -> tuple[str | None, str | None, str | None]:
-    """(id, correlation id, subject) from binary-mode headers, without parsing the payload."""
-    h = record.headers
-    if "ce_id" in h:
-        return h["ce_id"], h.get("ce_correlationid") or h["ce_id"], h.get("ce_subject")
-    fact = EventFact.from_record(record)
-    if fact is None:
-        return None, None, None
-    return fact.id, fact.correlation_id, fact.subject
 
 
 @dataclasses.dataclass
@@ -355,43 +345,3 @@ class Facts:
         for node in nodes.values():
             node.children.sort(key=order)
         return CausalTrace(key, sorted(roots, key=order))
-
-
-async def scan(transport: Transport, batch: int = 1000) -> AsyncIterator[Record]:
-    """Every record of every topic, partition by partition."""
-    for info in await transport.topics():
-        for partition, end in sorted(info.end_offsets.items()):
-            offset = 0
-            while offset < end:
-                records = await transport.read(info.name, partition, offset, batch)
-                if not records:
-                    break
-                for record in records:
-                    yield record
-                offset = records[-1].offset + 1
-
-
-async def read_trace(transport: Transport, key: str) -> CausalTrace:
-    """The causal tree of ``key``: a correlation id, or any event id or subject in one.
-
-    Two passes over the log: the first finds the correlations ``key`` names, the second
-    gathers their events (a subject, such as an order id, may span several).
-    """
-    correlations: set[str] = set()
-    async for record in scan(transport):
-        event_id, correlation_id, subject = _quick_attributes(record)
-        if correlation_id is not None and key in (event_id, correlation_id, subject):
-            correlations.add(correlation_id)
-    facts = Facts()
-    groups: set[str] = set()
-    if correlations:
-        async for record in scan(transport):
-            _, correlation_id, _ = _quick_attributes(record)
-            if correlation_id in correlations:
-                fact = classify(record)
-                if fact is not None:
-                    facts.add(fact)
-                    if isinstance(fact, ReplayFact):
-                        groups.add(fact.group)
-    committed = {g: await transport.committed(g) for g in groups}
-    return facts.trace(key, correlations, committed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 import traceback
 from collections.abc import Mapping
@@ -102,12 +103,22 @@ class DeadLetter:
             kind=_kind(h.get(PREFIX + "kind")),
             error=h.get(PREFIX + "error", ""),
             traceback=h.get(PREFIX + "traceback", ""),
-            attempts=int(h.get(PREFIX + "attempts", "0")),
+            attempts=int(_number(h.get(PREFIX + "attempts"), 0)),
             topic=h.get(PREFIX + "topic", ""),
-            partition=int(h.get(PREFIX + "partition", "-1")),
-            offset=int(h.get(PREFIX + "offset", "-1")),
-            failed_at=float(h.get(PREFIX + "failed-at", "0")),
+            partition=int(_number(h.get(PREFIX + "partition"), -1)),
+            offset=int(_number(h.get(PREFIX + "offset"), -1)),
+            failed_at=_number(h.get(PREFIX + "failed-at"), 0.0),
         )
+
+
+def _number(value: str | None, default: float) -> float:
+    """A number header; ``default`` when absent or not a number (a record another
+    producer put on a dead-letter topic must not stop the tools that list them)."""
+    try:
+        number = default if value is None else float(value)
+    except ValueError:
+        return default
+    return number if math.isfinite(number) else default
 
 
 def _kind(value: str | None) -> DeadLetterKind | None:
@@ -150,7 +161,11 @@ def is_dead_letter(headers: Mapping[str, str]) -> bool:
     return PREFIX + "reason" in headers
 
 
-async def read_dead_letters(transport: Transport, group: str) -> list[DeadLetter]:
-    """The dead letters of consumer group ``group`` so far, oldest first."""
-    letters = [DeadLetter.from_record(r) async for r in read_topic(transport, dlq_topic(group))]
+async def read_dead_letters(
+    transport: Transport, group: str, since: float | None = None
+) -> list[DeadLetter]:
+    """The dead letters of consumer group ``group`` stored since ``since`` (seconds since
+    the epoch; None: all the broker keeps), oldest first."""
+    topic = dlq_topic(group)
+    letters = [DeadLetter.from_record(r) async for r in read_topic(transport, topic, since=since)]
     return sorted(letters, key=lambda letter: letter.failed_at)

@@ -18,7 +18,8 @@ from tidings.transport.tools import read_topic
 async def records(transport: Transport, topic: str) -> list[Record]:
     """Every record of ``topic`` so far, partition after partition, in offset order
     within each (an empty list if the topic does not exist)."""
-    return [record async for record in read_topic(transport, topic)]
+    found = [record async for record in read_topic(transport, topic)]
+    return sorted(found, key=lambda r: (r.partition, r.offset))  # Kafka reads them interleaved
 
 
 async def envelopes(broker: str, topic: str) -> list[Envelope]:

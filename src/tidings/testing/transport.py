@@ -13,7 +13,9 @@ Transports are opened by URL with :func:`tidings.transport.open_transport`. The 
 where a consumer group is shared by OS processes run members in child processes
 (:mod:`tidings.testing.transport_members`); they are skipped, with the reason, for a
 transport whose ``supports_processes`` is False (``memory://``). Timings that depend on
-the engine (how long a dead member's partitions take to move) are class attributes.
+the engine (how long a dead member's partitions take to move) are class attributes. The
+cases of reading for tools (end offsets, by time, ranges) are in
+:mod:`tidings.testing.transport_reading`.
 
 Engine teams: a case that needs the broker stopped and started again should take a
 ``restart_broker`` fixture (an async callable) that the engine's test module provides.
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -34,6 +35,7 @@ import pytest
 import pytest_asyncio
 
 from tidings.testing.transport_members import MemberLog, start_member, stop_member
+from tidings.testing.transport_reading import ReadingCases, keyed, unique
 from tidings.transport import open_transport
 from tidings.transport.base import (
     Delivery,
@@ -45,20 +47,6 @@ from tidings.transport.base import (
 )
 
 Coordinates = tuple[int, int]  # (partition, offset) within one topic
-
-
-def unique(prefix: str) -> str:
-    """A name no other test (or earlier run on the same broker) uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def keyed(topic: str, count: int, keys: int, prefix: str = "v") -> list[OutgoingRecord]:
-    """``count`` records over ``keys`` keys, interleaved; value ``{prefix}-{key}-{seq}``."""
-    out = []
-    for i in range(count):
-        key, seq = f"key-{i % keys}", i // keys
-        out.append(OutgoingRecord(topic, f"{prefix}-{key}-{seq}".encode(), key))
-    return out
 
 
 async def consume(
@@ -101,7 +89,7 @@ async def eventually(condition: Callable[[], bool], within: float, what: str) ->
 # -- the suite --------------------------------------------------------------------------
 
 
-class TransportConformance:
+class TransportConformance(ReadingCases):
     """The rules of :mod:`tidings.transport.base`; needs a ``transport_url`` fixture."""
 
     #: How long consuming what a case published may take.
@@ -182,27 +170,6 @@ class TransportConformance:
         assert len(got) == 100
         assert all(len(parts) == 1 for parts in partitions.values()), partitions
         assert len(set().union(*partitions.values())) > 1, "20 keys all hashed to 1 partition"
-
-    async def test_end_offsets_and_read_match_what_was_published(
-        self, transport: Transport, topic: str
-    ) -> None:
-        await transport.create_topic(topic, 3)
-        records = keyed(topic, 25, keys=5)
-        await transport.publish(records)
-        info = {t.name: t for t in await transport.topics()}[topic]
-        assert info.partitions == 3
-        assert set(info.end_offsets) == {0, 1, 2}
-        assert sum(info.end_offsets.values()) == 25
-        read: list[bytes] = []
-        for part, end in info.end_offsets.items():
-            stored = await transport.read(topic, part, 0, 1000)
-            assert [r.offset for r in stored] == list(range(end))  # no gaps, no duplicates
-            assert all(r.partition == part and r.topic == topic for r in stored)
-            read += [r.value for r in stored]
-            assert [r.offset for r in await transport.read(topic, part, 1, 2)] == list(
-                range(1, min(end, 3))
-            )
-        assert sorted(read) == sorted(r.value for r in records)
 
     async def test_oversized_record_refuses_the_whole_batch(
         self, transport: Transport, topic: str, group: str

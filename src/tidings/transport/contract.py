@@ -18,8 +18,9 @@ one asyncio event loop; use one transport per process (or per loop).
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 from tidings.records import OutgoingRecord, Record
@@ -30,7 +31,9 @@ __all__ = [
     "DEFAULT_PARTITIONS",
     "Administration",
     "Delivery",
+    "PartitionRange",
     "Publisher",
+    "RecordFilter",
     "Subscriber",
     "Subscription",
     "TopicInfo",
@@ -39,6 +42,10 @@ __all__ = [
 
 DEFAULT_PARTITIONS = 3
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+# (topic, partition, first offset, end offset): the records first <= offset < end.
+PartitionRange = tuple[str, int, int, int]
+# Whether a tool wants a record, from its headers and value alone (see read_ranges).
+RecordFilter = Callable[[Mapping[str, str], bytes], bool]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,6 +184,66 @@ class Administration(abc.ABC):
     @abc.abstractmethod
     async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
         """Set a group's committed offset (replay). Do it while the group is stopped."""
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        """The first offset of a partition stored at or after ``timestamp`` (seconds since
+        the epoch); the end offset if none is. Tools start reading there (``--since``).
+
+        This default binary-searches with :meth:`read`, so it assumes stored timestamps do
+        not decrease along a partition (true of a log that stamps records as it stores
+        them); brokers with a time index of their own override it. A topic or partition
+        that does not exist answers 0.
+        """
+        ends = {i.name: i.end_offsets for i in await self.topics()}
+        end = ends.get(topic, {}).get(partition, 0)
+        first = await self.read(topic, partition, 0, 1)  # the oldest kept (retention)
+        low, high = (first[0].offset, end) if first else (end, end)
+        while low < high:  # every offset below low is older; high is not (or the end)
+            middle = (low + high) // 2
+            found = await self.read(topic, partition, middle, 1)
+            if found and found[0].timestamp < timestamp:
+                low = min(found[0].offset + 1, high)
+            else:
+                high = middle
+        return low
+
+    async def offsets_for_time(
+        self, partitions: Iterable[tuple[str, int]], timestamp: float
+    ) -> dict[tuple[str, int], int]:
+        """:meth:`offset_for_time` of many partitions; a broker may answer in one request.
+        This default asks for 16 partitions at a time."""
+        wanted = list(partitions)
+        limit = asyncio.Semaphore(16)
+
+        async def one(topic: str, partition: int) -> int:
+            async with limit:
+                return await self.offset_for_time(topic, partition, timestamp)
+
+        found = await asyncio.gather(*(one(t, p) for t, p in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def read_ranges(
+        self, ranges: Sequence[PartitionRange], batch: int = 5000, keep: RecordFilter | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """The records of each range, in batches of at most ``batch``, for
+        tools that read much of the log: each partition in order, partitions possibly
+        interleaved; at most one range per partition. Records that ``keep`` refuses are left out, before a :class:`Record`
+        is made where the broker's client allows (which is most of the cost of a record).
+
+        This default reads range after range with :meth:`read`; a broker that can fetch
+        many partitions at once (Kafka) does so.
+        """
+        for topic, partition, start, end in ranges:
+            offset = start
+            while offset < end:
+                records = await self.read(topic, partition, offset, min(batch, end - offset))
+                records = [r for r in records if r.offset < end]
+                if not records:
+                    break
+                offset = records[-1].offset + 1
+                kept = records if keep is None else [r for r in records if keep(r.headers, r.value)]
+                if kept:
+                    yield kept
 
 
 class Transport(Publisher, Subscriber, Administration):

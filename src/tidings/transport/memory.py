@@ -133,7 +133,10 @@ class MemoryTransport(Transport):
         return sorted(self._broker.groups)
 
     async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[Record]:
-        return self._broker.partitions(topic)[partition][offset : offset + limit]
+        partitions = self._broker.topics.get(topic, [])  # reading creates no topic
+        if not 0 <= partition < len(partitions):
+            return []
+        return partitions[partition][offset : offset + limit]
 
     async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
         state = self._broker.groups.setdefault(group, _Group())

@@ -1,26 +1,50 @@
-"""Helpers for tools (CLI, dashboard, replay) written against the contract alone."""
+"""Helpers for tools (CLI, dashboard, replay) written against the contract alone.
+
+Tools read a window of the log, never all of it by default: the records stored since a
+time (each partition from its ``offset_for_time``, the broker's time index), of the
+topics that matter, fetched with ``read_ranges`` (on Kafka, every partition at once).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from tidings.records import Record
-from tidings.transport.contract import Transport
+from tidings.transport.contract import PartitionRange, Transport
 
-__all__ = ["read_topic"]
+__all__ = ["partition_ranges", "read_topic"]
 
 
-async def read_topic(transport: Transport, topic: str, batch: int = 1000) -> AsyncIterator[Record]:
-    """Every record of ``topic``, partition after partition (for tools, not consumers)."""
-    for info in await transport.topics():
-        if info.name != topic:
-            continue
-        for partition, end in sorted(info.end_offsets.items()):
-            offset = 0
-            while offset < end:
-                records = await transport.read(topic, partition, offset, batch)
-                if not records:
-                    break
-                for record in records:
-                    yield record
-                offset = records[-1].offset + 1
+async def partition_ranges(
+    transport: Transport,
+    since: float | None = None,
+    topics: Callable[[str], bool] | None = None,
+) -> list[PartitionRange]:
+    """The ranges of the records stored since ``since`` (seconds since the epoch; None:
+    every record kept) in the topics ``topics`` accepts (None: every topic), partition
+    by partition; partitions with nothing in the window are left out."""
+    ends = {
+        (info.name, partition): end
+        for info in await transport.topics()
+        if topics is None or topics(info.name)
+        for partition, end in info.end_offsets.items()
+        if end > 0
+    }
+    if since is None:
+        starts = dict.fromkeys(ends, 0)
+    else:
+        starts = await transport.offsets_for_time(ends, since)
+    return [
+        (t, p, starts[(t, p)], end) for (t, p), end in sorted(ends.items()) if starts[(t, p)] < end
+    ]
+
+
+async def read_topic(
+    transport: Transport, topic: str, batch: int = 1000, *, since: float | None = None
+) -> AsyncIterator[Record]:
+    """The records of ``topic`` (stored since ``since``, if given), each partition in
+    order (for tools, not consumers)."""
+    ranges = await partition_ranges(transport, since, topic.__eq__)
+    async for records in transport.read_ranges(ranges, batch):
+        for record in records:
+            yield record

@@ -122,6 +122,27 @@ class KafkaAdmin:
         futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
         return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
 
+    async def offsets_for_time(self, partitions: list[TP], timestamp: float) -> dict[TP, int]:
+        """The first offset at or after ``timestamp`` in each partition, by the broker's
+        time index (``ListOffsets`` with a timestamp, all partitions in one request); the
+        end offset where every record is older, 0 for a partition that does not exist."""
+        counts = await self.partition_counts({t for t, _ in partitions})
+        exist = [(t, p) for t, p in partitions if p < counts.get(t, 0)]
+        found = await self._list_offsets(exist, OffsetSpec.for_timestamp(int(timestamp * 1000)))
+        late = [tp for tp in exist if found[tp] < 0]  # no record that recent: the end
+        found.update(await self._list_offsets(late, _LATEST))
+        return {tp: found.get(tp, 0) for tp in partitions}
+
+    async def _list_offsets(self, partitions: list[TP], spec: Any) -> dict[TP, int]:
+        if not partitions:
+            return {}
+        specs = {TopicPartition(t, p): spec for t, p in partitions}
+        futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
+        try:
+            return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
+        except KafkaException as exc:
+            raise KafkaTransportError(f"listing offsets: {describe(exc)}") from None
+
     # -- consumer groups --------------------------------------------------------------
 
     async def committed(self, group: str) -> dict[TP, int]:

@@ -148,6 +148,11 @@ class KafkaSettings:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # read() asks for the end offsets before each read, and the broker answers
+            # requests of one connection in order: behind a fetch long-polling for new
+            # records (500 ms by default) the answer waited half a second per read. A
+            # reader only reads what is already stored, so it never needs the long poll.
+            "fetch.wait.max.ms": 10,
             **self.extra,
         }
 
@@ -162,7 +167,7 @@ def to_record(message: Message) -> Record:
         headers = {name: value.decode() for name, value in pairs} if pairs else {}
         text_key = None if key is None else key.decode()
     except (AttributeError, ValueError, TypeError):  # null headers, not UTF-8 (other producers)
-        headers = _decode_headers(raw)
+        headers = decode_headers(raw)
         text_key = None if key is None else key.decode("utf-8", "replace")
     return Record(
         message.topic() or "",
@@ -175,7 +180,8 @@ def to_record(message: Message) -> Record:
     )
 
 
-def _decode_headers(raw: HeadersType | None) -> dict[str, str]:
+def decode_headers(raw: HeadersType | None) -> dict[str, str]:
+    """Headers as text, whatever another producer wrote (not UTF-8 is replaced)."""
     headers: dict[str, str] = {}
     for name, value in (raw if isinstance(raw, list) else raw.items()) if raw else ():
         if isinstance(value, bytes):

@@ -39,14 +39,19 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from tidings.records import OutgoingRecord, Record
-from tidings.transport.contract import TopicInfo, Transport
+from tidings.transport.contract import (
+    PartitionRange,
+    RecordFilter,
+    TopicInfo,
+    Transport,
+)
 from tidings.transport.errors import BrokerUnavailable
 from tidings.transport.kafka.admin import KafkaAdmin
 from tidings.transport.kafka.config import (
@@ -58,7 +63,7 @@ from tidings.transport.kafka.config import (
     to_record,
 )
 from tidings.transport.kafka.producer import KafkaPublisher
-from tidings.transport.kafka.reader import read_partition
+from tidings.transport.kafka.reader import RangeReader, read_partition
 from tidings.transport.kafka.subscription import KafkaSubscription
 
 _UNREACHABLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
@@ -267,6 +272,44 @@ class KafkaTransport(Transport):
             self.settings.connect_timeout_ms / 1000,
         )  # fmt: skip
         return [to_record(m) for m in messages]
+
+    async def read_ranges(
+        self, ranges: Sequence[PartitionRange], batch: int = 5000, keep: RecordFilter | None = None
+    ) -> AsyncIterator[list[Record]]:
+        # On a consumer of its own (read() between two batches must not unassign these),
+        # taking the next batch on its thread while the caller handles this one.
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(1, thread_name_prefix="tidings-kafka-ranges")
+        consumer = Consumer(self.settings.reader(self._on_error))
+        pending: asyncio.Future[list[Record]] | None = None
+        try:
+            reader = await loop.run_in_executor(
+                thread, RangeReader, consumer, ranges, self.settings.connect_timeout_ms / 1000
+            )
+            if not reader.done:
+                pending = loop.run_in_executor(thread, reader.take, batch, keep)
+            while pending is not None:
+                records = await pending
+                pending = (
+                    None if reader.done else loop.run_in_executor(thread, reader.take, batch, keep)
+                )
+                if records:
+                    yield records
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+            with contextlib.suppress(KafkaException, RuntimeError):
+                await loop.run_in_executor(thread, consumer.close)
+            thread.shutdown(wait=False)
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        return (await self.offsets_for_time([(topic, partition)], timestamp))[(topic, partition)]
+
+    async def offsets_for_time(
+        self, partitions: Iterable[tuple[str, int]], timestamp: float
+    ) -> dict[tuple[str, int], int]:
+        return await self.admin.offsets_for_time(list(partitions), timestamp)
 
     async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
         await self.admin.set_offset(group, topic, partition, offset)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
@@ -231,6 +232,32 @@ class Streams:
             got = await asyncio.gather(*(self._direct_get(topic, partition, s) for s in seqs))
             return [r for r in got if r is not None]
         return await self._read_with_consumer(topic, partition, first, count)
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        """The first offset stored at or after ``timestamp``; the end if none is.
+
+        JetStream 2.9 has no request for it (a direct get by ``start_time`` came in 2.11),
+        but the server resolves a consumer's ``deliver_policy: by_start_time`` against the
+        stream's own time index when the consumer is created, and the consumer info it
+        answers with says where: ``delivered.stream_seq`` is the sequence before the first
+        one it would deliver, i.e. that record's offset (the last sequence, i.e. the end
+        offset, if every record is older). So: an ephemeral consumer, never pulled from,
+        deleted at once (its ``inactive_threshold`` removes it if we die first).
+        """
+        count = await self.partitions_of(topic)
+        if count is None or not 0 <= partition < count:
+            return 0
+        stream = stream_name(topic, partition)
+        when = datetime.fromtimestamp(timestamp, UTC).isoformat()
+        config = {
+            "deliver_policy": "by_start_time", "opt_start_time": when, "ack_policy": "none",
+            "inactive_threshold": 10 * NS, "mem_storage": True, "num_replicas": 1,
+        }  # fmt: skip
+        created = await api(self.nc, f"CONSUMER.CREATE.{stream}",
+                            {"stream_name": stream, "config": config})  # fmt: skip
+        with contextlib.suppress(*NATS_ERRORS):
+            await self.delete_consumer(stream, created["name"])
+        return int(created["delivered"]["stream_seq"])
 
     async def _direct_get(self, topic: str, partition: int, seq: int) -> Record | None:
         msg = await self.nc.request(

@@ -319,6 +319,10 @@ class NatsTransport(Transport):
         async with self._unavailable(f"reading {topic!r}"):
             return await self.streams.read(topic, partition, offset, limit)
 
+    async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
+        async with self._unavailable(f"finding an offset by time in {topic!r}"):
+            return await self.streams.offset_for_time(topic, partition, timestamp)
+
 
 def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
