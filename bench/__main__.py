@@ -4,7 +4,9 @@ Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats`` (e
 against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
 off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
 extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), ``scaling``
-(the shop on Kafka with 1, 2 and 3 processes per service). With no
+(the shop on Kafka with 1, 2 and 3 processes per service), ``serialization`` (an
+OrderPlaced encoded and decoded as JSON and as Avro with a registry, against pydantic,
+and the registry calls of a steady run). With no
 argument, all of them; the broker suites need ``scripts/services up``.
 """
 
@@ -24,6 +26,7 @@ SUITES = {  # suite -> module with run() -> dict
     "faststream": "bench.faststream",
     "memory": "bench.memory",
     "scaling": "bench.scaling",
+    "serialization": "bench.serialization",
 }
 RESULTS = Path(__file__).parent / "results"
 

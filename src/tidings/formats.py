@@ -9,7 +9,12 @@ with what is needed to write and read payloads of it, compiled once. The codec
   big-endian integer, then the Avro binary body (fastavro, schemaless).
 * **JSON** values are plain JSON (CloudEvents binary or structured mode, unframed); read
   with a registered schema they are validated against it, and a payload that breaks it
-  raises :class:`SchemaViolation` naming the field path (``lines/0/quantity``).
+  raises :class:`SchemaViolation` naming the field path (``lines/0/quantity``). The
+  validator is fastjsonschema (compiled to Python, some 30 times faster than jsonschema
+  on an OrderPlaced), which knows drafts 4 to 7: a schema using a keyword of draft
+  2020-12 that draft 7 lacks (``prefixItems``, ``unevaluatedProperties``, ...; pydantic
+  writes ``prefixItems`` for a tuple) is validated by jsonschema instead, so no keyword
+  is ignored. Formats are annotations, not checks, as jsonschema's default has it.
 
 An envelope's ``data`` is JSON values (what ``model_dump(mode="json")`` gives), while
 fastavro wants Python values for logical types (a ``datetime`` for timestamp-micros, a
@@ -36,6 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import fastavro
+import fastjsonschema
 import jsonschema
 import pydantic_core
 
@@ -43,6 +49,21 @@ MAGIC = 0
 AVRO_CONTENT_TYPE = "application/avro"
 _HEADER = struct.Struct(">bI")  # magic byte, schema id (4 bytes, big-endian)
 Convert = Callable[[Any], Any]
+# Keywords of JSON Schema 2020-12 that fastjsonschema (drafts 4-7) would ignore.
+_NEWER_KEYWORDS = frozenset(
+    {
+        "prefixItems",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "dependentRequired",
+        "dependentSchemas",
+        "minContains",
+        "maxContains",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+    }
+)
 
 
 class SchemaViolation(ValueError):
@@ -76,9 +97,21 @@ class RegisteredSchema:
         return _converter(fastavro.schema.expand_schema(self.parsed))
 
     @functools.cached_property
-    def _validator(self) -> Any:
-        cls = jsonschema.validators.validator_for(self.parsed)
-        return cls(self.parsed)
+    def _validator(self) -> Callable[[Any], None]:
+        """A function raising SchemaViolation "path: message" for data that breaks it."""
+        if _keywords(self.parsed) & _NEWER_KEYWORDS:
+            return _jsonschema_check(self.parsed)
+        check = fastjsonschema.compile(self.parsed, use_default=False, use_formats=False)
+
+        def fast(data: Any) -> None:
+            try:
+                check(data)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                where = "/".join(str(p) for p in exc.path[1:]) or "payload"
+                message = exc.message.removeprefix(str(exc.name)).strip()
+                raise SchemaViolation(f"{where}: {message}") from None
+
+        return fast
 
     def compile(self) -> RegisteredSchema:
         """Parse and compile now (at start or first fetch), not on the first record."""
@@ -102,7 +135,8 @@ class RegisteredSchema:
         return out.getvalue()
 
     def read_avro(self, value: bytes) -> dict[str, Any]:
-        """A framed Avro value written with this schema, as JSON values."""
+        """A framed Avro value written with this schema, as JSON values (converted only
+        where the schema has logical types or bytes: other Avro values are JSON's)."""
         body = io.BytesIO(value)
         body.seek(_HEADER.size)
         try:
@@ -118,6 +152,8 @@ class RegisteredSchema:
             )
         if not isinstance(datum, dict):
             raise SchemaViolation(f"schema {self.id} is not an Avro record")
+        if self._to_avro is _identity:
+            return datum
         out: dict[str, Any] = pydantic_core.to_jsonable_python(datum)
         return out
 
@@ -125,10 +161,28 @@ class RegisteredSchema:
     def check_json(self, data: Any) -> None:
         """Raise :class:`SchemaViolation` naming the first failing field, if ``data`` breaks
         this JSON Schema."""
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
+        self._validator(data)
+
+
+def _keywords(schema: Any) -> set[str]:
+    """Every key of every object in ``schema`` (property names too: erring on the safe side)."""
+    if isinstance(schema, dict):
+        return set(schema).union(*(_keywords(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(_keywords(v) for v in schema))
+    return set()
+
+
+def _jsonschema_check(schema: Any) -> Callable[[Any], None]:
+    validator = jsonschema.validators.validator_for(schema)(schema)
+
+    def check(data: Any) -> None:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "payload"
             raise SchemaViolation(f"{where}: {error.message}")
+
+    return check
 
 
 def framed_id(value: bytes) -> int:
@@ -192,7 +246,7 @@ def _converter(schema: Any) -> Convert:
 
         return union
     if isinstance(schema, str):
-        return _encode_bytes if schema == "bytes" else _identity
+        return _encode_bytes if schema in ("bytes", "fixed") else _identity
     kind, logical = schema.get("type"), schema.get("logicalType")
     if logical in _LOGICAL:
         return _LOGICAL[logical]

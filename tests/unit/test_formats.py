@@ -97,6 +97,27 @@ def test_a_json_payload_breaking_its_registered_schema_names_the_field() -> None
     ).data  # no registry
 
 
+def test_a_2020_12_keyword_is_checked_by_jsonschema_rather_than_ignored() -> None:
+    class Pair(Event, topic="unit.formats.pairs"):
+        pair: tuple[int, str]  # pydantic writes prefixItems, which draft 7 lacks
+
+    schema = registered(Pair, "JSON")
+    assert "prefixItems" in schema.text
+    schema.check_json({"pair": [1, "a"]})
+    with pytest.raises(SchemaViolation, match="pair/0: 'x' is not of type 'integer'"):
+        schema.check_json({"pair": ["x", "a"]})
+    # fastjsonschema's path and message, for the schemas of draft 7's keywords:
+    with pytest.raises(SchemaViolation, match=r"^lines/0/quantity: must be integer$"):
+        registered(OrderPlaced, "JSON").check_json(
+            {
+                "order_id": "o",
+                "customer_id": "c",
+                "amount_cents": 1,
+                "lines": [{"sku": "a", "quantity": "5"}],
+            }
+        )
+
+
 def test_an_id_not_at_hand_is_unknown_and_avro_without_schemas_says_why() -> None:
     schema = registered(Shipped, "AVRO", 9)
     out = as_record(codec.encode(new_envelope(shipped(), source="u"), "t", "binary", schema))
