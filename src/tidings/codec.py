@@ -9,7 +9,8 @@ Two content modes, both from the CloudEvents spec, so other tools can read our e
 
 Decoding reads either, whichever the record carries. Anything that is not a well-formed
 CloudEvent raises :class:`DecodeError` with the reason, which the consumer puts on the
-dead letter.
+dead letter. JSON is written and parsed by pydantic-core (compact, UTF-8; several times
+faster than the standard library's ``json``).
 
 **With a schema registry** (:mod:`tidings.formats`), :func:`encode` takes the payload's
 registered schema and :func:`decode` the schemas it may meet, by id:
@@ -30,11 +31,12 @@ schemas (``schemas=None``), JSON is read as before and Avro is a DecodeError.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
+
+import pydantic_core
 
 from tidings.envelope import SPECVERSION, Envelope
 from tidings.formats import AVRO_CONTENT_TYPE, RegisteredSchema, SchemaViolation, framed_id
@@ -102,7 +104,7 @@ def encode(
             headers["content-type"] = AVRO_CONTENT_TYPE
             return OutgoingRecord(topic, schema.write_avro(envelope.data), envelope.key, headers)
         headers["content-type"] = envelope.datacontenttype
-        value = json.dumps(envelope.data, separators=(",", ":")).encode()
+        value = pydantic_core.to_json(envelope.data)
         return OutgoingRecord(topic, value, envelope.key, headers)
     if schema is not None and schema.schema_type == "AVRO":
         raise ValueError(
@@ -114,7 +116,7 @@ def encode(
     body["data"] = envelope.data
     return OutgoingRecord(
         topic,
-        json.dumps(body, separators=(",", ":")).encode(),
+        pydantic_core.to_json(body),
         envelope.key,
         {"content-type": STRUCTURED_CONTENT_TYPE},
     )
@@ -229,7 +231,7 @@ def _check_json(
 
 def _json(value: bytes, what: str) -> Any:
     try:
-        return json.loads(value)
+        return pydantic_core.from_json(value)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(f"{what} is not valid JSON: {exc}") from None
 
