@@ -283,6 +283,26 @@ async def test_avro_written_by_tidings_is_read_by_confluents_avro_deserializer(
     }
 
 
+async def test_a_bus_with_schemas_publishes_avro_straight_to_the_broker(
+    registry: Registry, kafka: Transport
+) -> None:
+    import tidings
+
+    class Sent(Event, topic=f"wire.{RUN}.sent", key="order_id", type="wire.Sent"):
+        order_id: str
+
+    async with RegistryClient(registry.url) as client:
+        schemas = await RegistrySchemas.start(
+            Service("checkout", publishes=[Sent]), client, SchemaType.AVRO
+        )
+        async with tidings.connect(KAFKA, source="checkout", schemas=schemas) as bus:
+            await bus.publish(Sent(order_id="o1"))
+    [record] = await records(kafka, f"wire.{RUN}.sent")
+    schema_id = schemas.writers["wire.Sent"].id
+    assert record.value == b"\x00" + struct.pack(">I", schema_id) + b"\x04o1"
+    assert record.headers["ce_dataschema"] == f"{registry.url}/schemas/ids/{schema_id}"
+
+
 async def _count(transport: Transport, topic: str | None, n: int) -> bool:
     assert topic is not None
     return len(await records(transport, topic)) >= n
@@ -327,8 +347,7 @@ async def test_a_raw_producers_bad_payload_and_unknown_ids_are_dead_lettered_wit
         DeadLetterKind.UNDECODABLE,
     ]
     assert reasons[0] == (
-        f"invalid wire.Checked (registered schema {json_id}): "
-        "lines/0/quantity: must be integer"
+        f"invalid wire.Checked (registered schema {json_id}): lines/0/quantity: must be integer"
     )
     assert f"schema id 987654 is not known to the registry {registry.url}" in reasons[1]
     assert f"schema id 987655 is not known to the registry {registry.url}" in reasons[2]
