@@ -22,9 +22,10 @@ in rotating order; the best round counts (least disturbed by other load).
 
     python -m bench.serialization [--events 10000] [--rounds 3]
 
-Writes bench/results/serialization.json: events/s per mode, each mode's ratio to
-``pydantic``, the value's size in bytes, and the registry calls of the warm-up and of the
-steady run.
+Writes bench/results/serialization.json: events/s per mode (of wall time, and of this
+process's CPU time, which other load on the machine disturbs less), each mode's ratio to
+``pydantic`` by both, the value's size in bytes, and the registry calls of the warm-up and
+of the steady run.
 """
 
 from __future__ import annotations
@@ -126,12 +127,14 @@ def tidings_step(writer: RegistrySchemas | None, reader: RegistrySchemas | None)
     return step
 
 
-async def timed(step: Step, events: int) -> tuple[float, int]:
-    started = time.perf_counter()
+async def timed(step: Step, events: int) -> tuple[float, float, int]:
+    """Events per second of wall time and of this process's CPU time, and the value size."""
+    started, cpu = time.perf_counter(), time.process_time()
     size = 0
     for _ in range(events):
         size = await step()
-    return events / (time.perf_counter() - started), size
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return events / wall, events / max(cpu, 1e-9), size
 
 
 async def measure(events: int, rounds: int, warmup: int) -> dict[str, Any]:
@@ -160,21 +163,25 @@ async def measure(events: int, rounds: int, warmup: int) -> dict[str, Any]:
         warmup_calls = registry.requests - before_warmup
         before = registry.requests
         best: dict[str, float] = dict.fromkeys(steps, 0.0)
+        best_cpu: dict[str, float] = dict.fromkeys(steps, 0.0)
         sizes: dict[str, int] = {}
         names = list(steps)
         for round_ in range(rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                rate, sizes[name] = await timed(steps[name], events)
+                rate, cpu_rate, sizes[name] = await timed(steps[name], events)
                 best[name] = max(best[name], rate)
+                best_cpu[name] = max(best_cpu[name], cpu_rate)
         steady_calls = registry.requests - before
         for client in clients:
             await client.close()
-    base = best["pydantic"]
+    base, base_cpu = best["pydantic"], best_cpu["pydantic"]
     out: dict[str, Any] = {"events": events, "rounds": rounds}
     for name in steps:
         out[f"{name}_events_per_s"] = round(best[name])
+        out[f"{name}_events_per_cpu_s"] = round(best_cpu[name])
         if name != "pydantic":
             out[f"{name}_ratio_to_pydantic"] = round(best[name] / base, 3)
+            out[f"{name}_cpu_ratio_to_pydantic"] = round(best_cpu[name] / base_cpu, 3)
         out[f"{name}_value_bytes"] = sizes[name]
     out["registry_calls_warmup"] = warmup_calls
     out["registry_calls_steady"] = steady_calls
