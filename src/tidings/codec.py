@@ -139,10 +139,18 @@ def schema_id(dataschema: str | None) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def decode(record: Record, schemas: Mapping[int, RegisteredSchema] | None = None) -> Envelope:
+def decode(
+    record: Record,
+    schemas: Mapping[int, RegisteredSchema] | None = None,
+    *,
+    with_data: bool = True,
+) -> Envelope:
     """The envelope in a record; raises :class:`DecodeError` saying what is wrong.
 
     ``schemas``: the registered schemas known so far, by id (see the module docstring).
+    Without ``with_data``, only the attributes are read (``data`` is empty in binary mode,
+    unchecked in structured mode): enough to see that a record is of a type one skips,
+    without its schema.
     """
     headers = record.headers
     avro = False
@@ -150,7 +158,9 @@ def decode(record: Record, schemas: Mapping[int, RegisteredSchema] | None = None
         attributes: dict[str, Any] = {k[3:]: v for k, v in headers.items() if k.startswith("ce_")}
         content_type = headers.get("content-type", "application/json")
         avro = content_type == AVRO_CONTENT_TYPE
-        if avro:
+        if not with_data:
+            attributes["data"] = {}
+        elif avro:
             attributes["data"] = _avro(record.value, attributes.get("dataschema"), schemas)
         else:
             attributes["data"] = _json(record.value, "payload")
@@ -172,7 +182,7 @@ def decode(record: Record, schemas: Mapping[int, RegisteredSchema] | None = None
         time = datetime.fromisoformat(attributes["time"]) if attributes.get("time") else None
     except (TypeError, ValueError):
         raise DecodeError(f"bad CloudEvents time {attributes.get('time')!r}") from None
-    if not avro and schemas is not None:
+    if with_data and not avro and schemas is not None:
         _check_json(data, attributes, schemas)
     extra: dict[str, Any] = {"time": time} if time else {}
     return Envelope(

@@ -52,6 +52,7 @@ from tidings.records import OutgoingRecord
 from tidings.reliability import policy
 from tidings.reliability.deadletter import DeadLetterReason, dead_letter
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS, Action
+from tidings.runtime.decoding import decode
 from tidings.runtime.observer import Observer, Outcome, Stats
 from tidings.service import Context, HandlerSpec, Service
 from tidings.store.base import ConcurrencyConflict, Store, UnitOfWork
@@ -138,25 +139,6 @@ class Handling:
             outcome = ready
         return outcome
 
-    async def _decode(self, record: Record) -> Envelope:
-        """The record's envelope, fetching the schema it names if it is not known yet.
-
-        Raises DecodeError or SchemaViolation (dead-lettered), ``UnknownSchema`` when the
-        registry does not know the id, and SchemaUnavailable when it cannot be asked
-        (an infrastructure error: waited out)."""
-        if self.schemas is None:
-            return codec.decode(record)
-        try:
-            return codec.decode(record, self.schemas.known)
-        except codec.UnknownSchema as missing:
-            try:
-                found = await self.schemas.reader(missing.schema_id)
-            except ValueError as exc:  # the registry holds it, but it cannot be read
-                raise codec.DecodeError(str(exc)) from None
-            if found is None:
-                raise
-            return codec.decode(record, self.schemas.known)
-
     async def _prepare(self, index: int, record: Record) -> _Ready | Outcome:
         """Decode, dispatch and validate; a record that cannot be handled is settled here.
 
@@ -166,7 +148,7 @@ class Handling:
         started = time.perf_counter()
         envelope: Envelope | None = None
         try:
-            envelope = await self._decode(record)
+            envelope = await decode(record, self.schemas, self.service.handlers)
         except codec.DecodeError as exc:
             outcome: Outcome = await self._dead_letter(record, policy.undecodable(exc), exc, 0)
         except codec.UnknownSchema as exc:
