@@ -6,7 +6,9 @@ off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the 
 extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), ``scaling``
 (the shop on Kafka with 1, 2 and 3 processes per service), ``eventsourcing`` (appends and
 aggregate loads on SQLite and PostgreSQL), ``trace`` (``tidings trace`` of one order on
-Kafka among 500,000 unrelated records). With no
+Kafka among 500,000 unrelated records), ``serialization`` (an OrderPlaced encoded and
+decoded as JSON and as Avro with a registry, against pydantic, and the registry calls
+of a steady run). With no
 argument, all of them; the broker suites need ``scripts/services up``.
 """
 
@@ -28,6 +30,7 @@ SUITES = {  # suite -> module with run() -> dict
     "scaling": "bench.scaling",
     "eventsourcing": "bench.eventsourcing",
     "trace": "bench.trace",
+    "serialization": "bench.serialization",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -19,6 +19,7 @@ from tidings.upcasting import upcaster
 
 if TYPE_CHECKING:
     from tidings.bus import Bus
+    from tidings.formats import SchemaSource
 
 __all__ = [
     "Aggregate",
@@ -46,12 +47,16 @@ def connect(
     *,
     source: str,
     flush_seconds: float = 10.0,
+    schemas: SchemaSource | None = None,
 ) -> Bus:
     """Publish from outside a handler: ``async with tidings.connect(url, source=...) as bus``.
 
     Without ``store_url`` ``bus.publish`` goes straight to the broker; with it, through
-    the store's outbox (see :mod:`tidings.bus`).
+    the store's outbox (see :mod:`tidings.bus`). ``schemas``: registered schemas to write
+    with (``tidings.registry.wire.RegistrySchemas``).
     """
     from tidings.bus import connect as connect_bus  # here, so importing tidings stays light
 
-    return connect_bus(broker_url, store_url, source=source, flush_seconds=flush_seconds)
+    return connect_bus(
+        broker_url, store_url, source=source, flush_seconds=flush_seconds, schemas=schemas
+    )

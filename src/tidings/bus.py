@@ -14,7 +14,10 @@ with`` block flushes the outbox; what the broker does not take in time stays in 
 and is relayed by the next bus (or service) on the same store and source.
 
 The envelope is the one a service would publish: :func:`tidings.messages.new_envelope`
-(a new correlation, or the cause's with ``cause=``), encoded in the broker's content mode.
+(a new correlation, or the cause's with ``cause=``), encoded in the broker's content mode,
+and with ``schemas=`` (a :class:`~tidings.formats.SchemaSource`, such as
+``tidings.registry.wire.RegistrySchemas.start(Service(source, publishes=[...]), client)``)
+written with its registered schema, as a service run with ``--registry`` does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from types import TracebackType
 
 from tidings import codec
 from tidings.envelope import Envelope
+from tidings.formats import SchemaSource
 from tidings.messages import Message
 from tidings.reliability.outbox import OutboxRelay
 from tidings.service import Context
@@ -51,11 +55,13 @@ class Bus:
         *,
         source: str,
         flush_seconds: float = 10.0,
+        schemas: SchemaSource | None = None,
     ) -> None:
         if not source or not source.strip():
             raise ValueError("source must name the producer, e.g. source='checkout'")
         self.source = source
         self.flush_seconds = flush_seconds
+        self.schemas = schemas  # registered schemas to write with (None: plain JSON)
         self.transport: Transport = make_transport(broker_url)
         self.store: Store | None = None if store_url is None else make_store(store_url, source)
         self.relay: OutboxRelay | None = None
@@ -81,6 +87,7 @@ class Bus:
                     self.transport,
                     self.content_mode,
                     on_outbox=self.relay.wake,
+                    schemas=self.schemas,
                 )
         except BaseException:
             await self.transport.close()
@@ -127,7 +134,7 @@ class Bus:
             async with self.unit_of_work(cause) as ctx:
                 return ctx.publish(message, key=key)
         envelope, record = direct_record(
-            message, self.transport, source=self.source, cause=cause, key=key
+            message, self.transport, source=self.source, cause=cause, key=key, schemas=self.schemas
         )
         await self.transport.publish([record])
         return envelope
@@ -156,6 +163,7 @@ def connect(
     *,
     source: str,
     flush_seconds: float = 10.0,
+    schemas: SchemaSource | None = None,
 ) -> Bus:
     """A :class:`Bus` on ``broker_url`` (and ``store_url``); ``async with`` opens it."""
-    return Bus(broker_url, store_url, source=source, flush_seconds=flush_seconds)
+    return Bus(broker_url, store_url, source=source, flush_seconds=flush_seconds, schemas=schemas)

@@ -4,7 +4,10 @@ Every message on every transport is an :class:`Envelope`. Its attributes are Clo
 1.0 (``id``, ``source``, ``type``, ``specversion``, ``time``, ``subject``,
 ``datacontenttype``, ``dataschema``) plus three extensions that make a distributed flow
 traceable: ``correlationid`` (shared by everything one request caused), ``causationid``
-(the id of the event whose handling produced this one) and ``traceparent`` (W3C).
+(the id of the event whose handling produced this one) and ``traceparent`` (W3C), and one
+for schemas: ``schemaversion``, the message class's version, written when ``dataschema``
+names a registry id rather than ``urn:tidings:schema:<type>:<version>`` (the registry
+numbers its versions itself, so the id does not say which class version wrote it).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Envelope:
     correlationid: str | None = None
     causationid: str | None = None
     traceparent: str | None = None
+    schemaversion: str | None = None
 
     @property
     def key(self) -> str | None:
@@ -57,10 +61,12 @@ class Envelope:
 
     @property
     def version(self) -> int | None:
-        """The schema version the producer declared (from ``dataschema``), if it is ours."""
-        if not self.dataschema or not self.dataschema.startswith(SCHEMA_PREFIX):
-            return None
-        _, _, version = self.dataschema.rpartition(":")
+        """The schema version the producer declared (from ``dataschema``, else from
+        ``schemaversion``), if it is ours."""
+        if self.dataschema and self.dataschema.startswith(SCHEMA_PREFIX):
+            _, _, version = self.dataschema.rpartition(":")
+        else:
+            version = self.schemaversion or ""
         return int(version) if version.isdigit() else None
 
     def replace(self, **changes: Any) -> Envelope:

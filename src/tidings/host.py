@@ -11,12 +11,15 @@ import contextlib
 import importlib
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidings.runtime import DEDUPE_WINDOW, Observer, Runtime
 from tidings.service import Service
 from tidings.store import make_store
-from tidings.transport import make_transport
+from tidings.transport import Transport, make_transport
+
+if TYPE_CHECKING:
+    from tidings.registry.wire import RegistrySchemas
 
 log = logging.getLogger("tidings.host")
 
@@ -41,16 +44,30 @@ def load_service(path: str) -> Service:
     return obj
 
 
-async def check_schemas(service: Service, registry_url: str) -> None:
-    """Register and check ``service``'s schemas at ``registry_url`` (see ``serve``)."""
+async def check_schemas(
+    service: Service, registry_url: str, schema_format: str = "json"
+) -> RegistrySchemas:
+    """Register and check ``service``'s schemas at ``registry_url`` (see ``serve``); the
+    schemas to publish and read with, holding a client to close when done."""
     from tidings.registry.client import RegistryClient
-    from tidings.registry.startup import ensure_schemas
+    from tidings.registry.wire import RegistrySchemas
+    from tidings.schemas import SchemaType
 
-    async with RegistryClient(registry_url) as client:
-        found = await ensure_schemas(service, client)
+    schema_type = SchemaType.parse(schema_format)
+    client = RegistryClient(registry_url)
+    try:
+        schemas = await RegistrySchemas.start(service, client, schema_type)
+    except BaseException:
+        await client.close()
+        raise
     log.info(
-        "service %s: %d schema(s) registered at %s", service.name, len(found.ids), registry_url
+        "service %s: %d %s schema(s) registered at %s",
+        service.name,
+        len(schemas.writers),
+        schema_type.value,
+        registry_url,
     )
+    return schemas
 
 
 async def serve(
@@ -63,6 +80,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     registry: str | None = None,
     dedupe_window: float = DEDUPE_WINDOW,
+    schema_format: str = "json",
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
 
@@ -71,17 +89,50 @@ async def serve(
 
     With a ``registry`` URL, the service's schemas are registered and checked first
     (:func:`tidings.registry.startup.ensure_schemas`); one that breaks its subject's rule
-    stops the start with a :class:`SchemaRejected` naming subject, rule and field.
+    stops the start with a :class:`SchemaRejected` naming subject, rule and field. What
+    it publishes is then written with those schemas (``schema_format``: ``json``, or
+    ``avro`` in Confluent's framing, which needs a binary-mode transport), and what it
+    reads is checked against the schema each record names (``tidings.registry.wire``).
     """
-    if registry:
-        await check_schemas(service, registry)
     transport = make_transport(broker_url)
+    if registry and schema_format.lower() == "avro" and transport.content_mode != "binary":
+        raise ValueError(
+            f"--schema-format avro needs a broker that carries CloudEvents in binary mode "
+            f"(ce_ headers, as Kafka and the SQLite log do); {broker_url} uses "
+            f"{transport.content_mode} mode: use --schema-format json"
+        )
+    schemas = await check_schemas(service, registry, schema_format) if registry else None
+    try:
+        await _serve(
+            service, transport, store_url, broker_url, http, observer, ready, schemas, dedupe_window
+        )
+    finally:
+        if schemas is not None:
+            await schemas.client.close()
+
+
+async def _serve(
+    service: Service,
+    transport: Transport,
+    store_url: str,
+    broker_url: str,
+    http: tuple[str, int] | None,
+    observer: Observer | None,
+    ready: asyncio.Event | None,
+    schemas: RegistrySchemas | None,
+    dedupe_window: float,
+) -> None:
     store = make_store(store_url, service.name)
     await transport.connect()
     try:
         await store.connect()
         runtime = Runtime(
-            service, transport, store, observer=observer, dedupe_window=dedupe_window
+            service,
+            transport,
+            store,
+            observer=observer,
+            schemas=schemas,
+            dedupe_window=dedupe_window,
         )
         await runtime.start()
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")

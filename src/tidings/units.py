@@ -5,6 +5,11 @@ with a unit of work: open a store transaction, hand out a :class:`~tidings.servi
 and, before the commit, encode what the context published in the transport's content mode,
 refuse a record the broker could never take (now, not in the relay forever), and queue
 the records in the outbox; after the commit, wake whoever relays it.
+
+With a registry (``schemas``), each envelope is encoded with the schema registered for its
+type at start (:mod:`tidings.formats`): Avro in Confluent's framing or JSON, its
+``dataschema`` the registry's URL of it. That is a lookup in memory, never a registry call,
+so the outbox takes events whether or not the registry is up.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 
 from tidings import codec
 from tidings.envelope import Envelope
+from tidings.formats import SchemaSource
 from tidings.messages import Message, new_envelope, published_topic
 from tidings.records import OutgoingRecord
 from tidings.service import Context
@@ -34,6 +40,7 @@ class OutboxUnits:
         on_outbox: Callable[[], None],
         stamp: Callable[[str, Envelope], Envelope] | None = None,
         publishes: tuple[type[Message], ...] = (),
+        schemas: SchemaSource | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -42,6 +49,7 @@ class OutboxUnits:
         self.on_outbox = on_outbox  # called after a commit that queued outbox rows
         self.stamp = stamp  # gives a published envelope its producer span, say
         self.publishes = publishes  # the service's declared types (empty: any)
+        self.schemas = schemas  # the registered schemas to write with (None: plain JSON)
 
     @contextlib.asynccontextmanager
     async def open(
@@ -61,9 +69,19 @@ class OutboxUnits:
 
     def encoded(self, ctx: Context) -> list[OutgoingRecord]:
         """What ``ctx`` published, as records; RecordTooLarge if the broker would refuse one."""
-        records = [codec.encode(o.envelope, o.topic, self.content_mode) for o in ctx.outgoing]
+        records = [
+            encode(o.envelope, o.topic, self.content_mode, self.schemas) for o in ctx.outgoing
+        ]
         self.transport.check_size(records)
         return records
+
+
+def encode(
+    envelope: Envelope, topic: str, mode: codec.ContentMode, schemas: SchemaSource | None
+) -> OutgoingRecord:
+    """``envelope`` as a record, with its type's registered schema if ``schemas`` has one."""
+    schema = schemas.writer(envelope.type) if schemas is not None else None
+    return codec.encode(envelope, topic, mode, schema)
 
 
 def direct_record(
@@ -73,9 +91,11 @@ def direct_record(
     source: str,
     cause: Envelope | None = None,
     key: str | None = None,
+    schemas: SchemaSource | None = None,
 ) -> tuple[Envelope, OutgoingRecord]:
     """``message`` as published straight to the broker, without an outbox: the envelope a
-    service would give it, encoded in the transport's content mode."""
+    service would give it, encoded in the transport's content mode (with its registered
+    schema if ``schemas`` has one)."""
     topic = published_topic(type(message))
     envelope = new_envelope(message, source=source, cause=cause, key=key)
-    return envelope, codec.encode(envelope, topic, transport.content_mode)
+    return envelope, encode(envelope, topic, transport.content_mode, schemas)

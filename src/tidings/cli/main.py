@@ -93,7 +93,14 @@ def run(
         "",
         envvar="TIDINGS_REGISTRY",
         help="Schema registry URL: register what the service publishes, check what it "
-        "handles, refuse to start on a breaking change",
+        "handles, refuse to start on a breaking change; publish with the registered "
+        "schemas and validate what it reads against them",
+    ),
+    schema_format: str = typer.Option(
+        "json",
+        envvar="TIDINGS_SCHEMA_FORMAT",
+        help="With --registry: json (CloudEvents JSON, dataschema at the registry) or avro "
+        "(Confluent's framing: magic byte, schema id, Avro body; needs Kafka or the SQLite log)",
     ),
 ) -> None:
     """Run one service until Ctrl-C or SIGTERM.
@@ -105,6 +112,8 @@ def run(
         window = parse_duration(dedupe_window, "--dedupe-window")
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if schema_format.lower() not in ("json", "avro"):
+        raise fail(f"--schema-format {schema_format!r}: expected json or avro")
     address = None
     if http:
         host, _, port = http.rpartition(":")
@@ -145,6 +154,7 @@ def run(
                 ready=ready,
                 registry=registry or None,
                 dedupe_window=window,
+                schema_format=schema_format,
             )
         finally:
             announcer.cancel()

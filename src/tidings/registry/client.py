@@ -3,9 +3,9 @@ or ``tidings registry serve``) from a service, with ids cached.
 
 Hand-written on httpx rather than confluent-kafka's ``SchemaRegistryClient``: that client
 comes with the Kafka extra and its own dependencies, and a service on the SQLite log or
-NATS needs a registry too; it is also synchronous. The calls made are four (register,
-look up, read a subject's versions and its config), and the tests hold this client and
-confluent-kafka's to the same server.
+NATS needs a registry too; it is also synchronous. The calls made are five (register,
+look up, read a subject's versions and its config, read a schema by id), and the tests
+hold this client and confluent-kafka's to the same server.
 
 Each (subject, schema) is registered once per process: :meth:`RegistryClient.register`
 caches the id, so steady-state publishing makes no registry calls (``calls`` counts them).
@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from tidings.formats import SchemaUnavailable
 from tidings.schemas import Mode, SchemaType, canonical_text
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -31,8 +32,9 @@ class RegistryError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class RegistryUnavailable(RegistryError):
-    """The registry cannot be reached; the message names its URL."""
+class RegistryUnavailable(RegistryError, SchemaUnavailable):
+    """The registry cannot be reached; the message names its URL. An infrastructure error
+    (:class:`~tidings.formats.SchemaUnavailable`): a consumer waits it out."""
 
 
 class RegistryClient:
@@ -102,6 +104,17 @@ class RegistryClient:
         )
         self._ids[key] = self._ids[(subject, schema)] = int(found["id"])
         return self._ids[key]
+
+    async def schema(self, schema_id: int) -> tuple[SchemaType, str] | None:
+        """The type and text of the schema with id ``schema_id``; None if the registry says
+        it has none (Confluent's 40403: a bare 404 is raised, it may be a wrong URL)."""
+        try:
+            found = await self._request("GET", f"/schemas/ids/{int(schema_id)}")
+        except RegistryError as exc:
+            if exc.code == 40403:
+                return None
+            raise
+        return SchemaType(found.get("schemaType", "AVRO")), str(found["schema"])
 
     async def versions(self, subject: str) -> list[tuple[int, SchemaType, str]]:
         """The subject's (version, type, schema), oldest first; empty if it has none."""

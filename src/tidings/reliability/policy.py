@@ -8,7 +8,10 @@ failure is classified into one :class:`Action`:
 retry can help. At once, without a retry, when
 
 * the record is not a CloudEvent the codec can read (``undecodable``, :func:`undecodable`);
-* its data does not fit the handler's message type (``invalid``, :func:`invalid`);
+* it names a registry schema id the registry does not know (``undecodable``,
+  :func:`unknown_schema`);
+* its data does not fit the schema it was registered with (``invalid``,
+  :func:`breaks_schema`) or the handler's message type (``invalid``, :func:`invalid`);
 * what the handler published is larger than the broker accepts (``too_large``): the same
   handler would publish the same records again;
 * the handler raised an error its :class:`RetryPolicy` calls non-recoverable
@@ -27,8 +30,8 @@ in a row, capped at ``CONFLICT_BACKOFF.max_delay``. It never counts as an attemp
 dead-letters the event and never stops the service; a run of :data:`CONFLICT_STORM`
 conflicts or more is a storm and is logged (:func:`is_storm`).
 
-**Wait out the infrastructure**: :data:`INFRASTRUCTURE_ERRORS` (the broker or the database
-is down) are nobody's fault in the handler. The error goes up to the consume loop: the
+**Wait out the infrastructure**: :data:`INFRASTRUCTURE_ERRORS` (the broker, the database
+or the schema registry is down) are nobody's fault in the handler. The error goes up to the consume loop: the
 partitions not yet handled are rewound, and the loop waits (:func:`outage_delay`, growing
 and capped) before it fetches again. Never an attempt, never a dead letter.
 
@@ -46,14 +49,19 @@ import random
 import pydantic
 
 from tidings import codec
+from tidings.formats import SchemaUnavailable, SchemaViolation
 from tidings.reliability.deadletter import DeadLetterKind, DeadLetterReason
 from tidings.reliability.retry import RetryPolicy
 from tidings.store.base import ConcurrencyConflict, StoreUnavailable
 from tidings.transport.base import RecordTooLarge, TransportError
 
-# Errors of the broker or the database, not of a handler: they are waited out, never
-# retried against the handler's policy or dead-lettered.
-INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (TransportError, StoreUnavailable)
+# Errors of the broker, the database or the schema registry, not of a handler: they are
+# waited out, never retried against the handler's policy or dead-lettered.
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    TransportError,
+    StoreUnavailable,
+    SchemaUnavailable,
+)
 # Conflict n in a row waits min(max_delay, 2 ms * 2**(n-1)), less up to half at random.
 CONFLICT_BACKOFF = RetryPolicy(initial_delay=0.002, multiplier=2.0, max_delay=1.0, jitter=0.5)
 CONFLICT_STORM = 10  # conflicts in a row on one event that make a storm worth a log line
@@ -91,6 +99,19 @@ def invalid(
     return DeadLetterReason(
         DeadLetterKind.INVALID, f"invalid {event_type}{versions}: {'; '.join(parts)}"
     )
+
+
+def unknown_schema(schema_id: int, registry: str) -> DeadLetterReason:
+    """A record written with a schema id the registry answers "not found" for."""
+    return DeadLetterReason(
+        DeadLetterKind.UNDECODABLE,
+        f"undecodable: schema id {schema_id} is not known to the registry {registry}",
+    )
+
+
+def breaks_schema(error: SchemaViolation) -> DeadLetterReason:
+    """Data that breaks the schema it names at the registry; ``error`` names type and field."""
+    return DeadLetterReason(DeadLetterKind.INVALID, str(error))
 
 
 def not_upcast(error: Exception) -> DeadLetterReason:

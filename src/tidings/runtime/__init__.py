@@ -28,6 +28,7 @@ from typing import Any
 
 from tidings import codec
 from tidings.envelope import Envelope
+from tidings.formats import SchemaSource
 from tidings.reliability import policy
 from tidings.reliability.deadletter import dlq_topic, replay_topic
 from tidings.reliability.outbox import OutboxRelay
@@ -62,6 +63,7 @@ class Runtime:
         batch_max: int = 100,
         dedupe_window: float = DEDUPE_WINDOW,
         prune_every: float = 60.0,
+        schemas: SchemaSource | None = None,
     ) -> None:
         self.service = service
         self.transport = transport
@@ -92,6 +94,7 @@ class Runtime:
             content_mode=self.content_mode,
             on_outbox=self.relay.wake,
             batch_max=batch_max,
+            schemas=schemas,
         )
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -46,11 +46,13 @@ import pydantic
 
 from tidings import codec
 from tidings.envelope import Envelope
+from tidings.formats import SchemaSource, SchemaViolation
 from tidings.messages import Message
 from tidings.records import OutgoingRecord
 from tidings.reliability import policy
 from tidings.reliability.deadletter import DeadLetterReason, dead_letter
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS, Action
+from tidings.runtime.decoding import decode
 from tidings.runtime.observer import Observer, Outcome, Stats
 from tidings.service import Context, HandlerSpec, Service
 from tidings.store.base import ConcurrencyConflict, Store, UnitOfWork
@@ -89,6 +91,7 @@ class Handling:
         content_mode: codec.ContentMode,
         on_outbox: Callable[[], None],
         batch_max: int = 100,
+        schemas: SchemaSource | None = None,
     ) -> None:
         self.service = service
         self.store = store
@@ -101,6 +104,7 @@ class Handling:
         self.content_mode = content_mode
         self.on_outbox = on_outbox  # called after a commit that queued outbox rows
         self.batch_max = batch_max  # events in one unit of work at most
+        self.schemas = schemas  # registered schemas (None: no registry)
         self.units = OutboxUnits(
             service.name,
             store,
@@ -109,6 +113,7 @@ class Handling:
             on_outbox=on_outbox,
             stamp=self._stamp,
             publishes=service.publishes,
+            schemas=schemas,
         )
 
     # -- units of work -------------------------------------------------------------------
@@ -135,14 +140,23 @@ class Handling:
         return outcome
 
     async def _prepare(self, index: int, record: Record) -> _Ready | Outcome:
-        """Decode, dispatch and validate; a record that cannot be handled is settled here."""
+        """Decode, dispatch and validate; a record that cannot be handled is settled here.
+
+        Only an infrastructure error is raised (the registry is down and the record names
+        a schema not fetched yet): the record is not settled, the caller rewinds to it."""
         self.stats.consumed += 1
         started = time.perf_counter()
         envelope: Envelope | None = None
         try:
-            envelope = codec.decode(record)
+            envelope = await decode(record, self.schemas, self.service.handlers)
         except codec.DecodeError as exc:
             outcome: Outcome = await self._dead_letter(record, policy.undecodable(exc), exc, 0)
+        except codec.UnknownSchema as exc:
+            url = self.schemas.url if self.schemas is not None else "(none)"
+            reason = policy.unknown_schema(exc.schema_id, url)
+            outcome = await self._dead_letter(record, reason, exc, 0)
+        except SchemaViolation as exc:
+            outcome = await self._dead_letter(record, policy.breaks_schema(exc), exc, 0)
         else:
             spec = self.service.handlers.get(envelope.type)
             if spec is None:
@@ -250,8 +264,15 @@ class Handling:
         nothing of the current unit of work committed. See the module docstring.
         """
         ready: list[_Ready] = []
+        outage: Exception | None = None
         for index, delivery in enumerate(deliveries):
-            prepared = await self._prepare(index, delivery.record)
+            try:
+                prepared = await self._prepare(index, delivery.record)
+            except INFRASTRUCTURE_ERRORS as exc:
+                # The registry is down and this record needs a schema not fetched yet:
+                # handle those before it, then raise (the caller rewinds to this one).
+                outage, deliveries = exc, deliveries[:index]
+                break
             if isinstance(prepared, _Ready):
                 ready.append(prepared)
 
@@ -272,6 +293,8 @@ class Handling:
             else:
                 position += await self._batch(batch)
             settle_up_to(position)
+        if outage is not None:
+            raise outage
 
     async def _handle_one(
         self,
