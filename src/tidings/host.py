@@ -13,6 +13,7 @@ import logging
 import signal
 from typing import Any
 
+from tidings.apiguard import GuardConfig, guard
 from tidings.http import with_units
 from tidings.runtime import DEDUPE_WINDOW, Observer, Runtime
 from tidings.service import Service
@@ -64,6 +65,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     registry: str | None = None,
     dedupe_window: float = DEDUPE_WINDOW,
+    api: GuardConfig | None = None,
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
 
@@ -73,7 +75,12 @@ async def serve(
     With a ``registry`` URL, the service's schemas are registered and checked first
     (:func:`tidings.registry.startup.ensure_schemas`); one that breaks its subject's rule
     stops the start with a :class:`SchemaRejected` naming subject, rule and field.
+
+    ``api``: who may call the HTTP app and how often (:mod:`tidings.apiguard`); its
+    security headers are always on. Its key files are read before anything connects.
     """
+    # Built first, so a bad key file fails the start before anything connects.
+    protect = guard(api) if http and service.http_app is not None else None
     if registry:
         await check_schemas(service, registry)
     transport = make_transport(broker_url)
@@ -88,10 +95,11 @@ async def serve(
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")
         server = None
         server_task: asyncio.Task[None] | None = None
-        if http is not None and service.http_app is not None:
+        if http is not None and protect is not None:
             import uvicorn
 
-            app = runtime.observer.wrap_http_app(service.http_app)
+            # The guard is outermost: a refused request opens no span and no unit of work.
+            app = protect(runtime.observer.wrap_http_app(service.http_app))
             app = with_units(app, runtime.unit_of_work)
             # log_config=None: uvicorn's loggers go through the process's one logging setup.
             config = uvicorn.Config(
@@ -102,6 +110,7 @@ async def serve(
                 lifespan="off",
                 access_log=False,
                 log_config=None,
+                server_header=False,
             )
             server = uvicorn.Server(config)
             # This process owns SIGINT/SIGTERM (to stop the runtime too), not uvicorn.
