@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit services services-down browser asyncapi-tools bench lock clean
+.PHONY: install demo test lint unit services services-down browser asyncapi-tools bench fuzz lock clean
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ asyncapi-tools:
 bench: install services
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m bench
+
+# A million garbled records through the codec and the consume path, plus Hypothesis batches
+# through the shop's runtimes; writes bench/results/fuzz.json (about 5 minutes on 2 cores).
+fuzz: install
+	$(BIN)/python -m bench.fuzz --cases 1000000
 
 # Re-pin every dependency (run after changing pyproject.toml).
 lock:

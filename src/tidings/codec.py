@@ -259,6 +259,8 @@ def _json(value: bytes, what: str) -> Any:
         return pydantic_core.from_json(value)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # found by the fuzzer: it escaped the consume loop
+        raise DecodeError(f"{what} is nested too deeply to decode") from None
 
 
 def _opt(value: Any) -> str | None:

@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tidings.runtime import DEDUPE_WINDOW, Observer, Runtime
@@ -19,6 +20,7 @@ from tidings.store import make_store
 from tidings.transport import Transport, make_transport
 
 if TYPE_CHECKING:
+    from tidings.apiguard import GuardConfig
     from tidings.registry.wire import RegistrySchemas
 
 log = logging.getLogger("tidings.host")
@@ -81,6 +83,7 @@ async def serve(
     registry: str | None = None,
     dedupe_window: float = DEDUPE_WINDOW,
     schema_format: str = "json",
+    api: GuardConfig | None = None,
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
 
@@ -93,7 +96,15 @@ async def serve(
     it publishes is then written with those schemas (``schema_format``: ``json``, or
     ``avro`` in Confluent's framing, which needs a binary-mode transport), and what it
     reads is checked against the schema each record names (``tidings.registry.wire``).
+
+    ``api``: who may call the HTTP app and how often (:mod:`tidings.apiguard`); its
+    security headers are always on. Its key files are read before anything connects.
     """
+    protect = None
+    if http and service.http_app is not None:
+        from tidings.apiguard import guard  # the HTTP stack: imported by a service that serves
+
+        protect = guard(api)  # first, so a bad key file fails the start before anything connects
     transport = make_transport(broker_url)
     if registry and schema_format.lower() == "avro" and transport.content_mode != "binary":
         raise ValueError(
@@ -104,7 +115,15 @@ async def serve(
     schemas = await check_schemas(service, registry, schema_format) if registry else None
     try:
         await _serve(
-            service, transport, store_url, broker_url, http, observer, ready, schemas, dedupe_window
+            service,
+            transport,
+            store_url,
+            broker_url,
+            (http, protect) if http and protect else None,
+            observer,
+            ready,
+            schemas,
+            dedupe_window,
         )
     finally:
         if schemas is not None:
@@ -116,12 +135,13 @@ async def _serve(
     transport: Transport,
     store_url: str,
     broker_url: str,
-    http: tuple[str, int] | None,
+    http: tuple[tuple[str, int], Callable[[Any], Any]] | None,
     observer: Observer | None,
     ready: asyncio.Event | None,
     schemas: RegistrySchemas | None,
     dedupe_window: float,
 ) -> None:
+    """``serve`` once the options are checked; ``http``: the address and the guard."""
     store = make_store(store_url, service.name)
     await transport.connect()
     try:
@@ -138,22 +158,25 @@ async def _serve(
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")
         server = None
         server_task: asyncio.Task[None] | None = None
-        if http is not None and service.http_app is not None:
+        if http is not None:
+            address, protect = http
             import uvicorn
 
             from tidings.http import with_units  # FastAPI: imported by a service that serves
 
-            app = runtime.observer.wrap_http_app(service.http_app)
+            # The guard is outermost: a refused request opens no span and no unit of work.
+            app = protect(runtime.observer.wrap_http_app(service.http_app))
             app = with_units(app, runtime.unit_of_work)
             # log_config=None: uvicorn's loggers go through the process's one logging setup.
             config = uvicorn.Config(
                 app,
-                host=http[0],
-                port=http[1],
+                host=address[0],
+                port=address[1],
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
                 log_config=None,
+                server_header=False,
             )
             server = uvicorn.Server(config)
             # This process owns SIGINT/SIGTERM (to stop the runtime too), not uvicorn.

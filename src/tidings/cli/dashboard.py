@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -18,8 +19,14 @@ def dashboard(
     port: int = typer.Option(8050, help="HTTP port"),
     host: str = typer.Option(
         "127.0.0.1",
-        help="Address to listen on (keep it loopback: "
-        "the dashboard has no login, and can replay dead letters)",
+        help="Address to listen on; anything but loopback needs a token "
+        "(the dashboard shows every event and can replay dead letters)",
+    ),
+    token_file: Path | None = typer.Option(
+        None,
+        envvar="TIDINGS_DASHBOARD_TOKEN_FILE",
+        help="Require this file's token (a login page sets a cookie; scripts send "
+        "Authorization: Bearer); TIDINGS_DASHBOARD_TOKEN gives the token itself",
     ),
     open_browser: bool = typer.Option(False, "--open", help="Open it in a web browser"),
     ready_file: Path | None = typer.Option(None, help="Write this file once it serves"),
@@ -32,11 +39,19 @@ def dashboard(
 ) -> None:
     """Live events, order timelines, consumer lag, dead letters (with replay) and topics."""
     from tidings.dashboard import create_app, serve
+    from tidings.dashboard.login import is_loopback
 
     setup_logging(service="dashboard")
     try:
+        token = _token(token_file)
+        if not is_loopback(host) and not token:
+            raise ValueError(
+                f"the dashboard refuses to listen on {host} without a token: give "
+                "--token-file FILE or TIDINGS_DASHBOARD_TOKEN, or listen on 127.0.0.1"
+            )
         services = load_services(service)
-        create_app(broker, services=services)  # a bad service or document fails here, in one line
+        # a bad service, document or token fails here, in one line
+        create_app(broker, services=services, token=token)
     except (LookupError, TypeError, ValueError) as exc:
         raise fail(str(exc)) from None
     url = f"http://{host}:{port}/"
@@ -48,4 +63,13 @@ def dashboard(
         import webbrowser
 
         webbrowser.open(url)
-    serve(broker, host, port, ready_file=ready_file, services=services)
+    serve(broker, host, port, ready_file=ready_file, services=services, token=token)
+
+
+def _token(token_file: Path | None) -> str | None:
+    if token_file is not None:
+        try:
+            return token_file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ValueError(f"dashboard token file {token_file}: {exc.strerror or exc}") from None
+    return os.environ.get("TIDINGS_DASHBOARD_TOKEN", "").strip() or None

@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from tidings.apiguard import GuardConfig
+from tidings.cli.apikey import apikey_app
 from tidings.cli.asyncapi import asyncapi
 from tidings.cli.common import (
     BROKER_HELP,
@@ -102,6 +104,31 @@ def run(
         help="With --registry: json (CloudEvents JSON, dataschema at the registry) or avro "
         "(Confluent's framing: magic byte, schema id, Avro body; needs Kafka or the SQLite log)",
     ),
+    api_keys: Path | None = typer.Option(
+        None,
+        envvar="TIDINGS_API_KEYS",
+        help="HTTP API: require an X-API-Key from this file of CLIENT:sha256:HEX lines "
+        "(`tidings apikey new CLIENT` makes one)",
+    ),
+    jwt_issuer: str = typer.Option(
+        "", envvar="TIDINGS_JWT_ISSUER", help="HTTP API: accept bearer JWTs from this issuer"
+    ),
+    jwt_audience: str = typer.Option(
+        "", envvar="TIDINGS_JWT_AUDIENCE", help="HTTP API: ...whose aud is this"
+    ),
+    jwt_key_file: Path | None = typer.Option(
+        None,
+        envvar="TIDINGS_JWT_KEY_FILE",
+        help="HTTP API: ...signed by this key (PEM public key, JWK Set, or HS256 secret)",
+    ),
+    rate_limit: str = typer.Option(
+        "",
+        envvar="TIDINGS_RATE_LIMIT",
+        help="HTTP API: per-client limit, e.g. 20/second or 10/second;300/minute (429 past it)",
+    ),
+    cors_origin: list[str] = typer.Option(
+        [], help="HTTP API: allow this browser origin (repeatable; none by default)"
+    ),
 ) -> None:
     """Run one service until Ctrl-C or SIGTERM.
 
@@ -120,6 +147,14 @@ def run(
         if not port.isdigit():
             raise fail(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
         address = (host or "127.0.0.1", int(port))
+    api = GuardConfig(
+        api_keys=api_keys,
+        jwt_issuer=jwt_issuer,
+        jwt_audience=jwt_audience,
+        jwt_key_file=jwt_key_file,
+        rate_limit=rate_limit,
+        cors_origins=tuple(cors_origin),
+    )
 
     @run_async
     async def main() -> None:
@@ -155,6 +190,7 @@ def run(
                 registry=registry or None,
                 dedupe_window=window,
                 schema_format=schema_format,
+                api=api,
             )
         finally:
             announcer.cancel()
@@ -372,4 +408,5 @@ app.command()(new)
 app.add_typer(registry_app, name="registry")
 app.add_typer(schema_app, name="schema")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(apikey_app, name="apikey")
 app.command()(asyncapi)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tidings.dashboard.app import create_app
+from tidings.dashboard.login import is_loopback
 from tidings.service import Service
 
 __all__ = ["create_app", "serve"]
@@ -26,14 +27,27 @@ def serve(
     *,
     ready_file: Path | None = None,
     services: Sequence[Service] = (),
+    token: str | None = None,
 ) -> None:
-    """Serve the dashboard until Ctrl-C or SIGTERM (blocking)."""
+    """Serve the dashboard until Ctrl-C or SIGTERM (blocking).
+
+    Off loopback a ``token`` is required (:mod:`tidings.dashboard.login`); with one, any
+    Host header is accepted, since the token, not the name, keeps other sites out.
+    """
     import asyncio
 
     import uvicorn
 
-    allowed = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
-    app = create_app(broker_url, allowed_hosts=allowed, services=services)
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"the dashboard refuses to listen on {host} without a token: it shows every "
+            "event and can replay dead letters (give --token-file FILE or "
+            "TIDINGS_DASHBOARD_TOKEN, or listen on 127.0.0.1)"
+        )
+    allowed = (
+        None if token else frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
+    )
+    app = create_app(broker_url, allowed_hosts=allowed, services=services, token=token)
     config = uvicorn.Config(
         app,
         host=host,
@@ -41,6 +55,7 @@ def serve(
         log_level="warning",
         access_log=False,
         log_config=None,
+        server_header=False,
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

@@ -39,6 +39,7 @@ from tidings.asyncapi import asyncapi_document, parse_server
 from tidings.asyncapi.page import render_page
 from tidings.asyncapi.servers import PROTOCOLS
 from tidings.dashboard.feed import LogFeed
+from tidings.dashboard.login import TokenGate
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.service import Service
 from tidings.transport import make_transport
@@ -90,14 +91,21 @@ def create_app(
     *,
     transport: Transport | None = None,
     interval: float = 0.5,
-    allowed_hosts: frozenset[str] = LOOPBACK,
+    allowed_hosts: frozenset[str] | None = LOOPBACK,
     services: Sequence[Service] = (),
+    token: str | None = None,
 ) -> FastAPI:
     """The dashboard for the broker at ``broker_url`` (its transport opened on startup).
 
     With ``services`` it also serves their AsyncAPI document, built here once (an error
     in it fails now, not at the first request), with the broker as its one server.
+
+    With a ``token`` every request must carry it (:mod:`tidings.dashboard.login`);
+    ``allowed_hosts=None`` accepts any Host header, which only a token makes safe.
     """
+    gate = TokenGate(token) if token else None
+    if allowed_hosts is None and gate is None:
+        raise ValueError("a dashboard that accepts any Host header needs a token")
     page = INDEX.read_text(encoding="utf-8")
     csp = _csp(page)
     document = _asyncapi(broker_url, services)
@@ -137,8 +145,11 @@ def create_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         host = _hostname(request.headers.get("host") or "")
-        if host not in allowed_hosts:
+        if allowed_hosts is not None and host not in allowed_hosts:
             return JSONResponse({"error": f"host {host!r} not allowed"}, status_code=421)
+        if gate is not None and (refused := await gate.refusal(request)) is not None:
+            refused.headers["Cache-Control"] = "no-store"
+            return refused
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("origin")
             if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
