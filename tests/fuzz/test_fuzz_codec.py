@@ -48,7 +48,11 @@ def test_deeply_nested_json_is_undecodable_not_a_crash() -> None:
         record = Record("t", 0, 0, None, value, {}, 0.0)
         outcome, reason = settle(SERVICES[0], record)
         assert outcome == "dead_lettered"
-        assert "nested too deeply" in reason
+        # pydantic-core's parser stops at its recursion limit (a ValueError); the standard
+        # library's raised RecursionError, which the codec maps the same way.
+        assert reason.startswith("undecodable: ") and (
+            "recursion limit exceeded" in reason or "nested too deeply" in reason
+        )
 
 
 @settings(max_examples=200, deadline=None)
