@@ -28,7 +28,7 @@ def trace(
 
     @run_async
     async def main() -> CausalTrace:
-        async with opened_transport(broker) as transport:
+        async with opened_transport(broker, needs="tidings trace:offsets") as transport:
             return await read_trace(transport, key)
 
     result = main()
