@@ -122,7 +122,9 @@ async def _clients(n: int, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in rows.items()}
 
 
-def run(n: int = 20_000, rounds: int = 3) -> dict[str, Any]:
+def run(n: int = 5_000, rounds: int = 3) -> dict[str, Any]:
+    """Fewer records and orders than the Kafka and NATS suites: a quorum queue writes
+    each confirmed batch to disk, at about a thousand 1 KiB messages a second here."""
     m = asyncio.run(_clients(n, rounds))
     result: dict[str, Any] = {
         "publish_events_per_s": round(m["fw_pub"]),
@@ -132,5 +134,5 @@ def run(n: int = 20_000, rounds: int = 3) -> dict[str, Any]:
         "raw_consume_events_per_s": round(m["raw_con"]),
         "consume_ratio_to_raw": round(m["fw_con"] / m["raw_con"], 3),
     }
-    result.update(shop.run(URL, STORE, orders=1000))
+    result.update(shop.run(URL, STORE, orders=300))
     return result
