@@ -1,6 +1,6 @@
 """``python -m bench [suite ...]``: run benchmarks, print them, write bench/results/*.json.
 
-Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats`` (each broker
+Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats``, ``rabbitmq`` (each broker
 against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
 off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
 extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), ``scaling``
@@ -24,6 +24,7 @@ SUITES = {  # suite -> module with run() -> dict
     "sqlite": "bench.suite_sqlite",
     "kafka": "bench.suite_kafka",
     "nats": "bench.suite_nats",
+    "rabbitmq": "bench.suite_rabbitmq",
     "observability": "bench.observability",
     "faststream": "bench.faststream",
     "memory": "bench.memory",

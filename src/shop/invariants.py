@@ -31,15 +31,16 @@ async def read_stock(store: str) -> dict[str, int]:
     return {sku: item.available for sku, item in stock.items()}
 
 
-async def payments_in_log(broker: str) -> dict[str, set[str]]:
+async def payments_in_log(broker: str, witness: str | None = None) -> dict[str, set[str]]:
     """The distinct payments (PaymentProcessed ids) billing's topic holds per order.
 
     Distinct ids, because a relay that crashed after publishing publishes the same event
-    again: that is one payment seen twice, not two payments."""
+    again: that is one payment seen twice, not two payments. On a broker without history,
+    ``witness`` is the group that kept them (:func:`tidings.testing.topics.witness`)."""
     info = PaymentProcessed.message_info
     assert info.topic is not None
     payments: dict[str, set[str]] = {}
-    for envelope in await envelopes(broker, info.topic):
+    for envelope in await envelopes(broker, info.topic, witness=witness):
         if envelope.type == info.type:
             payments.setdefault(str(envelope.data["order_id"]), set()).add(envelope.id)
     return payments

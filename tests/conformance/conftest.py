@@ -19,6 +19,8 @@ BROKERS = [
     pytest.param("sqlite:///{tmp}/log.db?session_timeout=1&heartbeat_interval=0.2", id="sqlite"),
     pytest.param("kafka://127.0.0.1:9092", id="kafka"),
     pytest.param("nats://127.0.0.1:4222", id="nats"),
+    # A member looks at who consumes what twice a second: takeovers show sooner.
+    pytest.param("amqp://guest:guest@127.0.0.1:5672/?sync_interval=0.5", id="rabbitmq"),
 ]
 
 

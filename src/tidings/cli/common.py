@@ -20,6 +20,7 @@ from tidings.registry.client import RegistryError
 from tidings.service import Service
 from tidings.store import Store, StoreError, make_store
 from tidings.transport import Transport, TransportError, make_transport
+from tidings.transport.errors import Unsupported
 
 console = Console()
 err_console = Console(stderr=True)
@@ -117,8 +118,18 @@ def load_services(targets: Iterable[str]) -> list[Service]:
 
 
 @contextlib.asynccontextmanager
-async def opened_transport(url: str) -> AsyncIterator[Transport]:
+async def opened_transport(url: str, needs: str | None = None) -> AsyncIterator[Transport]:
+    """The connected transport of ``url``; with ``needs`` (the command and the
+    Capabilities flag it reads, e.g. ``"tidings tail:offsets"``), one line saying the
+    broker cannot do it, instead of an odd failure halfway."""
     transport = make_transport(url)
+    if needs is not None:
+        command, _, capability = needs.partition(":")
+        if not getattr(transport.capabilities, capability):
+            raise Unsupported(
+                f"{command} is not supported on {transport.platform}: it reads the log by"
+                f" offset, and {transport.platform} keeps no {capability}"
+            )
     await transport.connect()
     try:
         yield transport

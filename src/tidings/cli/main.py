@@ -269,11 +269,16 @@ def topics(broker: str = Broker) -> None:
             infos = await transport.topics()
         table = Table("topic", "partitions", "end offsets", "records")
         for info in infos:
+            if not transport.capabilities.offsets:  # a queue broker: no log positions
+                table.add_row(info.name, str(info.partitions), "-", "-")
+                continue
             offsets = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
             table.add_row(
                 info.name, str(info.partitions), offsets, str(sum(info.end_offsets.values()))
             )
         console.print(table)
+        if not transport.capabilities.offsets:
+            console.print(f"end offsets are not supported on {transport.platform} (queues)")
 
     main()
 
@@ -282,11 +287,22 @@ def topics(broker: str = Broker) -> None:
 def lag(
     broker: str = Broker, group: str = typer.Option("", help="Only this consumer group")
 ) -> None:
-    """Consumer lag per group and partition (end offset minus committed offset)."""
+    """Consumer lag per group and partition (end offset minus committed offset; on a
+    broker without offsets, such as RabbitMQ, the records waiting in each queue)."""
 
     @run_async
     async def main() -> None:
         async with opened_transport(broker) as transport:
+            if not transport.capabilities.offsets:
+                table = Table("group", "topic", "partition", "waiting")
+                for name in await transport.groups():
+                    if group and name != group:
+                        continue
+                    for (topic, partition), count in sorted((await transport.queued(name)).items()):
+                        table.add_row(name, topic, str(partition), str(count))
+                console.print(table)
+                console.print(f"lag on {transport.platform}: messages waiting in each queue")
+                return
             ends = {
                 (t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()
             }
@@ -312,7 +328,7 @@ Since = typer.Option(
 
 async def _dead_letters(broker: str, group: str, since: str) -> list[DeadLetter]:
     start = parse_since(since)
-    async with opened_transport(broker) as transport:
+    async with opened_transport(broker, needs="tidings dlq:offsets") as transport:
         return await read_dead_letters(transport, group, start)
 
 

@@ -192,7 +192,7 @@ def tail(
 
     @run_async
     async def main() -> None:
-        async with opened_transport(broker) as transport:
+        async with opened_transport(broker, needs="tidings tail:offsets") as transport:
             printed = 0
             deadline = asyncio.timeout(timeout)  # None: no deadline
             try:

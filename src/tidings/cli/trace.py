@@ -21,7 +21,7 @@ async def trace_order(
     """What ``tidings trace KEY --since SINCE --topic ...`` computes (and the benchmark
     times): the tree of ``key`` from the records stored since then in ``topics``."""
     start = parse_since(since)
-    async with opened_transport(broker) as transport:
+    async with opened_transport(broker, needs="tidings trace:offsets") as transport:
         return await read_trace(transport, key, since=start, topics=topics)
 
 

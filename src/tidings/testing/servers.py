@@ -18,8 +18,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-_DEFAULT_PORTS = {"kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432}
-_SERVICE = {"kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres"}
+_DEFAULT_PORTS = {
+    "kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432, "amqp": 5672,
+}  # fmt: skip
+_SERVICE = {
+    "kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres",
+    "amqp": "rabbitmq",
+}  # fmt: skip
 
 
 @functools.cache

@@ -5,12 +5,14 @@ Pick one by URL with :func:`open_transport`:
 * ``memory://`` - in-process and deterministic, with fault injection (unit tests);
 * ``sqlite:///path/to/log.db`` - the embedded durable log (the default);
 * ``kafka://host:port`` - Apache Kafka;
-* ``nats://host:port`` - NATS JetStream.
+* ``nats://host:port`` - NATS JetStream;
+* ``amqp://user:password@host:port/vhost`` - RabbitMQ (quorum queues; no offsets or
+  history, see its ``capabilities``).
 
 The layout, which lint-imports checks (no cycles; each layer imports only those below):
 
 * brokers: :mod:`.memory` and one package each, :mod:`.sqlite`, :mod:`.kafka`,
-  :mod:`.nats`; they never import each other;
+  :mod:`.nats`, :mod:`.rabbitmq`; they never import each other;
 * what they share, each module with its rules in its docstring: :mod:`.ledger`
   (deliveries handed out, attempts, cumulative settling), :mod:`.loop` (the fetch loop),
   :mod:`.membership` (member ids, the heartbeat task), :mod:`.options` (URL options);
@@ -84,9 +86,21 @@ def make_transport(url: str) -> Transport:
         from tidings.transport.nats.transport import NatsTransport
 
         return NatsTransport(url)
+    if scheme == "amqp":
+        if not parts.hostname:
+            raise InvalidBrokerURL(
+                f"{url!r}: give host and port, e.g. amqp://guest:guest@127.0.0.1:5672/"
+            )
+        try:
+            from tidings.transport.rabbitmq.transport import RabbitMQTransport
+        except ImportError as exc:
+            raise InvalidBrokerURL(
+                f"{url!r}: RabbitMQ needs aio-pika: pip install 'tidings[rabbitmq]' ({exc})"
+            ) from None
+        return RabbitMQTransport(url)
     raise InvalidBrokerURL(
         f"{url!r} is not a broker URL; use one of: memory://, sqlite:///./tidings.db, "
-        "kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
+        "kafka://127.0.0.1:9092, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/"
     )
 
 

@@ -13,6 +13,7 @@ from tidings.transport.contract import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
     Administration,
+    Capabilities,
     Delivery,
     Publisher,
     Subscriber,
@@ -26,6 +27,7 @@ from tidings.transport.errors import (
     NotAssigned,
     RecordTooLarge,
     TransportError,
+    Unsupported,
 )
 from tidings.transport.placement import assign, partition_for
 from tidings.transport.tools import read_topic
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_PARTITIONS",
     "Administration",
     "BrokerUnavailable",
+    "Capabilities",
     "Delivery",
     "InvalidBrokerURL",
     "NotAssigned",
@@ -47,6 +50,7 @@ __all__ = [
     "TopicInfo",
     "Transport",
     "TransportError",
+    "Unsupported",
     "assign",
     "partition_for",
     "read_topic",

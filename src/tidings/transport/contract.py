@@ -24,12 +24,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 from tidings.records import OutgoingRecord, Record
-from tidings.transport.errors import RecordTooLarge
+from tidings.transport.errors import RecordTooLarge, Unsupported
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "DEFAULT_PARTITIONS",
     "Administration",
+    "Capabilities",
     "Delivery",
     "PartitionRange",
     "Publisher",
@@ -46,6 +47,26 @@ DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 PartitionRange = tuple[str, int, int, int]
 # Whether a tool wants a record, from its headers and value alone (see read_ranges).
 RecordFilter = Callable[[Mapping[str, str], bytes], bool]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a broker can do beyond the promises every transport keeps (publish, groups,
+    cumulative ack, nack with delay, per-key order), as Watermill's conformance suite has
+    feature flags. The conformance suite skips exactly the cases a missing capability
+    rules out, and tools say what the broker cannot show (:class:`Unsupported`).
+
+    * ``history``: a new group reads records published before it first subscribed
+      (``from_beginning=True``). Without it a group sees what is published once it
+      exists, so a group must subscribe before its records are published.
+    * ``offsets``: a partition is a log with positions, so ``read``, ``seek``,
+      ``committed`` and the end offsets of ``topics()`` exist, and ``Record.offset`` is
+      the same number for every reader. Without it those raise :class:`Unsupported`, and
+      an offset numbers deliveries within one member only.
+    """
+
+    history: bool = True
+    offsets: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -255,6 +276,16 @@ class Transport(Publisher, Subscriber, Administration):
     supports_processes: bool = True
     # How the codec writes envelopes for this broker (CloudEvents binary or structured).
     content_mode: Literal["binary", "structured"] = "binary"
+    # What it can do beyond the core promises (every flag on for a log-based broker).
+    capabilities: Capabilities = Capabilities()
+    # The broker's name, for messages such as "not supported on RabbitMQ".
+    platform: str = "this broker"
+
+    async def queued(self, group: str) -> dict[tuple[str, int], int]:
+        """Records waiting for ``group`` per (topic, partition), for a broker without
+        ``offsets`` (lag from queue depths); a log-based broker computes lag from
+        ``committed`` and the end offsets instead and raises :class:`Unsupported`."""
+        raise Unsupported(f"{self.url}: queue depths are not kept on {self.platform}")
 
     async def connect(self) -> None:
         """Open connections; raise :class:`BrokerUnavailable` if the broker is not there."""

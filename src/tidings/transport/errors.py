@@ -8,6 +8,7 @@ __all__ = [
     "NotAssigned",
     "RecordTooLarge",
     "TransportError",
+    "Unsupported",
 ]
 
 
@@ -29,3 +30,8 @@ class RecordTooLarge(TransportError):
 
 class NotAssigned(TransportError):
     """An ack or nack for a partition this member no longer owns (it was reassigned)."""
+
+
+class Unsupported(TransportError):
+    """What this broker cannot do (a capability it lacks, see ``Capabilities``); the
+    message says "not supported on <platform>" and what was asked."""
