@@ -19,6 +19,7 @@ from tidings.reliability.deadletter import DeadLetter, dlq_topic
 from tidings.runtime import Runtime
 from tidings.store.sqlite import SQLiteStore
 from tidings.testing import records
+from tidings.testing.transport_reading import requires
 from tidings.transport import make_transport
 from tidings.transport.base import OutgoingRecord, Transport
 
@@ -83,6 +84,7 @@ async def test_poison_and_failing_events_are_dead_lettered_then_replayed(
         handled.append(event.cents)
 
     async with running(svc, transport_url, tmp_path) as (rt, transport):
+        requires(transport, "offsets")  # the dead letters are read back from their topic
         async with rt.unit_of_work() as ctx:
             for cents in (5, -1, 13, 7):
                 ctx.publish(PaymentRequested(payment_id=f"p{cents}", cents=cents))
@@ -153,11 +155,12 @@ async def test_old_versions_in_the_log_are_upcast_for_the_handler(
             ("s1", 1250, "unknown"),
             ("s2", 7, "post"),
         ]
-        stored = {
-            e.data["shipment_id"]: e.version
-            for e in map(codec.decode, await records(transport, topic))
-        }
-        assert stored == {"s1": 1, "s2": 3}  # the log keeps what was written
+        if transport.capabilities.offsets:  # a log to read back (not RabbitMQ's queues)
+            stored = {
+                e.data["shipment_id"]: e.version
+                for e in map(codec.decode, await records(transport, topic))
+            }
+            assert stored == {"s1": 1, "s2": 3}  # the log keeps what was written
 
 
 async def _count(items: list[Any], n: int) -> bool:
