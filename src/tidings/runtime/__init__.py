@@ -87,6 +87,16 @@ class Runtime:
             Projector(projection, transport, store, schemas=schemas, sleep=sleep)
             for projection in service.projections.values()
         ]
+        if self.projectors and not transport.capabilities.history:
+            # The service runs without them (the shop on RabbitMQ): its reports stay empty.
+            log.warning(
+                "%s: projections (%s) are not run: they read their topics by offset, and %s "
+                "keeps no history",
+                service.name,
+                ", ".join(service.projections),
+                transport.platform,
+            )
+            self.projectors = []
         self.handling = Handling(
             service,
             store,
