@@ -3,15 +3,17 @@ checkpoint committed with the rows (a failing handler leaves neither), rebuild a
 
 from __future__ import annotations
 
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from tidings import Event, Service
-from tidings.projection import ProjectionContext, ProjectionView
+from tidings.projection import ProjectionContext, ProjectionView, read_current
 from tidings.runtime.projector import Projector
 from tidings.store import make_store
 from tidings.store.base import Store, read_only
@@ -86,8 +88,6 @@ async def publish(transport: Transport, *events: Sold) -> None:
 
 
 async def current(store: Store) -> dict[str, Tally]:
-    from tidings.projection import read_current
-
     async with read_only(store, service.name) as uow:
         return await read_current(tallies_projection, uow, rows)
 
@@ -167,3 +167,45 @@ async def test_rebuild_replays_into_a_new_generation_and_removes_the_old(
 async def test_reads_before_any_generation_are_empty(parts: tuple[Transport, Store]) -> None:
     _, store = parts
     assert await current(store) == {}
+
+
+@pytest.mark.parametrize(
+    "broker", ["kafka://127.0.0.1:9092", "nats://127.0.0.1:4222"], ids=["kafka", "nats"]
+)
+async def test_a_projection_replays_a_real_broker_from_offset_zero(
+    broker: str, tmp_path: Path
+) -> None:
+    require(broker)
+    topic = f"unit.projection.{uuid.uuid4().hex[:10]}"
+    sold = types.new_class(
+        "Sold", (Event,), {"topic": topic, "key": "sku"},
+        lambda ns: ns.update({"__annotations__": {"sku": str, "units": int}}),
+    )  # fmt: skip
+    projection = Service(f"projected-{uuid.uuid4().hex[:6]}").projection("units")
+    units = projection.collection("units", Tally)
+
+    @projection.on(sold)
+    async def add(event: Any, view: ProjectionContext) -> None:
+        row = await view.get(units, event.sku) or Tally(sku=event.sku)
+        await view.put(units, event.sku, row.model_copy(update={"units": row.units + event.units}))
+
+    transport = make_transport(broker)
+    store = make_store(f"sqlite:///{tmp_path}/state.db", projection.service)
+    await transport.connect()
+    await store.connect()
+    try:
+        await transport.create_topic(topic, partitions=2)
+        events = [sold(sku=s, units=n) for n, s in enumerate("abcab", 1)]
+        await transport.publish([direct_record(e, transport, source="test")[1] for e in events])
+        projector = Projector(projection, transport, store)
+        while await projector.step(await projector.serving()):
+            pass
+        done = await projector.rebuild()
+        assert done.records == 5
+        async with read_only(store, projection.service) as uow:
+            found = await read_current(projection, uow, lambda view: view.list(units))
+        assert {t.sku: t.units for t in found} == {"a": 5, "b": 7, "c": 3}
+        assert (await projector.status()).lag == 0
+    finally:
+        await store.close()
+        await transport.close()
