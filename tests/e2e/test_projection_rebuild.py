@@ -214,3 +214,15 @@ async def _check(
         assert report == expected
         assert await _rows(store, 2) == live
         assert await _rows(store, 1) == {}  # the old generation is gone
+
+
+def test_an_unknown_projection_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _cli("projection", "rebuild", "shop.order:service", "nope"),
+        env={**os.environ, "TIDINGS_BROKER": f"sqlite:///{tmp_path}/log.db"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "declares no projection 'nope' (it declares: sales)" in done.stderr
