@@ -7,7 +7,11 @@ status and the events that concern it (CQRS: the HTTP API reads only this).
                         -> 202 {"order_id": ..., "status": "PLACED", ...}
     GET  /orders/{id}   -> the order, its status and its events in order
     GET  /orders        -> orders, paged with ?limit=&after=
+    GET  /reports/sales -> completed orders' units and revenue by sku and by customer
     GET  /health        -> 200 when the service is running
+
+The sales report is a projection (``sales``): folded from ``shop.orders`` by offset, so
+``tidings projection rebuild shop.order:service sales`` replays it from the beginning.
 
 Bad input gets a 4xx with a readable message: 422 with what is wrong and where (or an
 unknown sku), 413 for a body over 64 KiB, 404 for an unknown order.
@@ -36,6 +40,7 @@ from shop.events import (
 )
 from tidings import Context, Envelope, Event, Service, new_event_id
 from tidings.http import BodyLimit, UnitOfWork, readable_validation_errors
+from tidings.projection import ProjectionContext, ProjectionView
 
 service = Service("order", publishes=[OrderPlaced, OrderCompleted, OrderCancelled])
 
@@ -170,6 +175,97 @@ async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Contex
     )
 
 
+# -- the sales report: a projection -------------------------------------------------------
+class OpenOrder(BaseModel):
+    """An order placed and not ended yet: what a completion will count."""
+
+    customer_id: str
+    lines: list[OrderLine]
+    amount_cents: int
+
+
+class SalesRow(BaseModel):
+    """Completed orders of one sku (``sku:<sku>``) or one customer (``customer:<id>``).
+
+    Revenue is counted per customer only: an event carries the order's amount, not the
+    price of each line, and a projection folds what the events say (prices may change).
+    """
+
+    kind: str
+    key: str
+    orders: int = 0
+    units: int = 0
+    revenue_cents: int = 0
+
+
+sales = service.projection("sales")
+open_orders = sales.collection("open", OpenOrder)
+sales_rows = sales.collection("rows", SalesRow)
+
+
+@sales.on
+async def sales_placed(event: OrderPlaced, view: ProjectionContext) -> None:
+    await view.put(
+        open_orders,
+        event.order_id,
+        OpenOrder(
+            customer_id=event.customer_id, lines=event.lines, amount_cents=event.amount_cents
+        ),
+    )
+
+
+@sales.on
+async def sales_cancelled(event: OrderCancelled, view: ProjectionContext) -> None:
+    await view.delete(open_orders, event.order_id)
+
+
+@sales.on
+async def sales_completed(event: OrderCompleted, view: ProjectionContext) -> None:
+    order = await view.get(open_orders, event.order_id)
+    if order is None:  # completed twice, or placed before the topic's first record
+        return
+    units: dict[str, int] = {}
+    for line in order.lines:
+        units[line.sku] = units.get(line.sku, 0) + line.quantity
+    counts = [("customer", order.customer_id, sum(units.values()), order.amount_cents)]
+    counts += [("sku", sku, quantity, 0) for sku, quantity in units.items()]
+    for kind, key, quantity, cents in counts:
+        row = await view.get(sales_rows, f"{kind}:{key}") or SalesRow(kind=kind, key=key)
+        row = row.model_copy(
+            update={
+                "orders": row.orders + 1,
+                "units": row.units + quantity,
+                "revenue_cents": row.revenue_cents + cents,
+            }
+        )
+        await view.put(sales_rows, f"{kind}:{key}", row)
+    await view.delete(open_orders, event.order_id)
+
+
+async def sales_report(view: ProjectionView) -> dict[str, Any]:
+    """The report of one generation, from one listing (one statement: one snapshot)."""
+    rows = await view.list(sales_rows, limit=100_000)
+    customers = [r for r in rows if r.kind == "customer"]
+    return {
+        "generation": view.generation,
+        "orders": sum(r.orders for r in customers),
+        "units": sum(r.units for r in customers),
+        "revenue_cents": sum(r.revenue_cents for r in customers),
+        "by_sku": [
+            {"sku": r.key, "orders": r.orders, "units": r.units} for r in rows if r.kind == "sku"
+        ],
+        "by_customer": [
+            {
+                "customer_id": r.key,
+                "orders": r.orders,
+                "units": r.units,
+                "revenue_cents": r.revenue_cents,
+            }
+            for r in customers
+        ],
+    }
+
+
 # -- the HTTP API --------------------------------------------------------------------------
 app = service.http(FastAPI(title="Tidings shop: order service", version="0.1.0"))
 app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
@@ -229,3 +325,9 @@ async def list_orders(
         "orders": [o.summary() for o in page],
         "next": page[-1].order_id if len(page) == limit else None,
     }
+
+
+@app.get("/reports/sales")
+async def get_sales_report(ctx: UnitOfWork) -> dict[str, Any]:
+    """Completed orders by sku and by customer, from the ``sales`` projection."""
+    return await ctx.read(sales, sales_report)

@@ -25,6 +25,9 @@ framework adds to a model, and a field may not shadow them (nor pydantic's ``mod
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -191,3 +194,20 @@ class Command(Message, abstract=True):
     Commands are strict (unknown fields are an error): a request should be understood
     whole or refused with a reason.
     """
+
+
+def annotated_types(fn: Callable[..., Any], param: str, where: str) -> tuple[type[Message], ...]:
+    """The message types a handler takes, from its ``param`` annotation (``A | B``: both)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except NameError as exc:
+        raise TypeError(f"{where}: cannot resolve the message annotation ({exc})") from None
+    hint = hints.get(param)
+    if hint is None:
+        raise TypeError(
+            f"{where}: annotate the message parameter ({param}: OrderPlaced) "
+            "or name the types: @service.on(OrderPlaced)"
+        )
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(typing.get_args(hint))
+    return (hint,)

@@ -24,46 +24,28 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
-import typing
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import pydantic
 
 from tidings.envelope import Envelope
 from tidings.eventsourcing import repository
 from tidings.eventsourcing.aggregate import Aggregate
-from tidings.messages import Message, new_envelope, published_topic
+from tidings.messages import Message, annotated_types, new_envelope, published_topic
+from tidings.projection import Projection, ProjectionView, read_current
 from tidings.reliability.retry import RetryPolicy
+from tidings.state import Collection as Collection
+from tidings.state import Versioned as Versioned
 from tidings.store.base import UnitOfWork
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T", bound=pydantic.BaseModel)
 A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 StartupHook = Callable[["Context"], Awaitable[None]]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Collection(Generic[T]):
-    """A named collection of documents of one pydantic model, e.g. ``stock`` of StockItem.
-
-    Documents are stored as JSON and versioned: every put raises the version by one,
-    which :meth:`Context.put` can check (optimistic concurrency).
-    """
-
-    name: str
-    model: type[T]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Versioned(Generic[T]):
-    """A document with the version it was read at, for ``ctx.put(..., expected_version=)``."""
-
-    value: T
-    version: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,6 +126,13 @@ class Context:
         """Up to ``limit`` documents in key order, starting after the key ``after``."""
         docs = await self._uow.list(collection.name, limit, after)
         return [collection.model.model_validate(doc.data) for doc in docs]
+
+    async def read(
+        self, projection: Projection, fn: Callable[[ProjectionView], Awaitable[R]]
+    ) -> R:
+        """``fn`` on the projection's generation that serves reads (run again if a rebuild
+        switched generations meanwhile): ``await ctx.read(sales, report)``."""
+        return await read_current(projection, self._uow, fn)
 
     # -- publishing -------------------------------------------------------------------
     def publish(self, message: Message, *, key: str | None = None) -> Envelope:
@@ -229,6 +218,7 @@ class Service:
         self.handlers: dict[str, HandlerSpec] = {}
         self.collections: dict[str, Collection[Any]] = {}
         self.aggregates: dict[str, type[Aggregate]] = {}  # by name, lower case
+        self.projections: dict[str, Projection] = {}
         self.startup_hooks: list[StartupHook] = []
         self.http_app: Any = None
 
@@ -263,6 +253,15 @@ class Service:
         self.aggregates[name] = aggregate_type
         return aggregate_type
 
+    def projection(self, name: str) -> Projection:
+        """Declare a read model fed from the topics of the events its handlers take
+        (``@projection.on``), rebuildable from offset 0; see :mod:`tidings.projection`."""
+        if name in self.projections:
+            raise ValueError(f"{self.name}: a projection named {name!r} is declared already")
+        made = Projection(name, self.name)
+        self.projections[name] = made
+        return made
+
     @overload
     def on(self, fn: F, /) -> F: ...
 
@@ -296,7 +295,7 @@ class Service:
         params = list(inspect.signature(fn).parameters.values())
         if not 1 <= len(params) <= 2:
             raise TypeError(f"{self.name}: handler {where} takes (message) or (message, ctx)")
-        types_ = message_types or _annotated_types(fn, params[0].name, where)
+        types_ = message_types or annotated_types(fn, params[0].name, where)
         for message_type in types_:
             if not (isinstance(message_type, type) and issubclass(message_type, Message)):
                 raise TypeError(f"{self.name}: {where} handles {message_type!r}, not a Message")
@@ -337,19 +336,3 @@ def check_publishable(
             f"{service} publishes {message_type.__name__}, which it does not declare "
             f"(Service({service!r}, publishes=[{declared}]))"
         )
-
-
-def _annotated_types(fn: Callable[..., Any], param: str, where: str) -> tuple[type[Message], ...]:
-    try:
-        hints = typing.get_type_hints(fn)
-    except NameError as exc:
-        raise TypeError(f"{where}: cannot resolve the message annotation ({exc})") from None
-    hint = hints.get(param)
-    if hint is None:
-        raise TypeError(
-            f"{where}: annotate the message parameter ({param}: OrderPlaced) "
-            "or name the types: @service.on(OrderPlaced)"
-        )
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return tuple(typing.get_args(hint))
-    return (hint,)

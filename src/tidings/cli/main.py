@@ -29,6 +29,7 @@ from tidings.cli.contracts import contracts_app
 from tidings.cli.dashboard import dashboard
 from tidings.cli.history import history
 from tidings.cli.new import new
+from tidings.cli.projection import projection_app
 from tidings.cli.publish import publish
 from tidings.cli.registry import registry_app
 from tidings.cli.schema import schema_app
@@ -425,4 +426,5 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(schema_app, name="schema")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(projection_app, name="projection")
 app.command()(asyncapi)

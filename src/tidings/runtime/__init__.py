@@ -35,6 +35,7 @@ from tidings.reliability.outbox import OutboxRelay
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
 from tidings.runtime.handling import Handling
 from tidings.runtime.observer import Observer, Outcome, Stats
+from tidings.runtime.projector import Projector
 from tidings.service import Context, Service
 from tidings.store.base import ConcurrencyConflict, OutboxEntry, Store
 from tidings.transport.base import Delivery, Subscription, Transport
@@ -82,6 +83,20 @@ class Runtime:
         self.subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.projectors = [
+            Projector(projection, transport, store, schemas=schemas, sleep=sleep)
+            for projection in service.projections.values()
+        ]
+        if self.projectors and not transport.capabilities.history:
+            # The service runs without them (the shop on RabbitMQ): its reports stay empty.
+            log.warning(
+                "%s: projections (%s) are not run: they read their topics by offset, and %s "
+                "keeps no history",
+                service.name,
+                ", ".join(service.projections),
+                transport.platform,
+            )
+            self.projectors = []
         self.handling = Handling(
             service,
             store,
@@ -106,7 +121,8 @@ class Runtime:
         """
         group = self.service.group
         topics = [*self.service.topics(), replay_topic(group)]
-        for topic in [*topics, dlq_topic(group)]:
+        projected = {t for p in self.service.projections.values() for t in p.topics()}
+        for topic in sorted({*topics, dlq_topic(group), *projected}):
             await self.transport.create_topic(topic)
         for hook in self.service.startup_hooks:
             async with self.unit_of_work() as ctx:
@@ -117,6 +133,9 @@ class Runtime:
             if self.subscription is not None:
                 self._tasks.append(asyncio.create_task(self._consume_loop(), name="consume"))
                 self._tasks.append(asyncio.create_task(self._prune_loop(), name="prune-inbox"))
+            for projector in self.projectors:
+                name = f"projection-{projector.projection.name}"
+                self._tasks.append(asyncio.create_task(projector.run(self._stopping), name=name))
             self._tasks.append(self.relay.start())
 
     async def stop(self) -> None:
@@ -126,7 +145,9 @@ class Runtime:
         that stops must always hand its partitions back and close what it opened.
         """
         self._stopping.set()
-        consume = [t for t in self._tasks if t.get_name() == "consume"]
+        consume = [
+            t for t in self._tasks if t.get_name() == "consume" or t.get_name().startswith("projection-")
+        ]
         steps: list[Awaitable[Any]] = [
             asyncio.gather(*consume, return_exceptions=True),
             self.relay.stop(),
@@ -257,6 +278,11 @@ class Runtime:
             if isinstance(result, BaseException):
                 raise result
         return len(deliveries)
+
+    async def project_once(self) -> int:
+        """One step of every projection in its serving generation (when not running in the
+        background); how many records they read."""
+        return sum([await p.step(await p.serving()) for p in self.projectors])
 
     def _settle_failed(self, what: str, delivery: Delivery, exc: Exception) -> None:
         record = delivery.record

@@ -21,6 +21,7 @@ async def drain(*runtimes: Runtime, max_rounds: int = 1000) -> int:
                 n = await rt.poll(timeout=0)
                 moved += n
                 total += n
+            moved += await rt.project_once()
         if moved == 0:
             return total
     raise AssertionError(f"not quiet after {max_rounds} rounds")

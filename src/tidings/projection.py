@@ -1,0 +1,260 @@
+"""Projections: read models declared as handlers that fold events into collections.
+
+    sales = service.projection("sales")
+    totals = sales.collection("totals", SkuTotal)
+
+    @sales.on
+    async def count(event: OrderCompleted, view: ProjectionContext) -> None:
+        row = await view.get(totals, event.sku) or SkuTotal()
+        await view.put(totals, event.sku, row.model_copy(update={"sold": row.sold + 1}))
+
+The rules (the engine that feeds them is :mod:`tidings.runtime.projector`):
+
+* A projection reads the **topics** of the events it handles, by offset, from 0, with the
+  transport's ``read``, not through the service's consumer group: so it can be replayed
+  from the beginning at any time (a rebuild), on any broker that keeps history.
+* Its rows live in **generations**: the collection ``totals`` of generation 3 is stored as
+  ``sales.totals@3``. One **pointer** document (``_projections/sales``) names the
+  generation that serves reads; a rebuild fills a new generation beside it and moves the
+  pointer in one commit, then removes the old one.
+* Each generation has a **checkpoint** (``_projections/sales@3``: the next offset per topic
+  and partition), written in the same unit of work as the rows it accounts for, with an
+  expected version: a batch either commits with its checkpoint or not at all, and two
+  processes applying the same batch cannot both commit it.
+* Handlers are deterministic folds: they read and write the projection's collections
+  only, publish nothing, and must give the same rows when replayed.
+* Readers go through :func:`read_current` (``ctx.read(projection, fn)``): it reads the
+  pointer, runs ``fn`` on that generation, and runs it again if the pointer moved
+  meanwhile (the old generation may have been removed under it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, overload
+
+import pydantic
+
+from tidings.envelope import Envelope
+from tidings.messages import Message, annotated_types, published_topic
+from tidings.state import Collection
+from tidings.store.base import ConcurrencyConflict, UnitOfWork
+
+T = TypeVar("T", bound=pydantic.BaseModel)
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+POINTERS = "_projections"  # the collection of pointers and checkpoints
+READ_ATTEMPTS = 10
+
+
+class ProjectionView:
+    """One generation of a projection's collections, read and written in one unit of work."""
+
+    def __init__(self, projection: Projection, uow: UnitOfWork, generation: int) -> None:
+        self.projection = projection
+        self.generation = generation
+        self._uow = uow
+
+    def _name(self, collection: Collection[Any]) -> str:
+        known = self.projection.collections.get(collection.name)
+        if known is not collection:
+            raise LookupError(
+                f"projection {self.projection.name!r} has no collection {collection.name!r} "
+                f"(declare it with {self.projection.name}.collection(...))"
+            )
+        return self.projection.stored_name(collection.name, self.generation)
+
+    async def get(self, collection: Collection[T], key: str) -> T | None:
+        doc = await self._uow.get(self._name(collection), key)
+        return None if doc is None else collection.model.model_validate(doc.data)
+
+    async def put(self, collection: Collection[T], key: str, value: T) -> None:
+        if not isinstance(value, collection.model):
+            raise TypeError(
+                f"collection {collection.name!r} holds {collection.model.__name__}, "
+                f"not {type(value).__name__}"
+            )
+        await self._uow.put(self._name(collection), key, value.model_dump(mode="json"))
+
+    async def delete(self, collection: Collection[Any], key: str) -> None:
+        await self._uow.delete(self._name(collection), key)
+
+    async def list(
+        self, collection: Collection[T], limit: int = 1000, after: str | None = None
+    ) -> list[T]:
+        """Up to ``limit`` rows in key order after ``after`` (one statement: one snapshot)."""
+        docs = await self._uow.list(self._name(collection), limit, after)
+        return [collection.model.model_validate(doc.data) for doc in docs]
+
+
+class ProjectionContext(ProjectionView):
+    """What a projection handler gets: the generation being built, and the event's envelope."""
+
+    def __init__(
+        self, projection: Projection, uow: UnitOfWork, generation: int, envelope: Envelope
+    ) -> None:
+        super().__init__(projection, uow, generation)
+        self.envelope = envelope
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProjectionHandler:
+    message_type: type[Message]
+    fn: Callable[[Any, ProjectionContext], Awaitable[None]]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))
+
+
+class Projection:
+    """A named read model of one service: collections and the handlers that fill them."""
+
+    def __init__(self, name: str, service: str) -> None:
+        if not name or any(c in name for c in " ./@*>"):
+            raise ValueError(f"projection name {name!r} must be non-empty, without spaces, ./@")
+        self.name = name
+        self.service = service
+        self.collections: dict[str, Collection[Any]] = {}
+        self.handlers: dict[str, ProjectionHandler] = {}  # by CloudEvents type
+
+    def __repr__(self) -> str:
+        return f"Projection({self.name!r}, service={self.service!r})"
+
+    def collection(self, name: str, model: type[T]) -> Collection[T]:
+        """Declare a collection of ``model`` rows in this projection."""
+        if not name or "@" in name:
+            raise ValueError(f"{self.name}: collection name {name!r} must be non-empty, no @")
+        known = self.collections.get(name)
+        if known is not None:
+            raise ValueError(f"{self.name}: collection {name!r} is declared already")
+        made = Collection(name, model)
+        self.collections[name] = made
+        return made
+
+    @overload
+    def on(self, fn: F, /) -> F: ...
+
+    @overload
+    def on(self, *message_types: type[Message]) -> Callable[[F], F]: ...
+
+    def on(self, *args: Any) -> Any:
+        """Register ``async def f(event, view: ProjectionContext)`` for the annotated event
+        type(s), or for the types named: ``@projection.on(A, B)``."""
+        if len(args) == 1 and inspect.isfunction(args[0]):
+            return self._register(args[0], ())
+
+        def register(fn: F) -> F:
+            return self._register(fn, args)
+
+        return register
+
+    def _register(self, fn: F, message_types: tuple[type[Message], ...]) -> F:
+        where = f"projection {self.name}: {getattr(fn, '__qualname__', repr(fn))}"
+        registered = fn  # what is returned: the check below narrows the type of fn
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{where} must be an async def")
+        params = list(inspect.signature(fn).parameters.values())
+        if len(params) != 2:
+            raise TypeError(f"{where} takes (event, view)")
+        for message_type in message_types or annotated_types(fn, params[0].name, where):
+            if not (isinstance(message_type, type) and issubclass(message_type, Message)):
+                raise TypeError(f"{where} handles {message_type!r}, not a Message")
+            name = message_type.message_info.type
+            if name in self.handlers:
+                raise ValueError(f"projection {self.name} already handles {name}")
+            published_topic(message_type)  # a handled type must name its topic
+            self.handlers[name] = ProjectionHandler(message_type, fn)
+        return registered
+
+    def topics(self) -> list[str]:
+        """The topics it reads."""
+        return sorted({published_topic(h.message_type) for h in self.handlers.values()})
+
+    def stored_name(self, collection: str, generation: int) -> str:
+        """The store's collection name of ``collection`` in ``generation``."""
+        return f"{self.name}.{collection}@{generation}"
+
+    def checkpoint_key(self, generation: int) -> str:
+        return f"{self.name}@{generation}"
+
+
+# -- the pointer and the checkpoints ------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pointer:
+    """Which generation serves reads, which one a rebuild is filling (if any), and the
+    document's version (0: no pointer yet)."""
+
+    generation: int
+    building: int | None
+    version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The next offset to read per (topic, partition), and the document's version (0: none)."""
+
+    positions: dict[tuple[str, int], int]
+    version: int
+
+
+async def read_pointer(uow: UnitOfWork, projection: Projection) -> Pointer:
+    doc = await uow.get(POINTERS, projection.name)
+    if doc is None:
+        return Pointer(0, None, 0)
+    return Pointer(doc.data["generation"], doc.data.get("building"), doc.version)
+
+
+async def write_pointer(
+    uow: UnitOfWork, projection: Projection, pointer: Pointer, expected: Pointer
+) -> None:
+    """Move the pointer; ``ConcurrencyConflict`` if it moved since ``expected`` was read."""
+    data = {"generation": pointer.generation, "building": pointer.building}
+    await uow.put(POINTERS, projection.name, data, expected_version=expected.version)
+
+
+async def read_checkpoint(uow: UnitOfWork, projection: Projection, generation: int) -> Checkpoint:
+    doc = await uow.get(POINTERS, projection.checkpoint_key(generation))
+    if doc is None:
+        return Checkpoint({}, 0)
+    positions = {(topic, partition): offset for topic, partition, offset in doc.data["positions"]}
+    return Checkpoint(positions, doc.version)
+
+
+async def write_checkpoint(
+    uow: UnitOfWork,
+    projection: Projection,
+    generation: int,
+    positions: dict[tuple[str, int], int],
+    expected_version: int,
+) -> None:
+    """Write the checkpoint of ``generation``; ``ConcurrencyConflict`` unless it is still at
+    ``expected_version`` (so a batch applied twice at once commits once)."""
+    data = {"positions": [[t, p, o] for (t, p), o in sorted(positions.items())]}
+    await uow.put(
+        POINTERS, projection.checkpoint_key(generation), data, expected_version=expected_version
+    )
+
+
+async def read_current(
+    projection: Projection, uow: UnitOfWork, fn: Callable[[ProjectionView], Awaitable[R]]
+) -> R:
+    """``fn`` on the generation that serves reads, run again if the pointer moved meanwhile.
+
+    Reading the pointer again after ``fn`` is what makes it safe: the old generation is
+    removed only after the pointer moved, so rows read while the pointer stayed put are
+    complete. No generation yet (nothing projected) reads generation 0, which is empty.
+    """
+    for _ in range(READ_ATTEMPTS):
+        before = await read_pointer(uow, projection)
+        result = await fn(ProjectionView(projection, uow, before.generation))
+        after = await read_pointer(uow, projection)
+        if after.generation == before.generation:
+            return result
+    raise ConcurrencyConflict(
+        f"projection {projection.name}: the serving generation moved {READ_ATTEMPTS} times "
+        "during one read"
+    )

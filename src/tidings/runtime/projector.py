@@ -1,0 +1,299 @@
+"""The projection engine: feeds a projection's generations from its topics, by offset.
+
+A :class:`Projector` reads the topics of the events a projection handles with the
+transport's ``read`` (no consumer group: the checkpoint is the projection's own), applies
+a batch of records per step in ONE unit of work and writes the generation's checkpoint in
+it (see :mod:`tidings.projection` for the rules). Hence:
+
+* A handler that raises rolls the whole step back, rows and checkpoint: the batch is
+  applied again from the same offsets, so nothing is counted twice. It is logged and
+  tried again after ``retry_delay`` (a projection that cannot apply an event stops
+  there, and ``tidings projection status`` shows its lag growing).
+* A record that is not ours, cannot be decoded or does not validate is skipped (logged):
+  the service's consumer dead-letters it; a projection only follows the log.
+* :meth:`Projector.run` follows the serving generation (the pointer), so after a rebuild
+  switched it carries on in the new one from that one's checkpoint.
+* :meth:`Projector.rebuild` claims a new generation in the pointer (``building``), replays
+  every topic from offset 0 into it until it has caught up with the end offsets, then
+  moves the pointer in one commit (only if no other rebuild claimed a generation since)
+  and removes the old generation: its checkpoint first, so a live step still applying to
+  it conflicts and is rolled back rather than leaving rows behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+import pydantic
+
+from tidings import codec
+from tidings.envelope import Envelope
+from tidings.formats import SchemaSource, SchemaViolation
+from tidings.messages import Message
+from tidings.projection import (
+    POINTERS,
+    Checkpoint,
+    Pointer,
+    Projection,
+    ProjectionContext,
+    ProjectionHandler,
+    read_checkpoint,
+    read_pointer,
+    write_checkpoint,
+    write_pointer,
+)
+from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
+from tidings.runtime.decoding import decode
+from tidings.store.base import ConcurrencyConflict, Store, read_only
+from tidings.transport.base import Record, Transport
+from tidings.upcasting import NoUpcastPath, upcast
+
+log = logging.getLogger("tidings.projection")
+
+
+class RebuildSuperseded(ConcurrencyConflict):
+    """Another rebuild claimed a newer generation, or the pointer moved, during a rebuild."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    position: int  # the next offset the generation will read
+    end: int  # the offset the next record will get
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.position)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    generation: int  # serving reads; 0: none yet
+    building: int | None  # being filled by a rebuild
+    partitions: list[PartitionStatus]
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rebuilt:
+    generation: int
+    previous: int  # 0: there was none
+    records: int  # read from the topics
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ready:
+    record: Record
+    handler: ProjectionHandler
+    message: Message
+    envelope: Envelope
+
+
+class Projector:
+    """Feeds one projection of one service from a transport into a store."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        transport: Transport,
+        store: Store,
+        *,
+        batch: int = 500,
+        schemas: SchemaSource | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        idle: float = 0.2,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.projection = projection
+        self.transport = transport
+        self.store = store
+        self.service = projection.service
+        self.batch = batch  # records per partition per step at most
+        self.schemas = schemas
+        self.sleep = sleep
+        self.idle = idle
+        self.retry_delay = retry_delay
+
+    # -- one step ------------------------------------------------------------------------
+    async def ends(self) -> dict[tuple[str, int], int]:
+        """The end offset of every partition of the projection's topics."""
+        wanted = set(self.projection.topics())
+        return {
+            (info.name, partition): end
+            for info in await self.transport.topics()
+            if info.name in wanted
+            for partition, end in info.end_offsets.items()
+        }
+
+    async def step(self, generation: int) -> int:
+        """Apply the next batch of every partition to ``generation``, with its checkpoint,
+        in one unit of work; how many records were read (0: caught up, or the generation
+        has no checkpoint: it is not set up, or was removed).
+
+        ``ConcurrencyConflict`` if another step moved the checkpoint meanwhile (the batch
+        is rolled back); a handler's error is raised with the batch rolled back."""
+        async with read_only(self.store, self.service) as uow:
+            checkpoint = await read_checkpoint(uow, self.projection, generation)
+        if checkpoint.version == 0:
+            return 0
+        positions = dict(checkpoint.positions)
+        batches: list[list[Record]] = []
+        for (topic, partition), end in sorted((await self.ends()).items()):
+            start = positions.get((topic, partition), 0)
+            if start >= end:
+                continue
+            records = await self.transport.read(
+                topic, partition, start, min(self.batch, end - start)
+            )
+            if records:
+                batches.append(records)
+                positions[(topic, partition)] = records[-1].offset + 1
+        if not batches:
+            return 0
+        ready = [item for records in batches for item in await self._prepare(records)]
+        async with self.store.unit_of_work(self.service) as uow:
+            for item in ready:
+                view = ProjectionContext(self.projection, uow, generation, item.envelope)
+                try:
+                    await item.handler.fn(item.message, view)
+                except Exception as exc:
+                    record = item.record
+                    exc.add_note(
+                        f"projection {self.projection.name}: {item.handler.name} on "
+                        f"{item.envelope.type} {item.envelope.id} "
+                        f"({record.topic}/{record.partition}@{record.offset})"
+                    )
+                    raise
+            await write_checkpoint(uow, self.projection, generation, positions, checkpoint.version)
+        return sum(len(records) for records in batches)
+
+    async def _prepare(self, records: list[Record]) -> list[_Ready]:
+        ready = []
+        handlers = self.projection.handlers
+        for record in records:
+            where = f"{record.topic}/{record.partition}@{record.offset}"
+            try:
+                envelope = await decode(record, self.schemas, handlers)
+            except (codec.DecodeError, codec.UnknownSchema, SchemaViolation) as exc:
+                log.warning("projection %s: skipping %s: %s", self.projection.name, where, exc)
+                continue
+            handler = handlers.get(envelope.type)
+            if handler is None:
+                continue
+            try:
+                data = upcast(handler.message_type, envelope.data, envelope.version)
+                message = handler.message_type.model_validate(data)
+            except (NoUpcastPath, pydantic.ValidationError) as exc:
+                log.warning("projection %s: skipping %s: %s", self.projection.name, where, exc)
+                continue
+            ready.append(_Ready(record, handler, message, envelope))
+        return ready
+
+    # -- the serving generation ----------------------------------------------------------
+    async def serving(self) -> int:
+        """The generation that serves reads; the first one is set up (pointer and empty
+        checkpoint, in one commit) when the projection has no pointer yet."""
+        async with self.store.unit_of_work(self.service) as uow:
+            pointer = await read_pointer(uow, self.projection)
+            if pointer.version > 0:
+                return pointer.generation
+            await write_pointer(uow, self.projection, Pointer(1, None, 0), pointer)
+            await write_checkpoint(uow, self.projection, 1, {}, 0)
+            return 1
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Follow the serving generation until ``stopping`` is set."""
+        failures = 0
+        while not stopping.is_set():
+            try:
+                applied = await self.step(await self.serving())
+                failures = 0
+            except ConcurrencyConflict:
+                applied = 1  # another process applied it, or the generation moved: look again
+            except INFRASTRUCTURE_ERRORS as exc:
+                failures += 1
+                log.warning("projection %s: %s; retrying", self.projection.name, exc)
+                await self.sleep(min(30.0, self.retry_delay * failures))
+                continue
+            except Exception:
+                failures += 1
+                log.exception(
+                    "projection %s: a handler failed; batch rolled back", self.projection.name
+                )
+                await self.sleep(min(30.0, self.retry_delay * failures))
+                continue
+            if applied == 0:
+                await self.sleep(self.idle)
+
+    # -- status and rebuild --------------------------------------------------------------
+    async def status(self) -> ProjectionStatus:
+        async with read_only(self.store, self.service) as uow:
+            pointer = await read_pointer(uow, self.projection)
+            checkpoint = await read_checkpoint(uow, self.projection, pointer.generation)
+        ends = await self.ends()
+        partitions = [
+            PartitionStatus(topic, partition, checkpoint.positions.get((topic, partition), 0), end)
+            for (topic, partition), end in sorted(ends.items())
+        ]
+        return ProjectionStatus(
+            self.projection.name, pointer.generation, pointer.building, partitions
+        )
+
+    async def rebuild(self, progress: Callable[[int], None] | None = None) -> Rebuilt:
+        """Replay every topic from offset 0 into a new generation, then switch reads to it
+        in one commit and remove the old one; the old one serves reads until the switch."""
+        async with self.store.unit_of_work(self.service) as uow:
+            pointer = await read_pointer(uow, self.projection)
+            new = max(pointer.generation, pointer.building or 0) + 1
+            claimed = Pointer(pointer.generation, new, pointer.version + 1)
+            await write_pointer(uow, self.projection, claimed, pointer)
+            await write_checkpoint(uow, self.projection, new, {}, 0)
+        if pointer.building is not None:  # a rebuild that never finished left it behind
+            await self.drop(pointer.building)
+        records = 0
+        while applied := await self.step(new):
+            records += applied
+            if progress is not None:
+                progress(records)
+        async with self.store.unit_of_work(self.service) as uow:
+            current = await read_pointer(uow, self.projection)
+            if current != claimed:
+                raise RebuildSuperseded(
+                    f"projection {self.projection.name}: generation {new} was not switched to: "
+                    f"another rebuild claimed generation {current.building} meanwhile"
+                )
+            await write_pointer(uow, self.projection, Pointer(new, None, 0), current)
+        if pointer.generation > 0:
+            await self.drop(pointer.generation)
+        return Rebuilt(new, pointer.generation, records)
+
+    async def drop(self, generation: int) -> int:
+        """Remove a generation's checkpoint and rows (in one unit of work); how many rows."""
+        removed = 0
+        async with self.store.unit_of_work(self.service) as uow:
+            await uow.delete(POINTERS, self.projection.checkpoint_key(generation))
+            for name in self.projection.collections:
+                stored = self.projection.stored_name(name, generation)
+                while docs := await uow.list(stored, 1000):
+                    for doc in docs:
+                        await uow.delete(stored, doc.key)
+                    removed += len(docs)
+        return removed
+
+
+__all__ = [
+    "Checkpoint",
+    "PartitionStatus",
+    "ProjectionStatus",
+    "Projector",
+    "RebuildSuperseded",
+    "Rebuilt",
+]
