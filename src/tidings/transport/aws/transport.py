@@ -220,7 +220,7 @@ class SnsSqsTransport(Transport):
         name = queue_name(group, topic)
         arn = self._arn("sqs", name)
         try:
-            redrive = await self._sqs.create_queue(
+            await self._sqs.create_queue(
                 QueueName=redrive_name(name),
                 Attributes={"FifoQueue": "true", "MessageRetentionPeriod": RETENTION},
                 tags={GROUP_TAG: group, TOPIC_TAG: topic, "tidings:redrive": "true"},
@@ -234,18 +234,27 @@ class SnsSqsTransport(Transport):
                     "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
                 }],
             }  # fmt: skip
-            queue = await self._sqs.create_queue(
-                QueueName=name,
-                Attributes={
-                    "FifoQueue": "true", "MessageRetentionPeriod": RETENTION,
-                    "VisibilityTimeout": str(self.visibility), "Policy": json.dumps(policy),
-                    "RedrivePolicy": json.dumps({
-                        "deadLetterTargetArn": redrive_arn,
-                        "maxReceiveCount": str(self.max_receives),
-                    }),
-                },
-                tags={GROUP_TAG: group, TOPIC_TAG: topic},
-            )  # fmt: skip
+            attributes = {
+                "MessageRetentionPeriod": RETENTION, "VisibilityTimeout": str(self.visibility),
+                "Policy": json.dumps(policy),
+                "RedrivePolicy": json.dumps({
+                    "deadLetterTargetArn": redrive_arn,
+                    "maxReceiveCount": str(self.max_receives),
+                }),
+            }  # fmt: skip
+            try:
+                queue = await self._sqs.create_queue(
+                    QueueName=name, Attributes={"FifoQueue": "true", **attributes},
+                    tags={GROUP_TAG: group, TOPIC_TAG: topic},
+                )  # fmt: skip
+            except AWS_ERRORS as exc:
+                if "QueueAlreadyExists" not in _code(exc) + repr(exc):
+                    raise
+                # Made with other options (an earlier run's URL): this URL's options win.
+                queue = await self._sqs.get_queue_url(QueueName=name)
+                await self._sqs.set_queue_attributes(
+                    QueueUrl=queue["QueueUrl"], Attributes=attributes
+                )
             await self.sns.subscribe(
                 TopicArn=topic_arn, Protocol="sqs", Endpoint=arn,
                 Attributes={"RawMessageDelivery": "true"},
@@ -254,7 +263,6 @@ class SnsSqsTransport(Transport):
             raise BrokerUnavailable(
                 f"{self.url}: cannot set up the queue of group {group!r} on {topic!r}: {exc!r}"
             ) from None
-        del redrive
         return str(queue["QueueUrl"])
 
     async def topics(self) -> list[TopicInfo]:
