@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,kafka,nats,rabbitmq,postgres,otlp-proto]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,kafka,nats,rabbitmq,aws,postgres,otlp-proto]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: install
@@ -58,7 +58,7 @@ fuzz: install
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
-	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,rabbitmq,postgres,otlp-proto,bench]'
+	.lock-venv/bin/python -m pip install -q '.[dev,kafka,nats,rabbitmq,aws,postgres,otlp-proto,bench]'
 	.lock-venv/bin/python -m pip freeze --exclude tidings > constraints.txt
 	rm -rf .lock-venv
 

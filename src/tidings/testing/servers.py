@@ -20,10 +20,11 @@ import pytest
 
 _DEFAULT_PORTS = {
     "kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432, "amqp": 5672,
+    "sqs+sns": 443,
 }  # fmt: skip
 _SERVICE = {
     "kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres",
-    "amqp": "rabbitmq",
+    "amqp": "rabbitmq", "sqs+sns": "aws",
 }  # fmt: skip
 
 
@@ -31,8 +32,8 @@ _SERVICE = {
 def unreachable(url: str) -> str | None:
     """Why the server of ``url`` cannot be reached (a TCP connect), or None if it can."""
     parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS:
-        return None
+    if parts.scheme not in _DEFAULT_PORTS or (parts.scheme == "sqs+sns" and not parts.hostname):
+        return None  # not a server of ours (sqs+sns:// without a host is AWS itself)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or _DEFAULT_PORTS[parts.scheme]
     try:

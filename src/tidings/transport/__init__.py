@@ -7,12 +7,14 @@ Pick one by URL with :func:`open_transport`:
 * ``kafka://host:port`` - Apache Kafka;
 * ``nats://host:port`` - NATS JetStream;
 * ``amqp://user:password@host:port/vhost`` - RabbitMQ (quorum queues; no offsets or
-  history, see its ``capabilities``).
+  history, see its ``capabilities``);
+* ``sqs+sns://host:port?region=us-east-1`` - AWS SNS FIFO topics fanning out to SQS FIFO
+  queues (no host: AWS itself; no offsets, history or partition assignment).
 
 The layout, which lint-imports checks (no cycles; each layer imports only those below):
 
 * brokers: :mod:`.memory` and one package each, :mod:`.sqlite`, :mod:`.kafka`,
-  :mod:`.nats`, :mod:`.rabbitmq`; they never import each other;
+  :mod:`.nats`, :mod:`.rabbitmq`, :mod:`.aws`; they never import each other;
 * what they share, each module with its rules in its docstring: :mod:`.ledger`
   (deliveries handed out, attempts, cumulative settling), :mod:`.loop` (the fetch loop),
   :mod:`.membership` (member ids, the heartbeat task), :mod:`.options` (URL options);
@@ -98,9 +100,18 @@ def make_transport(url: str) -> Transport:
                 f"{url!r}: RabbitMQ needs aio-pika: pip install 'tidings[rabbitmq]' ({exc})"
             ) from None
         return RabbitMQTransport(url)
+    if scheme == "sqs+sns":
+        try:
+            from tidings.transport.aws.transport import SnsSqsTransport
+        except ImportError as exc:
+            raise InvalidBrokerURL(
+                f"{url!r}: AWS needs aiobotocore: pip install 'tidings[aws]' ({exc})"
+            ) from None
+        return SnsSqsTransport(url)
     raise InvalidBrokerURL(
         f"{url!r} is not a broker URL; use one of: memory://, sqlite:///./tidings.db, "
-        "kafka://127.0.0.1:9092, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/"
+        "kafka://127.0.0.1:9092, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/, "
+        "sqs+sns://127.0.0.1:4566?region=us-east-1"
     )
 
 

@@ -63,10 +63,19 @@ class Capabilities:
       ``committed`` and the end offsets of ``topics()`` exist, and ``Record.offset`` is
       the same number for every reader. Without it those raise :class:`Unsupported`, and
       an offset numbers deliveries within one member only.
+    * ``assignment``: a group's partitions are shared out, each read by one member at a
+      time, and ``Subscription.assignment()`` names this member's. Without it every
+      member reads every partition (and says so) while the broker keeps each key with
+      one member at a time (SQS FIFO message groups), so per-key order still holds.
+    * ``prefetch``: a member may fetch later records of a key while earlier ones are
+      unacked. Without it (SQS FIFO) a key's next record waits for the ack of the one
+      before; the runtime, which acks what it handled before fetching on, is not held up.
     """
 
     history: bool = True
     offsets: bool = True
+    assignment: bool = True
+    prefetch: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
