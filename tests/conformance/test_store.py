@@ -80,6 +80,11 @@ class OutageHappened(Event, topic="outage.things", key="key"):
     n: int
 
 
+class Item(BaseModel):
+    sku: str
+    count: int
+
+
 class Handled(BaseModel):
     ns: list[int] = []
 
@@ -237,3 +242,39 @@ async def test_postgres_handler_whose_save_conflicts_is_run_again_on_the_new_sta
         await rt.stop()
         await store.close()
         await other.close()
+
+
+async def test_postgres_members_starting_together_run_their_seeding_hook_once(
+    pg_url: str,
+) -> None:
+    """Members of a group that start at once run the same startup hook at the same time;
+    the one that loses the race runs it again (and finds the state seeded) instead of dying."""
+    svc = Service(f"seeding{uuid.uuid4().hex[:8]}")
+    shelf = svc.collection("shelf", Item)
+    runs: list[bool] = []
+
+    @svc.on_startup
+    async def seed(ctx: Context) -> None:
+        found = await ctx.get(shelf, "widget")
+        runs.append(found is None)
+        if found is None:
+            await asyncio.sleep(0.2)  # both members read "absent" before either writes
+            await ctx.put(shelf, "widget", Item(sku="widget", count=10), expected_version=0)
+
+    transport = MemoryTransport()
+    stores = [PostgresStore(pg_url) for _ in range(3)]
+    for store in stores:
+        await store.connect()
+    members = [Runtime(svc, transport, store) for store in stores]
+    try:
+        await asyncio.gather(*(member.start(background=False) for member in members))
+        assert runs.count(True) >= 2  # they did race
+        assert len(runs) > len(members)  # and the losers ran the hook again
+        async with stores[0].unit_of_work(svc.name) as uow:
+            doc = await uow.get("shelf", "widget")
+        assert doc is not None and (doc.version, doc.data["count"]) == (1, 10)
+    finally:
+        for member in members:
+            await member.stop()
+        for store in stores:
+            await store.close()

@@ -125,8 +125,7 @@ class Runtime:
         for topic in sorted({*topics, dlq_topic(group), *projected}):
             await self.transport.create_topic(topic)
         for hook in self.service.startup_hooks:
-            async with self.unit_of_work() as ctx:
-                await hook(ctx)
+            await self._run_startup_hook(hook)
         if self.service.handlers:
             self.subscription = await self.transport.subscribe(group, topics)
         if background:
@@ -169,6 +168,21 @@ class Runtime:
                 log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
         log.info("%s: stopped; %s", self.service.name, self.stats.summary())
+
+    async def _run_startup_hook(self, hook: Callable[[Context], Awaitable[None]]) -> None:
+        """Run ``hook`` in a unit of work, again after a conflict: members of a group that
+        start together run the same hook (seeding state, say) at the same time."""
+        conflicts = 0
+        while True:
+            try:
+                async with self.unit_of_work() as ctx:
+                    await hook(ctx)
+                return
+            except ConcurrencyConflict:
+                conflicts += 1
+                if conflicts >= policy.CONFLICT_STORM:
+                    raise
+                await self.sleep(policy.conflict_delay(conflicts, self.rng))
 
     async def wait(self) -> None:
         """Wait until a task fails (re-raising its error) or :meth:`stop` is called."""
