@@ -45,6 +45,7 @@ from tidings.projection import (
     write_checkpoint,
     write_pointer,
 )
+from tidings.reliability import policy
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
 from tidings.runtime.decoding import decode
 from tidings.store.base import ConcurrencyConflict, Store, read_only
@@ -211,13 +212,17 @@ class Projector:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow the serving generation until ``stopping`` is set."""
-        failures = 0
+        failures = conflicts = 0
         while not stopping.is_set():
             try:
                 applied = await self.step(await self.serving())
-                failures = 0
+                failures = conflicts = 0
             except ConcurrencyConflict:
-                applied = 1  # another process applied it, or the generation moved: look again
+                # Another member applied it, or the generation moved: look again, after a
+                # jittered pause, or the members of a group would race each other in a loop.
+                conflicts += 1
+                await self.sleep(policy.conflict_delay(conflicts))
+                continue
             except INFRASTRUCTURE_ERRORS as exc:
                 failures += 1
                 log.warning("projection %s: %s; retrying", self.projection.name, exc)
