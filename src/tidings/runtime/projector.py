@@ -126,13 +126,7 @@ class Projector:
     # -- one step ------------------------------------------------------------------------
     async def ends(self) -> dict[tuple[str, int], int]:
         """The end offset of every partition of the projection's topics."""
-        wanted = set(self.projection.topics())
-        return {
-            (info.name, partition): end
-            for info in await self.transport.topics()
-            if info.name in wanted
-            for partition, end in info.end_offsets.items()
-        }
+        return await self.transport.end_offsets(self.projection.topics())
 
     async def step(self, generation: int) -> int:
         """Apply the next batch of every partition to ``generation``, with its checkpoint,

@@ -58,6 +58,17 @@ class ReadingCases:
             )
         assert sorted(read) == sorted(r.value for r in records)
 
+    async def test_end_offsets_of_some_topics_agree_with_topics(
+        self, transport: Transport, topic: str
+    ) -> None:
+        requires(transport, "offsets")
+        await transport.create_topic(topic, 3)
+        await transport.publish(keyed(topic, 12, keys=4))
+        ends = await transport.end_offsets([topic, unique("absent")])
+        info = {t.name: t for t in await transport.topics()}[topic]
+        assert ends == {(topic, p): end for p, end in info.end_offsets.items()}
+        assert sum(ends.values()) == 12
+
     async def test_offset_for_time_is_the_first_record_stored_at_or_after_it(
         self, transport: Transport, topic: str
     ) -> None:

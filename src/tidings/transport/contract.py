@@ -199,6 +199,18 @@ class Administration(abc.ABC):
     async def topics(self) -> list[TopicInfo]:
         """Every topic with its partitions and end offsets."""
 
+    async def end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        """The end offset of every partition of ``topics`` (those that exist). A follower
+        that polls its few topics asks this, not :meth:`topics`, which on a shared broker
+        looks at every topic; this default filters :meth:`topics`."""
+        wanted = set(topics)
+        return {
+            (info.name, partition): end
+            for info in await self.topics()
+            if info.name in wanted
+            for partition, end in info.end_offsets.items()
+        }
+
     @abc.abstractmethod
     async def committed(self, group: str) -> dict[tuple[str, int], int]:
         """The group's committed offsets: (topic, partition) -> next offset to read."""

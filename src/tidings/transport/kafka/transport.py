@@ -251,6 +251,9 @@ class KafkaTransport(Transport):
             for name, count in sorted(counts.items())
         ]
 
+    async def end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        return await self.admin.end_offsets(await self.admin.partition_counts(topics))
+
     async def committed(self, group: str) -> dict[tuple[str, int], int]:
         for sub in list(self._subscriptions):
             if sub.group == group:
