@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 import aiobotocore.session
 import botocore.config
 
-from tidings.records import OutgoingRecord, Record
+from tidings.records import OutgoingRecord
 from tidings.transport.aws.subscription import AWS_ERRORS, SQSSubscription
 from tidings.transport.aws.wire import (
     GROUP_TAG,
@@ -67,10 +67,10 @@ from tidings.transport.errors import (
     BrokerUnavailable,
     InvalidBrokerURL,
     TransportError,
-    Unsupported,
 )
 from tidings.transport.options import url_options
 from tidings.transport.placement import partition_for
+from tidings.transport.queues import WithoutOffsets
 
 __all__ = ["SnsSqsTransport"]
 
@@ -86,7 +86,7 @@ def _code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
-class SnsSqsTransport(Transport):
+class SnsSqsTransport(WithoutOffsets, Transport):
     """SNS FIFO topics fanning out to SQS FIFO queues (aiobotocore); see the module."""
 
     capabilities = Capabilities(history=False, offsets=False, assignment=False, prefetch=False)
@@ -365,20 +365,3 @@ class SnsSqsTransport(Transport):
             attrs = answer.get("Attributes", {})
             out[(topic, 0)] = sum(int(v) for v in attrs.values())
         return out
-
-    # -- what a queue is not ----------------------------------------------------------
-
-    def _unsupported(self, what: str) -> Unsupported:
-        return Unsupported(
-            f"{self.url}: {what} is not supported on AWS SNS+SQS (queues keep no offsets;"
-            " see Capabilities.offsets)"
-        )
-
-    async def committed(self, group: str) -> dict[tuple[str, int], int]:
-        raise self._unsupported("committed offsets")
-
-    async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[Record]:
-        raise self._unsupported("reading a partition by offset")
-
-    async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
-        raise self._unsupported("seeking a group")

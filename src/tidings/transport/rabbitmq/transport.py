@@ -40,12 +40,13 @@ import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
 
-from tidings.records import OutgoingRecord, Record
+from tidings.records import OutgoingRecord
 from tidings.transport.contract import DEFAULT_PARTITIONS, Capabilities, TopicInfo, Transport
-from tidings.transport.errors import BrokerUnavailable, TransportError, Unsupported
+from tidings.transport.errors import BrokerUnavailable, TransportError
 from tidings.transport.membership import member_id
 from tidings.transport.options import url_options
 from tidings.transport.placement import partition_for
+from tidings.transport.queues import WithoutOffsets
 from tidings.transport.rabbitmq.management import Management
 from tidings.transport.rabbitmq.subscription import RabbitMQSubscription
 from tidings.transport.rabbitmq.wire import (
@@ -67,7 +68,7 @@ _OPTIONS = {
 _AMQP_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, ConnectionError)
 
 
-class RabbitMQTransport(Transport):
+class RabbitMQTransport(WithoutOffsets, Transport):
     """RabbitMQ over AMQP 0-9-1 (aio-pika); see the module docstring."""
 
     capabilities = Capabilities(history=False, offsets=False)
@@ -230,20 +231,3 @@ class RabbitMQTransport(Transport):
     async def queued(self, group: str) -> dict[tuple[str, int], int]:
         depths = await self.management.queues()
         return {(t, p): n for (g, t, p), n in depths.items() if g == group}
-
-    # -- what a queue is not ----------------------------------------------------------
-
-    def _unsupported(self, what: str) -> Unsupported:
-        return Unsupported(
-            f"{self.url}: {what} is not supported on RabbitMQ (queues keep no offsets;"
-            " see Capabilities.offsets)"
-        )
-
-    async def committed(self, group: str) -> dict[tuple[str, int], int]:
-        raise self._unsupported("committed offsets")
-
-    async def read(self, topic: str, partition: int, offset: int, limit: int) -> list[Record]:
-        raise self._unsupported("reading a partition by offset")
-
-    async def seek(self, group: str, topic: str, partition: int, offset: int) -> None:
-        raise self._unsupported("seeking a group")
