@@ -21,6 +21,7 @@ from observed_shop import post_order, wait_for
 
 from shop.demo import Shop
 from tidings.testing import free_port
+from tidings.testing.servers import require_module
 
 
 class Collector(ThreadingHTTPServer):
@@ -107,8 +108,9 @@ def test_spans_reach_an_otlp_collector(collector: Collector, tmp_path: Path) -> 
 
     # Every request is a valid ExportTraceServiceRequest (protobuf's JSON mapping wants
     # ids in base64; OTLP/JSON has them in hex, which a receiver converts).
-    json_format = pytest.importorskip("google.protobuf.json_format")
-    service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+    why = "the collector's own protobuf types parse what the exporter sent"
+    json_format = require_module("google.protobuf.json_format", why)
+    service = require_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2", why)
     for _, _, body in collector.requests:
         request = json.loads(body)
         for rs in request["resourceSpans"]:

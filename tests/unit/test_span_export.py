@@ -14,7 +14,6 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, SpanKind
 
@@ -28,10 +27,12 @@ from tidings.observability.tracing import (
 )
 from tidings.records import Record
 from tidings.reliability.deadletter import DeadLetterKind, DeadLetterReason
+from tidings.testing.servers import require_module
 
-json_format = pytest.importorskip("google.protobuf.json_format")
-trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-trace_encoder = pytest.importorskip("opentelemetry.exporter.otlp.proto.common.trace_encoder")
+_WHY = "the SDK's protobuf encoder is the reference the hand-written encoders are checked against"
+json_format = require_module("google.protobuf.json_format", _WHY)
+trace_service = require_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2", _WHY)
+trace_encoder = require_module("opentelemetry.exporter.otlp.proto.common.trace_encoder", _WHY)
 
 
 class Captured:
