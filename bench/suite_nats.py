@@ -18,13 +18,11 @@ import nats
 from nats.js import api
 
 from bench import shop
+from bench.framework_rates import BATCH, PAYLOAD, framework_consume, framework_publish
 from tidings.transport import open_transport
-from tidings.transport.base import OutgoingRecord, Transport
 
 URL = "nats://127.0.0.1:4222"
 STORE = "postgresql://127.0.0.1:5432/tidings"
-BATCH = 500
-PAYLOAD = b"x" * 1024
 
 
 async def _raw_publish(js: Any, subject: str, n: int) -> float:
@@ -47,26 +45,6 @@ async def _raw_consume(js: Any, stream: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def _framework_publish(transport: Transport, topic: str, n: int) -> float:
-    records = [OutgoingRecord(topic, PAYLOAD, f"key-{i % 100}") for i in range(BATCH)]
-    started = time.perf_counter()
-    for _ in range(n // BATCH):
-        await transport.publish(records)
-    return n / (time.perf_counter() - started)
-
-
-async def _framework_consume(transport: Transport, topic: str, n: int) -> float:
-    subscription = await transport.subscribe(f"bench-{uuid.uuid4().hex[:8]}", [topic])
-    started, seen = time.perf_counter(), 0
-    while seen < n:
-        for delivery in await subscription.fetch(BATCH, 5.0):
-            await delivery.ack()
-            seen += 1
-    rate = n / (time.perf_counter() - started)
-    await subscription.close()
-    return rate
-
-
 async def _clients(n: int, rounds: int) -> dict[str, float]:
     nc = await nats.connect(URL)
     js = nc.jetstream()
@@ -83,12 +61,13 @@ async def _clients(n: int, rounds: int) -> dict[str, float]:
             streams += [stream, f"{topic}-0"]
             pair = [
                 ("raw_pub", _raw_publish(js, subject, n)),
-                ("fw_pub", _framework_publish(transport, topic, n)),
+                ("fw_pub", framework_publish(transport, topic, n)),
             ]
             for name, job in pair if round_ % 2 == 0 else reversed(pair):
                 rows[name].append(await job)
             rows["raw_con"].append(await _raw_consume(js, stream, n))
-            rows["fw_con"].append(await _framework_consume(transport, topic, n))
+            group = f"bench-{uuid.uuid4().hex[:8]}"
+            rows["fw_con"].append(await framework_consume(transport, group, topic, n))
     finally:
         for stream in streams:  # leave the server as we found it
             try:

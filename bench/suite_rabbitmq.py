@@ -18,14 +18,12 @@ from typing import Any
 import aio_pika
 
 from bench import shop
+from bench.framework_rates import BATCH, PAYLOAD, framework_consume, framework_publish
 from tidings.transport import open_transport
-from tidings.transport.base import OutgoingRecord, Transport
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 STORE = "postgresql://127.0.0.1:5432/tidings"
-BATCH = 500
 PREFETCH = 256  # the transport's default
-PAYLOAD = b"x" * 1024
 QUORUM = {"x-queue-type": "quorum"}
 
 
@@ -64,26 +62,6 @@ async def _raw_consume(queue: aio_pika.abc.AbstractQueue, n: int) -> float:
     return rate
 
 
-async def _framework_publish(transport: Transport, topic: str, n: int) -> float:
-    records = [OutgoingRecord(topic, PAYLOAD, f"key-{i % 100}") for i in range(BATCH)]
-    started = time.perf_counter()
-    for _ in range(n // BATCH):
-        await transport.publish(records)
-    return n / (time.perf_counter() - started)
-
-
-async def _framework_consume(transport: Transport, group: str, topic: str, n: int) -> float:
-    subscription = await transport.subscribe(group, [topic])
-    started, seen = time.perf_counter(), 0
-    while seen < n:
-        for delivery in await subscription.fetch(BATCH, 5.0):
-            await delivery.ack()
-            seen += 1
-    rate = n / (time.perf_counter() - started)
-    await subscription.close()
-    return rate
-
-
 async def _clients(n: int, rounds: int) -> dict[str, float]:
     connection = await aio_pika.connect(URL)
     channel = await connection.channel(publisher_confirms=True)
@@ -105,12 +83,12 @@ async def _clients(n: int, rounds: int) -> dict[str, float]:
             queues += [name, f"{group}:{topic}:0"]
             pair = [
                 ("raw_pub", _raw_publish(exchange, n)),
-                ("fw_pub", _framework_publish(transport, topic, n)),
+                ("fw_pub", framework_publish(transport, topic, n)),
             ]
             for key, job in pair if round_ % 2 == 0 else reversed(pair):
                 rows[key].append(await job)
             rows["raw_con"].append(await _raw_consume(queue, n))
-            rows["fw_con"].append(await _framework_consume(transport, group, topic, n))
+            rows["fw_con"].append(await framework_consume(transport, group, topic, n))
     finally:
         for name in queues:  # leave the server as we found it (exchanges are cheap; kept)
             try:
