@@ -71,3 +71,25 @@ class Envelope:
 
     def replace(self, **changes: Any) -> Envelope:
         return dataclasses.replace(self, **changes)
+
+    def restamped(
+        self, dataschema: str | None, traceparent: str | None, schemaversion: str | None
+    ) -> Envelope:
+        """This envelope with the attributes that publishing stamps (the registry's schema,
+        the producer span) set; :meth:`replace` for the hot path: the constructor with
+        positional arguments costs a third of ``dataclasses.replace``."""
+        return Envelope(
+            self.id,
+            self.source,
+            self.type,
+            self.subject,
+            self.data,
+            self.time,
+            self.specversion,
+            self.datacontenttype,
+            dataschema,
+            self.correlationid,
+            self.causationid,
+            traceparent,
+            schemaversion,
+        )

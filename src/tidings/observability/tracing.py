@@ -153,20 +153,8 @@ class Tracing:
             },
         )
         span.end()
-        e = envelope  # the constructor, not dataclasses.replace: a third of the cost
-        return Envelope(
-            e.id,
-            e.source,
-            e.type,
-            e.subject,
-            e.data,
-            e.time,
-            e.specversion,
-            e.datacontenttype,
-            e.dataschema,
-            e.correlationid,
-            e.causationid,
-            traceparent_of(span.get_span_context()),
+        return envelope.restamped(
+            envelope.dataschema, traceparent_of(span.get_span_context()), envelope.schemaversion
         )
 
     # -- failures ------------------------------------------------------------------------
