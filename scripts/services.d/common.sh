@@ -1,0 +1,92 @@
+# shellcheck shell=bash
+# Helpers shared by every service file; sourced first by scripts/services.
+
+log() { echo "services: $*" >&2; }
+
+# The one line a caller (CI, a developer) needs when something does not come up.
+# A process this very run launched but that never became ready is stopped again,
+# so a failed 'up' leaves nothing half-started behind.
+SPAWNED=()   # pidfile + marker of the process launched by this run, if any
+fail() { # fail SERVICE REASON LOGFILE
+    echo "services: $1 FAILED: $2 (log: $3)" >&2
+    if [ "${#SPAWNED[@]}" = 2 ]; then stop_pid "$1" "${SPAWNED[0]}" "${SPAWNED[1]}" 10 2>/dev/null || true; fi
+    exit 1
+}
+
+APT_UPDATED=0
+apt_install() {
+    # apt-get update only once per run, and only when we really install something.
+    local aptlog="$SVC/apt.log"
+    mkdir -p "$SVC"
+    log "installing $* (apt-get, log: $aptlog)"
+    if [ "$APT_UPDATED" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=600 >>"$aptlog" 2>&1 ||
+            fail "$*" "apt-get update failed" "$aptlog"
+        APT_UPDATED=1
+    fi
+    # The lock timeout lets services started in parallel install one after the other.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 "$@" >>"$aptlog" 2>&1 ||
+        fail "$*" "apt-get install $* failed" "$aptlog"
+}
+
+need_cmd() { # need_cmd COMMAND DEBIAN_PACKAGE
+    command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+}
+
+port_open() { # port_open PORT  -> true when something accepts TCP on 127.0.0.1:PORT
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# (No `producer | grep -q` anywhere: with pipefail, grep quitting early can make the
+# producer die of SIGPIPE and the whole test fail at random.  Capture, then match.)
+cmdline_has() { # cmdline_has PID MARKER -> true if process PID is alive and its argv contains MARKER
+    local argv
+    argv="$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" || return 1
+    [[ "$argv" == *"$2"* ]]
+}
+
+# A pid file is only trusted if that process is alive AND its command line still
+# contains MARKER (our config path), so a recycled pid is never killed or reported.
+pid_alive() { # pid_alive PIDFILE MARKER -> prints pid, true if it is ours and running
+    local pid
+    [ -s "$1" ] || return 1
+    pid="$(head -n1 "$1")"
+    [ -n "$pid" ] && cmdline_has "$pid" "$2" || return 1
+    echo "$pid"
+}
+
+# Start a long-running process detached from this shell (own session, so a Ctrl-C
+# or the caller's exit does not take it down) and record its pid.  The inner bash
+# writes its own pid then execs, so the pid file is right whether or not setsid forks.
+spawn() { # spawn PIDFILE LOGFILE CMD...
+    local pidfile="$1" logfile="$2"
+    shift 2
+    rm -f "$pidfile"
+    # shellcheck disable=SC2016  # $$ and $@ are for the inner bash
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null &
+    for _ in $(seq 50); do [ -s "$pidfile" ] && return 0; sleep 0.1; done
+    return 1
+}
+
+stop_pid() { # stop_pid NAME PIDFILE MARKER GRACE_SECONDS
+    local pid
+    if ! pid="$(pid_alive "$2" "$3")"; then
+        rm -f "$2"
+        log "$1 not running"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    # cmdline_has, not kill -0: a child of this very run lingers as a zombie (empty argv).
+    for _ in $(seq $(($4 * 5))); do
+        cmdline_has "$pid" "$3" || break
+        sleep 0.2
+    done
+    if cmdline_has "$pid" "$3"; then
+        log "$1 (pid $pid) ignored SIGTERM for $4s, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$2"
+    log "$1 stopped (pid $pid)"
+}
