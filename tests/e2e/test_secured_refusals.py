@@ -90,7 +90,7 @@ async def test_publishing_directly_raises_not_authorized_without_waiting_for_a_t
     transport = await open_transport(service_url(granted, passwords, "billing"))
     try:
         started = time.monotonic()
-        with pytest.raises(NotAuthorized, match="user billing .*'shop.inventory'"):
+        with pytest.raises(NotAuthorized, match=r"user billing .*'shop\.inventory'"):
             await transport.publish([OutgoingRecord("shop.inventory", b"{}", "k", {})])
         assert time.monotonic() - started < 10
     finally:

@@ -41,7 +41,7 @@ def test_a_password_in_the_url_is_refused_without_repeating_it() -> None:
 
 
 def test_bad_security_options_are_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InvalidBrokerURL, match="tls_ca='/nope.pem' is not a readable file"):
+    with pytest.raises(InvalidBrokerURL, match=r"tls_ca='/nope\.pem' is not a readable file"):
         split_credentials("kafka://h:9192?tls_ca=/nope.pem")
     with pytest.raises(InvalidBrokerURL, match="cannot be read"):
         split_credentials(f"kafka://u@h:9192?password_file={tmp_path}/missing")
