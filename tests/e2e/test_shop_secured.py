@@ -5,9 +5,6 @@ password appears anywhere in what the run wrote: logs (INFO, JSON), traces, stdo
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from shop_runs import POSTGRES, run_with_kills
 
@@ -50,4 +47,3 @@ def test_shop_runs_secured_with_least_privilege_and_never_prints_a_password(
     for name, text in outputs.items():
         for secret in secrets:
             assert secret not in text, f"a password appears in {name}"
-    assert os.environ.get("TIDINGS_TRACES") is None  # only the services traced
