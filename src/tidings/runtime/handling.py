@@ -169,9 +169,9 @@ class Handling:
         if len(record.value) > limit:  # never decoded; too large for its dead letter too
             reason = policy.too_large_to_read(len(record.value), limit)
             kept = dataclasses.replace(record, value=b"")
-            outcome = await self._dead_letter(kept, reason, RecordTooLarge(reason.detail), 0)
-            self._handled(None, record, outcome, started)
-            return outcome
+            refused = await self._dead_letter(kept, reason, RecordTooLarge(reason.detail), 0)
+            self._handled(None, record, refused, started)
+            return refused
         try:
             envelope = await decode(record, self.schemas, self.service.handlers)
         except codec.DecodeError as exc:
