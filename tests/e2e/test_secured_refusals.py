@@ -9,32 +9,29 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tidings.records import OutgoingRecord
-from tidings.testing.secure import acl, require_secure, service_url
+from tidings.testing.secure import service_url
 from tidings.transport import open_transport
 from tidings.transport.errors import AuthenticationFailed, NotAuthorized
 
 SCHEMES = ["kafka", "nats"]
 
 
-@pytest.fixture(scope="module")
-def passwords(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("passwords")
-
-
-@pytest.fixture(scope="module", params=SCHEMES)
-def granted(request: pytest.FixtureRequest, passwords: Path) -> Iterator[str]:
+@pytest.fixture(params=SCHEMES)
+def granted(request: pytest.FixtureRequest, secured_users) -> str:  # type: ignore[no-untyped-def]
     """The scheme, once the shop's users and ACLs are applied (and checked: no drift)."""
     scheme: str = request.param
-    require_secure(scheme)
-    acl("apply", scheme, passwords)
-    assert "no drift" in acl("check", scheme, passwords)
-    yield scheme
+    secured_users(scheme)
+    return scheme
+
+
+@pytest.fixture
+def passwords(granted: str, secured_users) -> Path:  # type: ignore[no-untyped-def]
+    return secured_users(granted)
 
 
 def tidings(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

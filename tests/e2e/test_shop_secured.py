@@ -10,7 +10,7 @@ from shop_runs import POSTGRES, run_with_kills
 
 from shop.demo import Shop
 from tidings.testing.postgres import fresh_schema
-from tidings.testing.secure import SECURE_DIR, acl, admin_url, require_secure, service_url
+from tidings.testing.secure import SECURE_DIR, admin_url, service_url
 from tidings.testing.servers import require
 
 
@@ -19,13 +19,11 @@ from tidings.testing.servers import require
 def test_shop_runs_secured_with_least_privilege_and_never_prints_a_password(
     scheme: str,
     shop_factory,
-    tmp_path_factory: pytest.TempPathFactory,
+    secured_users,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    require_secure(scheme)
     require(POSTGRES)
-    passwords = tmp_path_factory.mktemp("passwords")  # outside the shop's directory
-    acl("apply", scheme, passwords)
+    passwords = secured_users(scheme)  # outside the shop's directory
     with fresh_schema(POSTGRES) as store:
         shop: Shop = shop_factory(service_url(scheme, passwords), store, seed=f"sec-{scheme}")
         shop.env.update(

@@ -91,6 +91,18 @@ from tidings.transport.options import check_heartbeat, url_options
 
 log = logging.getLogger(__name__)
 
+
+class _TlsEofNoise(logging.Filter):
+    """asyncio warns "returning true from eof_received() has no effect when using ssl"
+    each time a TLS server closes a nats-py connection (nats-py's protocol returns True):
+    harmless, and it buried the one line a refused login should be. Dropped here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in str(record.msg)
+
+
+logging.getLogger("asyncio").addFilter(_TlsEofNoise())
+
 _OPTIONS = {
     "session_timeout": float, "heartbeat_interval": float, "partitions": int,
     "publish_timeout": float, "connect_timeout": float, "replicas": int, "prefetch": int,
