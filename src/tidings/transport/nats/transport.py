@@ -52,8 +52,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -64,7 +62,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from tidings.credentials import Credentials, split_credentials
+from tidings.credentials import split_credentials
 from tidings.records import OutgoingRecord, Record
 from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
 from tidings.transport.errors import (
@@ -76,6 +74,7 @@ from tidings.transport.errors import (
 from tidings.transport.membership import Heartbeat
 from tidings.transport.nats.groups import NatsSubscription
 from tidings.transport.nats.publish import Publisher
+from tidings.transport.nats.security import DENIED, PUBLISH_DENIED, connect_options, refused
 from tidings.transport.nats.streams import Streams
 from tidings.transport.nats.wire import (
     HOW_TO_START,
@@ -91,17 +90,6 @@ from tidings.transport.options import check_heartbeat, url_options
 
 log = logging.getLogger(__name__)
 
-
-class _TlsEofNoise(logging.Filter):
-    """asyncio warns "returning true from eof_received() has no effect when using ssl"
-    each time a TLS server closes a nats-py connection (nats-py's protocol returns True):
-    harmless, and it buried the one line a refused login should be. Dropped here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "eof_received() has no effect when using ssl" not in str(record.msg)
-
-
-logging.getLogger("asyncio").addFilter(_TlsEofNoise())
 
 _OPTIONS = {
     "session_timeout": float, "heartbeat_interval": float, "partitions": int,
@@ -191,7 +179,7 @@ class NatsTransport(Transport):
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
-                    **_connect_options(self.credentials),
+                    **connect_options(self.credentials),
                 )
             )
             waiting: list[asyncio.Future[Any]] = [connecting, refusal]
@@ -218,7 +206,7 @@ class NatsTransport(Transport):
             self.leases = await self._bucket(LEASES_BUCKET, ttl=None)
         except (*NATS_ERRORS, OSError) as exc:
             await self._drop_connection()
-            if _refused(exc):
+            if refused(exc):
                 who = self.credentials.username or "(no user)"
                 raise AuthenticationFailed(
                     f"{self.url}: user {who} was refused: {exc} (check the user and the"
@@ -257,13 +245,13 @@ class NatsTransport(Transport):
 
     async def _on_error(self, exc: Exception) -> None:
         refusal = self._refusal
-        if refusal is not None and not refusal.done() and self._nc is None and _refused(exc):
+        if refusal is not None and not refusal.done() and self._nc is None and refused(exc):
             refusal.set_result(exc)
             return
-        if _DENIED.search(str(exc)):
+        if DENIED.search(str(exc)):
             self._denied.append(str(exc))
             del self._denied[:-20]
-        denied = _PUBLISH_DENIED.search(str(exc))
+        denied = PUBLISH_DENIED.search(str(exc))
         if denied is not None and self._publisher is not None:
             # One clear error for the publish waiting on it (a refused publish gets no
             # ack, so it would otherwise wait for publish_timeout and say "no ack").
@@ -360,12 +348,12 @@ class NatsTransport(Transport):
                 await sub.join()
             except NATS_ERRORS:
                 if any(group_subject(group) in d or f".{group}." in d for d in self._denied):
-                    raise self._group_refused(group) from None
+                    raise self._grouprefused(group) from None
                 raise
         self._heartbeat.join(sub)
         return sub
 
-    def _group_refused(self, group: str) -> NotAuthorized:
+    def _grouprefused(self, group: str) -> NotAuthorized:
         user = self.credentials.username or "(none)"
         return NotAuthorized(
             f"{self.url}: user {user} is refused joining group {group!r}: the NATS permissions"
@@ -407,33 +395,6 @@ class NatsTransport(Transport):
     async def offset_for_time(self, topic: str, partition: int, timestamp: float) -> int:
         async with self._unavailable(f"finding an offset by time in {topic!r}"):
             return await self.streams.offset_for_time(topic, partition, timestamp)
-
-
-_DENIED = re.compile(r"permissions violation", re.I)
-_PUBLISH_DENIED = re.compile(r'permissions violation for publish to "(?P<subject>[^"]+)"', re.I)
-
-
-def _connect_options(credentials: Credentials) -> dict[str, object]:
-    """nats-py's keyword arguments for the URL's TLS and user (none: plaintext)."""
-    options: dict[str, object] = {}
-    if credentials.username is not None:
-        options["user"] = credentials.username
-        options["password"] = credentials.password or ""
-    if credentials.tls:
-        context = ssl.create_default_context(cafile=credentials.tls_ca)
-        if credentials.tls_cert and credentials.tls_key:
-            context.load_cert_chain(credentials.tls_cert, credentials.tls_key)
-        options["tls"] = context
-    return options
-
-
-def _refused(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return (
-        isinstance(exc, ssl.SSLError)
-        or "authorization violation" in text
-        or ("authentication" in text)
-    )
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
