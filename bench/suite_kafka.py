@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import kafka_client_choice, shop
+from bench import kafka_client_choice, shop, tls_cost
 
 URL = "kafka://127.0.0.1:9092"
 STORE = "postgresql://127.0.0.1:5432/tidings"
@@ -18,4 +18,5 @@ STORE = "postgresql://127.0.0.1:5432/tidings"
 def run() -> dict[str, Any]:
     result: dict[str, Any] = dict(kafka_client_choice.run(n=20_000, rounds=3))
     result.update(shop.run(URL, STORE, orders=1000))
+    result.update(tls_cost.run("kafka"))  # needs scripts/services up kafka-secure
     return result

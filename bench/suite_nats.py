@@ -17,7 +17,7 @@ from typing import Any
 import nats
 from nats.js import api
 
-from bench import shop
+from bench import shop, tls_cost
 from bench.framework_rates import BATCH, PAYLOAD, framework_consume, framework_publish
 from tidings.transport import open_transport
 
@@ -90,4 +90,5 @@ def run(n: int = 20_000, rounds: int = 3) -> dict[str, Any]:
         "consume_ratio_to_raw": round(m["fw_con"] / m["raw_con"], 3),
     }
     result.update(shop.run(URL, STORE, orders=1000))
+    result.update(tls_cost.run("nats"))  # needs scripts/services up nats-secure
     return result

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from tidings import codec
+from tidings.credentials import for_service
 from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
 from tidings.messages import Message
@@ -62,7 +63,7 @@ class Bus:
         self.source = source
         self.flush_seconds = flush_seconds
         self.schemas = schemas  # registered schemas to write with (None: plain JSON)
-        self.transport: Transport = make_transport(broker_url)
+        self.transport: Transport = make_transport(for_service(broker_url, source))
         self.store: Store | None = None if store_url is None else make_store(store_url, source)
         self.relay: OutboxRelay | None = None
         self.units: OutboxUnits | None = None  # with a store, once open

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tidings.credentials import for_service
 from tidings.runtime import DEDUPE_WINDOW, Observer, Runtime
 from tidings.service import Service
 from tidings.store import make_store
@@ -105,6 +106,8 @@ async def serve(
         from tidings.apiguard import guard  # the HTTP stack: imported by a service that serves
 
         protect = guard(api)  # first, so a bad key file fails the start before anything connects
+    # {service} in the URL: each service its own broker user (tidings.credentials).
+    broker_url = for_service(broker_url, service.group)
     transport = make_transport(broker_url)
     if registry and schema_format.lower() == "avro" and transport.content_mode != "binary":
         raise ValueError(

@@ -43,3 +43,24 @@ def shop_factory(tmp_path: Path) -> Iterator[type[Shop]]:
     yield make
     for shop in shops:
         shop.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_users(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``secured_users(scheme)``: the passwords directory of the shop's users on the
+    secured ``kafka`` or ``nats``, their ACLs applied by `tidings acl apply` once per
+    session (and checked: no drift). Skips (fails under CI) without the secured server."""
+    from tidings.testing.secure import acl, require_secure
+
+    done: dict[str, Path] = {}
+
+    def applied(scheme: str) -> Path:
+        require_secure(scheme)
+        if scheme not in done:
+            passwords = tmp_path_factory.mktemp(f"{scheme}-passwords")
+            acl("apply", scheme, passwords)
+            assert "no drift" in acl("check", scheme, passwords)
+            done[scheme] = passwords
+        return done[scheme]
+
+    return applied

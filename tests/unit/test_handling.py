@@ -145,3 +145,22 @@ async def test_effects_of_a_batch_are_published_once_each(transport, store) -> N
 
     echoed = [codec.decode(r).data["n"] for r in await records(transport, "unit.echoes")]
     assert echoed == [0, 1, 3, 4, 5]
+
+
+async def test_a_record_over_the_size_limit_is_dead_lettered_without_its_value(
+    transport, store
+) -> None:
+    from tidings.records import OutgoingRecord
+
+    svc = recorder({})
+    rt = await run(svc, transport, store, [Step(key="k", n=1)])
+    big = b'{"specversion":"1.0","data":"' + b"x" * 5000 + b'"}'
+    await transport.publish([OutgoingRecord(Step.message_info.topic, big, "k", {})])
+    transport.max_record_bytes = 300
+    await drain(rt)
+    assert rt.stats.dead_lettered == 1 and await ns(rt, "k") == [1]
+    [letter] = [DeadLetter.from_record(r) for r in await records(transport, dlq_topic(svc.group))]
+    assert letter.kind == "too_large" and "over this transport's max_record_bytes=300" in (
+        letter.reason
+    )
+    assert letter.record.value == b""  # the value would not fit the dead-letter topic either

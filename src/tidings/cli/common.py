@@ -14,7 +14,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from tidings.credentials import redact
 from tidings.host import load_service
 from tidings.registry.client import RegistryError
 from tidings.service import Service
@@ -68,7 +70,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: MESSAGE`` (secrets redacted, markup escaped); the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
     return typer.Exit(code)
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from tidings.apiguard import GuardConfig
+from tidings.cli.acl import acl_app
 from tidings.cli.apikey import apikey_app
 from tidings.cli.asyncapi import asyncapi
 from tidings.cli.common import (
@@ -426,5 +427,6 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(schema_app, name="schema")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(acl_app, name="acl")
 app.add_typer(projection_app, name="projection")
 app.command()(asyncapi)

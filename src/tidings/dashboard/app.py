@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from tidings.asyncapi import asyncapi_document, parse_server
 from tidings.asyncapi.page import render_page
 from tidings.asyncapi.servers import PROTOCOLS
+from tidings.credentials import redact
 from tidings.dashboard.feed import LogFeed
 from tidings.dashboard.login import TokenGate
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
@@ -108,6 +109,7 @@ def create_app(
         raise ValueError("a dashboard that accepts any Host header needs a token")
     page = INDEX.read_text(encoding="utf-8")
     csp = _csp(page)
+    shown_url = redact(broker_url)  # what the dashboard shows: never a secret
     document = _asyncapi(broker_url, services)
     spec_page = render_page(document) if document else ""
     spec_csp = _csp(spec_page)
@@ -193,11 +195,11 @@ def create_app(
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "broker": broker_url, "polled_at": feed().polled_at}
+        return {"status": "ok", "broker": shown_url, "polled_at": feed().polled_at}
 
     @app.get("/api/overview")
     async def overview() -> dict[str, Any]:
-        return {"broker": broker_url, **feed().overview()}
+        return {"broker": shown_url, **feed().overview()}
 
     @app.get("/api/events")
     async def events(

@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any, Literal, NamedTuple, TextIO
 
+from tidings.credentials import redact
 from tidings.envelope import Envelope
 
 LogFormat = Literal["text", "json"]
@@ -116,7 +117,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # Every line is redacted whole: a secret may hide in the message, a field or a
+        # traceback (tidings.credentials).
+        return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -138,7 +141,7 @@ class TextFormatter(logging.Formatter):
             )
             parts.append(f"{event_type} id={event_id} corr={correlation}")
         record.context = f"[{' '.join(parts)}] " if parts else ""
-        return super().format(record)
+        return redact(super().format(record))
 
 
 def _iso_time(created: float) -> str:

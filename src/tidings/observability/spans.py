@@ -38,6 +38,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from tidings.credentials import redact
+
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
@@ -103,6 +105,8 @@ class LeanSpan(Span, ReadableSpan):
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if isinstance(status, StatusCode):
             status = Status(status, description)
+        if status.description:  # a trace attribute like any other: never a secret
+            status = Status(status.status_code, redact(status.description))
         if self._end_time is None and self._status.status_code is not StatusCode.OK:
             self._status = status
 
@@ -115,8 +119,8 @@ class LeanSpan(Span, ReadableSpan):
     ) -> None:
         event: dict[str, AttributeValue] = {
             "exception.type": type(exception).__qualname__,
-            "exception.message": str(exception),
-            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.message": redact(str(exception)),
+            "exception.stacktrace": redact("".join(traceback.format_exception(exception))),
             "exception.escaped": str(escaped),
         }
         event.update(attributes or {})

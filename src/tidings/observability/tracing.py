@@ -39,6 +39,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from tidings.credentials import redact
 from tidings.envelope import Envelope
 from tidings.observability.export import LoopBatchProcessor, flush_interval
 from tidings.observability.spans import CurrentSpan, SpanRecorder
@@ -167,7 +168,7 @@ class Tracing:
                 {
                     "tidings.attempt": attempt,
                     "exception.type": type(error).__name__,
-                    "exception.message": str(error)[:500],
+                    "exception.message": redact(str(error))[:500],
                 },
             )
 
@@ -177,8 +178,9 @@ class Tracing:
         if span.is_recording():
             span.record_exception(error)
             span.set_attribute("tidings.dead_letter.kind", reason.kind.value)
-            span.set_attribute("tidings.dead_letter.reason", reason.detail[:500])
-            span.set_status(Status(StatusCode.ERROR, reason.detail[:500]))
+            detail = redact(reason.detail)[:500]
+            span.set_attribute("tidings.dead_letter.reason", detail)
+            span.set_status(Status(StatusCode.ERROR, detail))
 
     # -- HTTP ----------------------------------------------------------------------------
     def wrap_http_app(self, app: Any) -> Any:

@@ -14,6 +14,9 @@ retry can help. At once, without a retry, when
   :func:`breaks_schema`) or the handler's message type (``invalid``, :func:`invalid`);
 * what the handler published is larger than the broker accepts (``too_large``): the same
   handler would publish the same records again;
+* the record itself is larger than the transport's ``max_record_bytes`` (``too_large``,
+  :func:`too_large_to_read`; another producer with a larger limit wrote it): it is not
+  decoded, and its dead letter keeps the headers but not the value, which would not fit;
 * the handler raised an error its :class:`RetryPolicy` calls non-recoverable
   (``non_recoverable``);
 
@@ -81,6 +84,14 @@ class Decision:
     action: Action
     delay: float = 0.0
     reason: DeadLetterReason | None = None
+
+
+def too_large_to_read(size: int, limit: int) -> DeadLetterReason:
+    return DeadLetterReason(
+        DeadLetterKind.TOO_LARGE,
+        f"record of {size} bytes is over this transport's max_record_bytes={limit}; not"
+        " decoded, its value is not kept in the dead letter",
+    )
 
 
 def undecodable(error: codec.DecodeError) -> DeadLetterReason:

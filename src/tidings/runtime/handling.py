@@ -165,6 +165,13 @@ class Handling:
         self.stats.consumed += 1
         started = time.perf_counter()
         envelope: Envelope | None = None
+        limit = self.transport.max_record_bytes
+        if len(record.value) > limit:  # never decoded; too large for its dead letter too
+            reason = policy.too_large_to_read(len(record.value), limit)
+            kept = dataclasses.replace(record, value=b"")
+            refused = await self._dead_letter(kept, reason, RecordTooLarge(reason.detail), 0)
+            self._handled(None, record, refused, started)
+            return refused
         try:
             envelope = await decode(record, self.schemas, self.service.handlers)
         except codec.DecodeError as exc:

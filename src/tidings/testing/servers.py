@@ -26,6 +26,8 @@ _SERVICE = {
     "kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres",
     "amqp": "rabbitmq", "sqs+sns": "aws",
 }  # fmt: skip
+# The secured servers of scripts/services.d/secure.sh, by port.
+_SECURE_SERVICE = {9192: "kafka-secure", 4322: "nats-secure", 5433: "postgres-secure"}
 
 
 @functools.cache
@@ -39,7 +41,7 @@ def unreachable(url: str) -> str | None:
     try:
         socket.create_connection((host, port), timeout=2).close()
     except OSError as exc:
-        service = _SERVICE[parts.scheme]
+        service = _SECURE_SERVICE.get(port) or _SERVICE[parts.scheme]
         return f"{service}: {url} is unreachable ({exc}); start it with `scripts/services up {service}`"
     return None
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailed",
     "BrokerUnavailable",
     "InvalidBrokerURL",
     "NotAssigned",
+    "NotAuthorized",
     "RecordTooLarge",
     "TransportError",
     "Unsupported",
@@ -35,3 +37,13 @@ class NotAssigned(TransportError):
 class Unsupported(TransportError):
     """What this broker cannot do (a capability it lacks, see ``Capabilities``); the
     message says "not supported on <platform>" and what was asked."""
+
+
+class AuthenticationFailed(TransportError):
+    """The broker refused the URL's user or password, or its TLS certificate did not
+    verify: waiting does not help, so it is raised at once with the user named."""
+
+
+class NotAuthorized(TransportError):
+    """The broker refused an operation for want of a permission (an ACL); the message
+    names the user, the resource (topic, group, subject) and the missing permission."""

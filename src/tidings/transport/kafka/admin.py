@@ -27,6 +27,7 @@ from tidings.transport.kafka.config import (
     describe,
     kafka_error,
     log,
+    not_authorized,
 )
 
 T = TypeVar("T")
@@ -83,6 +84,10 @@ class KafkaAdmin:
                 await _wait(future)
             except KafkaException as exc:
                 error = kafka_error(exc)
+                if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    raise not_authorized(
+                        self.settings.url, self.settings.username, "CREATE", "topic", name
+                    ) from None
                 if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise KafkaTransportError(f"{self.settings.url}: creating topic {name!r}:"
                                               f" {describe(exc)}") from None  # fmt: skip

@@ -14,8 +14,12 @@ URL options (query string; durations in milliseconds, as Kafka names them):
 * ``linger_ms`` (1) - how long the producer waits to fill a batch (the outbox relay
   already hands it a batch, so a longer wait only adds to every hop's latency);
 * ``max_record_bytes`` - defaults to what the broker accepts (``message.max.bytes``);
-* ``rdkafka.<name>`` - passed to every librdkafka client as ``<name>`` (TLS, SASL, ...),
-  e.g. ``kafka://broker:9093?rdkafka.security.protocol=SSL``.
+* ``rdkafka.<name>`` - passed to every librdkafka client as ``<name>``,
+  e.g. ``kafka://broker:9093?rdkafka.ssl.endpoint.identification.algorithm=none``.
+
+TLS and SASL (:mod:`tidings.credentials`): ``kafka://USER@broker:9192?tls_ca=ca.pem&
+password_file=PATH`` connects with SASL_SSL and SCRAM-SHA-512 (``sasl_mechanism`` to
+change it); without a user, ``tls_ca`` / ``tls=1`` alone is SSL.
 
 Several bootstrap brokers: ``kafka://host1:9092,host2:9092``.
 """
@@ -31,9 +35,10 @@ from urllib.parse import urlsplit
 from confluent_kafka import KafkaError, Message
 from confluent_kafka._types import HeadersType
 
+from tidings.credentials import Credentials, split_credentials
 from tidings.records import Record
 from tidings.transport.contract import DEFAULT_PARTITIONS
-from tidings.transport.errors import InvalidBrokerURL, TransportError
+from tidings.transport.errors import InvalidBrokerURL, NotAuthorized, TransportError
 from tidings.transport.options import url_options
 
 log = logging.getLogger("tidings.transport.kafka")
@@ -75,9 +80,13 @@ class KafkaSettings:
     linger_ms: int = 1
     max_record_bytes: int | None = None
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    # librdkafka's TLS and SASL settings; never in a repr (it holds the password)
+    security: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    username: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> KafkaSettings:
+        credentials, url = split_credentials(url)
         parts = urlsplit(url)
         if parts.scheme != "kafka" or not parts.netloc:
             raise InvalidBrokerURL(f"{url!r}: give host and port, e.g. kafka://127.0.0.1:9092")
@@ -87,7 +96,11 @@ class KafkaSettings:
             name.removeprefix("rdkafka."): options.pop(name)
             for name in [name for name in options if name.startswith("rdkafka.")]
         }
-        settings = cls(f"kafka://{parts.netloc}", parts.netloc, extra=extra, **options)
+        settings = cls(
+            f"kafka://{credentials.username + '@' if credentials.username else ''}{parts.netloc}",
+            parts.netloc, extra=extra, security=security_config(credentials),
+            username=credentials.username, **options,
+        )  # fmt: skip
         if not 0 < settings.heartbeat_interval_ms * 3 <= settings.session_timeout_ms:
             raise InvalidBrokerURL(f"{url!r}: heartbeat_interval_ms must be at most a third of"
                                    " session_timeout_ms")  # fmt: skip
@@ -99,6 +112,7 @@ class KafkaSettings:
             "client.id": client_id,
             "logger": client_log,
             "error_cb": on_error,
+            **self.security,
         }
 
     def producer(
@@ -157,6 +171,25 @@ class KafkaSettings:
         }
 
 
+def security_config(credentials: Credentials) -> dict[str, str]:
+    """librdkafka's settings for the URL's TLS and SASL (empty: plaintext)."""
+    config: dict[str, str] = {}
+    if credentials.username is not None:
+        config["security.protocol"] = "SASL_SSL" if credentials.tls else "SASL_PLAINTEXT"
+        config["sasl.mechanism"] = credentials.sasl_mechanism
+        config["sasl.username"] = credentials.username
+        if credentials.password is not None:
+            config["sasl.password"] = credentials.password
+    elif credentials.tls:
+        config["security.protocol"] = "SSL"
+    if credentials.tls_ca:
+        config["ssl.ca.location"] = credentials.tls_ca
+    if credentials.tls_cert and credentials.tls_key:
+        config["ssl.certificate.location"] = credentials.tls_cert
+        config["ssl.key.location"] = credentials.tls_key
+    return config
+
+
 def to_record(message: Message) -> Record:
     """A consumed Kafka message as a Record (key and headers decoded as UTF-8)."""
     key = message.key()
@@ -204,3 +237,22 @@ def describe(exc: BaseException) -> str:
 
 class KafkaTransportError(TransportError):
     """A broker refused or failed a request; the message says which and why."""
+
+
+# What each authorization error code means as an ACL (resource kind, operation).
+AUTHORIZATION_ERRORS = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "group",
+}
+
+
+def not_authorized(
+    url: str, user: str | None, operation: str, resource: str, name: str
+) -> NotAuthorized:
+    """One line naming the user (the service), the resource and the missing ACL."""
+    user = user or "ANONYMOUS"
+    return NotAuthorized(
+        f"{url}: user {user} is refused {operation} on {resource} {name!r}: the ACL"
+        f" 'User:{user} {operation} {resource}:{name}' is missing (the service's code does"
+        f" not declare it: see tidings acl plan / tidings acl check)"
+    )

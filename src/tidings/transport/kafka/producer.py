@@ -23,26 +23,29 @@ from tidings.transport.kafka.config import (
     describe,
     kafka_error,
     log,
+    not_authorized,
 )
 
 
 class _Batch:
     """Delivery reports of one publish, settled once, on the loop, by the last report."""
 
-    __slots__ = ("_lock", "error", "future", "loop", "remaining")
+    __slots__ = ("_lock", "error", "error_topic", "future", "loop", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = count
         self.error: KafkaError | None = None
+        self.error_topic = ""
         self._lock = threading.Lock()
 
-    def report(self, error: KafkaError | None, _message: Message) -> None:
+    def report(self, error: KafkaError | None, message: Message) -> None:
         # On the poll thread (or wherever librdkafka serves callbacks): count under a lock.
         with self._lock:
             if error is not None and self.error is None:
                 self.error = error
+                self.error_topic = message.topic() or ""
             self.remaining -= 1
             last = self.remaining == 0
         if last:
@@ -148,10 +151,14 @@ class KafkaPublisher:
             raise self._failure(kafka_error(exc), describe(exc)) from None
         await batch.future
         if batch.error is not None:
-            raise self._failure(batch.error, batch.error.str())
+            raise self._failure(batch.error, batch.error.str(), batch.error_topic)
 
-    def _failure(self, error: KafkaError | None, text: str) -> Exception:
+    def _failure(self, error: KafkaError | None, text: str, topic: str = "") -> Exception:
         code = error.code() if error is not None else None
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return not_authorized(
+                self.settings.url, self.settings.username, "WRITE", "topic", topic
+            )
         if code == KafkaError.MSG_SIZE_TOO_LARGE:
             return RecordTooLarge(f"{self.settings.url}: {text}")
         if code == KafkaError._MSG_TIMED_OUT:

@@ -40,7 +40,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from tidings.transport.contract import Delivery, Subscription
 from tidings.transport.errors import TransportError
-from tidings.transport.kafka.config import describe, log, to_record
+from tidings.transport.kafka.config import (
+    AUTHORIZATION_ERRORS,
+    describe,
+    log,
+    not_authorized,
+    to_record,
+)
 from tidings.transport.ledger import TP, DeliveryLedger, check_held
 
 
@@ -170,6 +176,13 @@ class KafkaSubscription(Subscription):
             if len(good) != len(messages):
                 for message in messages:
                     error = message.error()
+                    if error is not None and error.code() in AUTHORIZATION_ERRORS:
+                        # Waiting does not grant an ACL: one clear line, not a warning per fetch.
+                        kind = AUTHORIZATION_ERRORS[error.code()]
+                        name = self.group if kind == "group" else message.topic() or "?"
+                        raise not_authorized(
+                            self.url, self._config.get("sasl.username"), "READ", kind, name
+                        )
                     if error is not None:
                         log.warning("%s: group %r: %s", self.url, self.group, error.str())
             if good or time.monotonic() >= deadline:

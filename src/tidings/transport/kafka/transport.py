@@ -52,7 +52,7 @@ from tidings.transport.contract import (
     TopicInfo,
     Transport,
 )
-from tidings.transport.errors import BrokerUnavailable
+from tidings.transport.errors import AuthenticationFailed, BrokerUnavailable
 from tidings.transport.kafka.admin import KafkaAdmin
 from tidings.transport.kafka.config import (
     FRAMING_BYTES,
@@ -66,7 +66,11 @@ from tidings.transport.kafka.producer import KafkaPublisher
 from tidings.transport.kafka.reader import RangeReader, read_partition
 from tidings.transport.kafka.subscription import KafkaSubscription
 
+_REFUSED_MARK = "refused:"
 _UNREACHABLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
+# Refusals that waiting does not cure: reported at once (a wrong password otherwise shows
+# only as librdkafka retrying until connect_timeout_ms, then as "no answer").
+_REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
 
 
 class KafkaTransport(Transport):
@@ -117,6 +121,8 @@ class KafkaTransport(Transport):
             if probe not in done or probe.exception() is not None:
                 if self._unreachable.done():
                     reason = self._unreachable.result()
+                    if reason.startswith(_REFUSED_MARK):
+                        raise AuthenticationFailed(reason.removeprefix(_REFUSED_MARK))
                 elif probe.done():
                     reason = describe(probe.exception() or Exception("?"))
                 else:
@@ -168,7 +174,13 @@ class KafkaTransport(Transport):
         code = error.code()
         future, loop = self._unreachable, self._loop
         if future is not None and loop is not None:
-            if code in _UNREACHABLE:
+            if code in _REFUSED:
+                who = self.settings.username or "(no user)"
+                text = f"{_REFUSED_MARK}{self.settings.url}: user {who} was refused: {error.str()}"
+                if code != KafkaError._SSL:
+                    text += " (check the password in password_env / password_file)"
+                loop.call_soon_threadsafe(_resolve, future, text)
+            elif code in _UNREACHABLE:
                 reason = error.str()
                 if code == KafkaError._TRANSPORT:  # "host:port/bootstrap: Connect to ..."
                     reason = reason.split(": ", 1)[-1].split(" (after ", 1)[0]

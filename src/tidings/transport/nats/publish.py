@@ -29,7 +29,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from tidings.records import OutgoingRecord
-from tidings.transport.errors import BrokerUnavailable, RecordTooLarge, TransportError
+from tidings.transport.errors import (
+    BrokerUnavailable,
+    NotAuthorized,
+    RecordTooLarge,
+    TransportError,
+)
 from tidings.transport.nats.streams import Streams
 from tidings.transport.nats.wire import (
     HOW_TO_START,
@@ -58,6 +63,7 @@ class Publisher:
         self._publish_timeout = publish_timeout
         self._spread: dict[str, int] = {}  # round-robin counters for keyless records
         self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._sent_to: dict[str, str] = {}  # token -> subject, for a permission refusal
         self._ack_prefix = ""
         self._tokens = itertools.count()
         # Ids of records without an event id: unique to this process and publish, so
@@ -135,6 +141,12 @@ class Publisher:
                 if i < len(futures):
                     token, future = futures[i]
                     self._acks.pop(token, None)
+                    self._sent_to.pop(token, None)
+                    refused = None
+                    if future.done() and not future.cancelled():
+                        refused = future.exception()
+                    if isinstance(refused, NotAuthorized):
+                        raise refused
                     error = _ack_error(future)
                 else:
                     error = "retry:not sent (connection lost)"
@@ -165,6 +177,7 @@ class Publisher:
             for _, to, value, headers in messages:
                 token = str(next(tokens))
                 future = acks[token] = loop.create_future()
+                self._sent_to[token] = to
                 futures.append((token, future))
                 await publish(to, value, prefix + token, headers)
         except nats.errors.Error:  # buffer full, or the connection went away: retried
@@ -187,6 +200,14 @@ class Publisher:
                     self._jetstream_up.set()
                     return
             await asyncio.sleep(0.05)
+
+    def refuse(self, to: str, error: NotAuthorized) -> None:
+        """The server refused publishing to subject ``to`` (no permission): the publishes
+        waiting for its acks fail now with ``error``, not at the publish timeout."""
+        for token, sent_to in list(self._sent_to.items()):
+            future = self._acks.get(token)
+            if sent_to == to and future is not None and not future.done():
+                future.set_exception(error)
 
     async def _on_publish_ack(self, msg: Msg) -> None:
         future = self._acks.get(msg.subject[len(self._ack_prefix) :])

@@ -40,6 +40,10 @@ timeout is the TTL of the ``tidings_members`` bucket, fixed by whoever creates i
 ``replicas`` (of new streams), ``prefetch`` (records buffered per partition),
 ``retention_ms`` and ``retention_bytes`` (per partition, of new streams), e.g.
 ``nats://127.0.0.1:4222?session_timeout=3&heartbeat_interval=0.5``.
+
+TLS and users (:mod:`tidings.credentials`): ``nats://USER@host:4322?tls_ca=ca.pem&
+password_file=PATH``. A refused user or password is :class:`AuthenticationFailed` at
+once; a subject the user may not publish to is :class:`NotAuthorized` naming it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
@@ -57,12 +62,19 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
+from tidings.credentials import split_credentials
 from tidings.records import OutgoingRecord, Record
 from tidings.transport.contract import DEFAULT_PARTITIONS, TopicInfo, Transport
-from tidings.transport.errors import BrokerUnavailable, TransportError
+from tidings.transport.errors import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    NotAuthorized,
+    TransportError,
+)
 from tidings.transport.membership import Heartbeat
 from tidings.transport.nats.groups import NatsSubscription
 from tidings.transport.nats.publish import Publisher
+from tidings.transport.nats.security import DENIED, PUBLISH_DENIED, connect_options, refused
 from tidings.transport.nats.streams import Streams
 from tidings.transport.nats.wire import (
     HOW_TO_START,
@@ -72,10 +84,12 @@ from tidings.transport.nats.wire import (
     NS,
     api,
     check_name,
+    group_subject,
 )
 from tidings.transport.options import check_heartbeat, url_options
 
 log = logging.getLogger(__name__)
+
 
 _OPTIONS = {
     "session_timeout": float, "heartbeat_interval": float, "partitions": int,
@@ -90,8 +104,9 @@ class NatsTransport(Transport):
     content_mode = "structured"
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        options = url_options(url, _OPTIONS)
+        self.credentials, bare = split_credentials(url)
+        parts = urlsplit(bare)
+        options = url_options(bare, _OPTIONS)
         self.url = url
         self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
         self.session_timeout = float(options.get("session_timeout", 6.0))
@@ -105,6 +120,8 @@ class NatsTransport(Transport):
         self.retention_bytes: int | None = options.get("retention_bytes")
         check_heartbeat(url, self.heartbeat_interval, self.session_timeout)
         self.members: KeyValue | None = None
+        self._refusal: asyncio.Future[BaseException] | None = None
+        self._denied: list[str] = []  # the server's recent permission refusals
         self.leases: KeyValue | None = None
         # Made by connect(), on its connection: the client, what lays topics out on
         # JetStream, and what publishes (nats-py keeps one client through reconnects).
@@ -144,9 +161,13 @@ class NatsTransport(Transport):
             raise BrokerUnavailable(
                 f"{self.url}: cannot reach NATS at {host}:{port} ({reason}); {HOW_TO_START}"
             ) from None
+        # nats-py reports a refused user only to error_cb, and retries: watched here, so
+        # a wrong password is one line at once rather than connect_timeout of retries.
+        refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self._refusal = refusal
         try:
             # Reconnect forever once connected: publishers and consumers ride out a restart.
-            self._nc = await asyncio.wait_for(
+            connecting = asyncio.ensure_future(
                 nats.connect(
                     self.server,
                     name="tidings",
@@ -158,9 +179,21 @@ class NatsTransport(Transport):
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
-                ),
-                self.connect_timeout,
+                    **connect_options(self.credentials),
+                )
             )
+            waiting: list[asyncio.Future[Any]] = [connecting, refusal]
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            if connecting not in done:
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    client = await connecting
+                    await client.close()
+                raise refusal.result() if refusal.done() else TimeoutError()
+            self._nc = connecting.result()
             info = await api(self.nc, "INFO")
             self._streams = Streams(
                 self.nc, self.url, partitions=self.default_partitions, replicas=self.replicas,
@@ -173,6 +206,12 @@ class NatsTransport(Transport):
             self.leases = await self._bucket(LEASES_BUCKET, ttl=None)
         except (*NATS_ERRORS, OSError) as exc:
             await self._drop_connection()
+            if refused(exc):
+                who = self.credentials.username or "(no user)"
+                raise AuthenticationFailed(
+                    f"{self.url}: user {who} was refused: {exc} (check the user and the"
+                    " password in password_env / password_file, and tls_ca)"
+                ) from None
             raise BrokerUnavailable(
                 f"{self.url}: no NATS with JetStream there ({_reason(exc, self.connect_timeout)});"
                 f" {HOW_TO_START}"
@@ -205,6 +244,26 @@ class NatsTransport(Transport):
             self._nc = None
 
     async def _on_error(self, exc: Exception) -> None:
+        refusal = self._refusal
+        if refusal is not None and not refusal.done() and self._nc is None and refused(exc):
+            refusal.set_result(exc)
+            return
+        if DENIED.search(str(exc)):
+            self._denied.append(str(exc))
+            del self._denied[:-20]
+        denied = PUBLISH_DENIED.search(str(exc))
+        if denied is not None and self._publisher is not None:
+            # One clear error for the publish waiting on it (a refused publish gets no
+            # ack, so it would otherwise wait for publish_timeout and say "no ack").
+            to = denied["subject"]
+            topic = to.removeprefix("tidings.").rpartition(".")[0] or to
+            self._publisher.refuse(to, NotAuthorized(
+                f"{self.url}: user {self.credentials.username or '(none)'} is refused publish"
+                f" to subject {to!r} (topic {topic!r}): the NATS permission 'publish allow"
+                f" tidings.{topic}.*' is missing (the service's code does not declare it: see"
+                " tidings acl plan / tidings acl check)"
+            ))  # fmt: skip
+            return
         # Connection errors repeat at every reconnect attempt and the disconnect is
         # logged once elsewhere; anything else (slow consumer, permissions) must be seen.
         log.log(
@@ -285,9 +344,23 @@ class NatsTransport(Transport):
                 heartbeat_interval=self.heartbeat_interval, prefetch=self.prefetch,
                 on_close=self._heartbeat.leave,
             )  # fmt: skip
-            await sub.join()
+            try:
+                await sub.join()
+            except NATS_ERRORS:
+                if any(group_subject(group) in d or f".{group}." in d for d in self._denied):
+                    raise self._grouprefused(group) from None
+                raise
         self._heartbeat.join(sub)
         return sub
+
+    def _grouprefused(self, group: str) -> NotAuthorized:
+        user = self.credentials.username or "(none)"
+        return NotAuthorized(
+            f"{self.url}: user {user} is refused joining group {group!r}: the NATS permissions"
+            f" 'publish allow $KV.tidings_members.{group}.>' and 'subscribe allow"
+            f" {group_subject(group)}' are missing (the service's code does not declare it:"
+            " see tidings acl plan / tidings acl check)"
+        )
 
     async def _beat(self, members: Sequence[NatsSubscription]) -> None:
         # Renews membership while a handler awaits something slow between two fetches.

@@ -112,6 +112,11 @@ def parse_group_description(description: str | None) -> str | None:
         return None
 
 
+def group_subject(group: str) -> str:
+    """Where a group's joins and releases are announced."""
+    return f"{NOTIFY_PREFIX}.{group}"
+
+
 def lease_key(group: str, topic: str, partition: int) -> str:
     return f"{group}.{topic}.{partition}"
 

@@ -1,0 +1,1 @@
+"""Least privilege on the broker, derived from the services' code (``tidings acl``)."""
