@@ -13,7 +13,8 @@ it that may do I/O, for the runtime:
 * a record of a type the service does not handle never makes it fetch a schema, nor wait
   for the registry: its attributes alone are returned, and it is skipped;
 * a record of a topic with a foreign decoder (``Service.foreign``) is that decoder's:
-  its envelope, or None to skip it (a Debezium tombstone, say).
+  its envelope, or None to skip it (a Debezium tombstone, say); a dead letter of such a
+  topic replayed is read with its first topic's decoder (header ``replayed-from``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tidings import codec
 from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
 from tidings.records import Record
+from tidings.reliability.deadletter import REPLAYED_FROM
 
 
 async def decode(
@@ -34,8 +36,10 @@ async def decode(
 ) -> Envelope | None:
     """The envelope of ``record``; ``handled``: the CloudEvents types the service handles;
     ``foreign``: decoders by topic for records that are not CloudEvents."""
-    if foreign and record.topic in foreign:
-        return foreign[record.topic](record)
+    if foreign:
+        decoder = foreign.get(record.headers.get(REPLAYED_FROM, record.topic))
+        if decoder is not None:
+            return decoder(record)
     if schemas is None:
         return codec.decode(record)
     try:
