@@ -7,6 +7,7 @@ status and the events that concern it (CQRS: the HTTP API reads only this).
                         -> 202 {"order_id": ..., "status": "PLACED", ...}
     GET  /orders/{id}   -> the order, its status and its events in order
     GET  /orders        -> orders, paged with ?limit=&after=
+    GET  /catalog/{sku} -> the price an order of it gets now
     GET  /reports/sales -> completed orders' units and revenue by sku and by customer
     GET  /health        -> 200 when the service is running
 
@@ -345,6 +346,16 @@ _ERROR: dict[str, Any] = {"content": {"application/json": {"schema": {"type": "o
 )
 async def create_order(command: PlaceOrder, ctx: UnitOfWork) -> dict[str, Any]:
     return (await place_order(command, ctx)).summary()
+
+
+@app.get("/catalog/{sku}", responses={404: {"description": "Not sold", **_ERROR}})
+async def get_price(sku: str, ctx: UnitOfWork) -> dict[str, Any]:
+    """The price an order of ``sku`` gets now, and whether the back office set it."""
+    entry = await ctx.get(catalog, sku)
+    price = await price_of(sku, ctx)
+    if price is None:
+        raise HTTPException(404, f"{sku!r} is not sold (unknown or withdrawn)")
+    return {"sku": sku, "price_cents": price, "from_back_office": entry is not None}
 
 
 @app.get("/orders/{order_id}", responses={404: {"description": "No such order", **_ERROR}})
