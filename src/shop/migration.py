@@ -83,7 +83,9 @@ class LegacySite:
                 tables=[f"{site.schema}.{t}" for t in TABLES],
                 topic_prefix=site.prefix,
             )
-            connect.wait_running(connect_url, site.connector, timeout=120)
+            # Creating the slot waits for the transactions open at that moment to end:
+            # seconds on a quiet database, minutes on a busy shared one.
+            connect.wait_running(connect_url, site.connector, timeout=300)
             yield site
         finally:
             with contextlib.suppress(connect.ConnectError):

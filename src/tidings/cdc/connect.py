@@ -142,16 +142,17 @@ def wait_running(connect_url: str, name: str, timeout: float = 60) -> None:
     raise ConnectError(f"connector {name} not running after {timeout:.0f}s: {found}")
 
 
-def drop(connect_url: str, name: str, database_url: str) -> None:
+def drop(connect_url: str, name: str, database_url: str, timeout: float = 180) -> None:
     """Delete connector ``name`` (if Connect has it), then drop its replication slot and
-    publication once the slot is no longer in use (Connect stops the task
-    asynchronously)."""
+    publication once the slot is no longer in use: Connect stops the task asynchronously,
+    and a task still creating its slot (which waits for the transactions open at that
+    moment to end) finishes that first."""
     import psycopg  # the postgres extra; only this tool needs it here
 
     _request("DELETE", f"{connect_url}/connectors/{name}")
     slot = slot_name(name)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
@@ -163,5 +164,8 @@ def drop(connect_url: str, name: str, database_url: str) -> None:
                 break
             time.sleep(0.3)
         else:
-            raise ConnectError(f"replication slot {slot} still in use 30s after deleting {name}")
+            raise ConnectError(
+                f"replication slot {slot} still in use {timeout:.0f}s after deleting {name}; "
+                "`scripts/services down connect` drops it once inactive"
+            )
         conn.execute(f'DROP PUBLICATION IF EXISTS "{slot}"')
