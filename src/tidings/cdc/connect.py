@@ -93,7 +93,7 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
             message = response.json().get("message", response.text)
         except ValueError:
             message = response.text
-        raise ConnectError(f"Connect refused {method} {url}: {message}")
+        raise ConnectError(f"Connect refused {method} {url} ({response.status_code}): {message}")
     return response
 
 
@@ -149,7 +149,15 @@ def drop(connect_url: str, name: str, database_url: str, timeout: float = 180) -
     moment to end) finishes that first."""
     import psycopg  # the postgres extra; only this tool needs it here
 
-    _request("DELETE", f"{connect_url}/connectors/{name}")
+    deadline = time.monotonic() + 60
+    while True:  # 409: the worker is rebalancing (e.g. just restarted); it answers after
+        try:
+            _request("DELETE", f"{connect_url}/connectors/{name}")
+            break
+        except ConnectError as exc:
+            if "409" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     slot = slot_name(name)
     with psycopg.connect(database_url, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
