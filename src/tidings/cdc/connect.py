@@ -97,11 +97,36 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
     return response
 
 
+def preflight(database_url: str, tables: Iterable[str]) -> None:
+    """ConnectError saying what is wrong if Debezium could not read ``tables`` there: the
+    database unreachable, ``wal_level`` not ``logical``, or a table missing. Checked
+    here because Connect 4.3 answers a Debezium config it cannot validate with a 500
+    that has lost the reason."""
+    import psycopg  # the postgres extra; only this tool needs it here
+
+    try:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            row = conn.execute("SHOW wal_level").fetchone()
+            if row is None or row[0] != "logical":
+                raise ConnectError(
+                    f"{database_url}: wal_level is {row and row[0]!r}; change data capture "
+                    "needs wal_level=logical (scripts/services up postgres sets it)"
+                )
+            for table in tables:
+                found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+                if found is None or found[0] is None:
+                    raise ConnectError(f"{database_url}: no table {table}; create it first")
+    except psycopg.Error as exc:
+        raise ConnectError(f"{database_url}: cannot connect ({exc})".strip()) from None
+
+
 def register(
     connect_url: str, name: str, database_url: str, *, tables: Iterable[str], topic_prefix: str
 ) -> dict[str, str]:
-    """Create or update connector ``name``; returns the config sent."""
+    """Create or update connector ``name`` (after :func:`preflight`); returns the config."""
+    tables = list(tables)
     config = connector_config(name, database_url, tables, topic_prefix)
+    preflight(database_url, tables)
     _request("PUT", f"{connect_url}/connectors/{name}/config", json=config)
     return config
 
