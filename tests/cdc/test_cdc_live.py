@@ -28,12 +28,13 @@ REPO = Path(__file__).resolve().parents[2]
 CONNECT_PID = REPO / ".services" / "connect" / "pid"
 
 
-@pytest.fixture
-def shop(site: LegacySite, tmp_path: Path) -> Iterator[ServiceProcesses]:
-    """The anti-corruption layer and the order service, reading this site's topics."""
+@pytest.fixture(scope="module")
+def shop(site: LegacySite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcesses]:
+    """The anti-corruption layer and the order service, reading this site's topics (one
+    pair for the module: the tests use keys of their own)."""
     with fresh_schema(POSTGRES) as store:
         procs = ServiceProcesses(
-            tmp_path, KAFKA, store,
+            tmp_path_factory.mktemp("shop"), KAFKA, store,
             {"legacy-acl": "shop.acl:service", "order": "shop.order:service"},
             http={"order": free_port()},
         )  # fmt: skip
