@@ -205,7 +205,7 @@ def _walk(
         f"{legacy}/customers", json={"cust_no": customer, "cust_nm": "Ada", "cr_lim": "30.00"}
     ).raise_for_status()
     httpx.post(f"{legacy}/products", json={"prod_cd": sku, "prod_desc": "Sprocket", "unit_prc": "3.25"}).raise_for_status()  # fmt: skip
-    price = wait_for("the legacy price in the catalog", lambda: catalog_price(order_base, sku), 90)
+    price = wait_for("the legacy price in the catalog", lambda: catalog_price(order_base, sku), 180)
     took = time.monotonic() - committed
     steps.check(f"legacy price of {sku} reached the order service's catalog", price == 325,
                 f"{price} cents, {took:.1f}s after the legacy commit")  # fmt: skip
@@ -220,23 +220,23 @@ def _walk(
     steps.check("route place-order moved to the new order service",
                 moved["place-order"]["served_by"] == "new", str(moved))  # fmt: skip
     first = order(2)
-    status = wait_for("the order to settle", lambda: settled(order_base, first["ord_no"]), 90)
+    status = wait_for("the order to settle", lambda: settled(order_base, first["ord_no"]), 180)
     steps.check("order through the facade completed in the shop",
                 (first["tot_amt"], status) == ("6.50", "COMPLETED"),
                 f"order {first['ord_no']}: {first['tot_amt']} dollars, {status}")  # fmt: skip
 
     # 4. A new price in the legacy app is the next order's price.
     httpx.put(f"{legacy}/products/{sku}/price", json={"unit_prc": "4.10"}).raise_for_status()
-    wait_for("the new price", lambda: catalog_price(order_base, sku) == 410 or None, 90)
+    wait_for("the new price", lambda: catalog_price(order_base, sku) == 410 or None, 180)
     second = order(2)
-    status = wait_for("the order to settle", lambda: settled(order_base, second["ord_no"]), 90)
+    status = wait_for("the order to settle", lambda: settled(order_base, second["ord_no"]), 180)
     steps.check("the next order took the new legacy price",
                 (second["tot_amt"], status) == ("8.20", "COMPLETED"),
                 f"{second['tot_amt']} dollars, {status}")  # fmt: skip
 
     # 5. Billing holds the customer to the legacy credit limit (30.00; 14.70 spent).
     over = order(5)
-    status = wait_for("the order to settle", lambda: settled(order_base, over["ord_no"]), 90)
+    status = wait_for("the order to settle", lambda: settled(order_base, over["ord_no"]), 180)
     steps.check("an order over the legacy credit limit was declined by billing",
                 status in ("PAYMENT_FAILED", "CANCELLED"), f"{over['tot_amt']} dollars, {status}")  # fmt: skip
     httpx.put(f"{legacy}/customers/{customer}/credit", json={"cr_lim": "100.00"}).raise_for_status()
@@ -246,9 +246,9 @@ def _walk(
         line = lines.get(customer)
         return line.limit_cents if line is not None and line.limit_cents == 10_000 else None
 
-    wait_for("the new credit limit in billing", limit, 90)
+    wait_for("the new credit limit in billing", limit, 180)
     again = order(5)
-    status = wait_for("the order to settle", lambda: settled(order_base, again["ord_no"]), 90)
+    status = wait_for("the order to settle", lambda: settled(order_base, again["ord_no"]), 180)
     steps.check("after the limit was raised in the legacy app, the same order was paid",
                 status == "COMPLETED", f"{again['tot_amt']} dollars, {status}")  # fmt: skip
 
@@ -259,6 +259,6 @@ def _walk(
         found = [e.data for e in asyncio.run(envelopes(broker, STOCK)) if e.data.get("sku") == sku]
         return found or None
 
-    events = wait_for("StockAdjusted", adjusted, 90)
+    events = wait_for("StockAdjusted", adjusted, 180)
     steps.check("the legacy stock adjustment was published as StockAdjusted",
                 events == [{"sku": sku, "change": 12, "reason": "received"}], str(events))  # fmt: skip
