@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint unit services services-down browser asyncapi-tools bench fuzz lock clean
+.PHONY: install demo demo-migration test lint unit services services-down browser asyncapi-tools bench fuzz lock clean
 
 install: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/tidings demo
+
+# The legacy back office strangled and streamed into the shop through Debezium (needs
+# PostgreSQL, Kafka and Kafka Connect: started here).
+demo-migration: install
+	scripts/services up postgres kafka connect
+	$(BIN)/tidings demo shop.migration --broker kafka://127.0.0.1:9092
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -8,7 +8,8 @@ extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), 
 aggregate loads on SQLite and PostgreSQL), ``trace`` (``tidings trace`` of one order on
 Kafka among 500,000 unrelated records), ``serialization`` (an OrderPlaced encoded and
 decoded as JSON and as Avro with a registry, against pydantic, and the registry calls
-of a steady run). With no
+of a steady run), ``cdc`` (a legacy commit to the shop's event through Debezium and the
+anti-corruption layer: latency and changes/s; needs Kafka Connect). With no
 argument, all of them; the broker suites need ``scripts/services up``.
 """
 
@@ -32,6 +33,7 @@ SUITES = {  # suite -> module with run() -> dict
     "eventsourcing": "bench.eventsourcing",
     "trace": "bench.trace",
     "serialization": "bench.serialization",
+    "cdc": "bench.cdc",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -32,7 +32,9 @@ from shop.events import (
     AccountCharged,
     AccountRefunded,
     ChargeDeclined,
+    CreditLimitChanged,
     CreditLimitSet,
+    CustomerRegistered,
     InventoryReserved,
     PaymentFailed,
     PaymentProcessed,
@@ -142,6 +144,24 @@ class Payment(BaseModel):
 
 
 payments = service.collection("payments", Payment)
+
+
+class CreditLine(BaseModel):
+    """A customer's limit as the back office last told it (CustomerRegistered,
+    CreditLimitChanged); customers it never told of get ``shop.settings``' limits."""
+
+    limit_cents: int
+
+
+credit_lines = service.collection("credit_lines", CreditLine)
+
+
+@service.on
+async def on_customer(event: CustomerRegistered | CreditLimitChanged, ctx: Context) -> None:
+    limit = event.credit_limit_cents if isinstance(event, CustomerRegistered) else event.limit_cents
+    await ctx.put(credit_lines, event.customer_id, CreditLine(limit_cents=limit))
+
+
 service.aggregate(Account)
 
 
@@ -166,8 +186,11 @@ async def charge(event: InventoryReserved, ctx: Context) -> None:
             "clear them, then replay this dead letter"
         )
     account = await ctx.load(Account, event.customer_id) or Account(id=event.customer_id)
+    told = await ctx.get(credit_lines, event.customer_id)
     account.set_limit(
-        settings.credit_limits().get(event.customer_id, settings.default_credit_cents())
+        told.limit_cents
+        if told is not None
+        else settings.credit_limits().get(event.customer_id, settings.default_credit_cents())
     )
     reason = account.refusal(event.order_id, event.amount_cents)
     if reason is None and _declined_by_bank(event.order_id):

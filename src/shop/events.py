@@ -14,6 +14,11 @@ ORDERS = "shop.orders"
 INVENTORY = "shop.inventory"
 BILLING = "shop.billing"
 ACCOUNTS = "shop.accounts"  # billing's ledger: the events of each customer's account
+# Facts about customers, products and stock, told by the back office (today: the legacy
+# monolith, through change data capture and the anti-corruption layer in shop.acl).
+CUSTOMERS = "shop.customers"
+CATALOG = "shop.catalog"
+STOCK = "shop.stock"
 
 
 class OrderLine(BaseModel):
@@ -101,4 +106,45 @@ class ChargeDeclined(_AccountEvent, topic=ACCOUNTS):
 class AccountRefunded(_AccountEvent, topic=ACCOUNTS):
     order_id: str
     amount_cents: int
+    reason: str
+
+
+# -- the back office's facts (published by shop.acl from the legacy system's changes) -----
+class _CustomerEvent(Event, key="customer_id", abstract=True):
+    customer_id: str
+
+
+class CustomerRegistered(_CustomerEvent, topic=CUSTOMERS):
+    name: str
+    credit_limit_cents: int
+
+
+class CreditLimitChanged(_CustomerEvent, topic=CUSTOMERS):
+    limit_cents: int
+    previous_cents: int | None = None
+
+
+class CustomerClosed(_CustomerEvent, topic=CUSTOMERS):
+    pass
+
+
+class _ProductEvent(Event, key="sku", abstract=True):
+    sku: str
+
+
+class ProductPriced(_ProductEvent, topic=CATALOG):
+    """A product's price in force from now on (a new product, or a price change)."""
+
+    name: str
+    price_cents: int
+
+
+class ProductWithdrawn(_ProductEvent, topic=CATALOG):
+    pass
+
+
+class StockAdjusted(_ProductEvent, topic=STOCK):
+    """Stock counted or moved by hand: ``change`` units (negative: fewer), and why."""
+
+    change: int
     reason: str

@@ -7,8 +7,14 @@ status and the events that concern it (CQRS: the HTTP API reads only this).
                         -> 202 {"order_id": ..., "status": "PLACED", ...}
     GET  /orders/{id}   -> the order, its status and its events in order
     GET  /orders        -> orders, paged with ?limit=&after=
+    GET  /catalog/{sku} -> the price an order of it gets now
     GET  /reports/sales -> completed orders' units and revenue by sku and by customer
     GET  /health        -> 200 when the service is running
+
+Prices come from the catalog the back office publishes (``ProductPriced`` on
+``shop.catalog``, kept in the ``catalog`` collection); a sku the back office never priced
+falls back to :data:`shop.catalog.PRICES_CENTS`, so the shop runs without the legacy
+system (and without Kafka Connect) too. A withdrawn product cannot be ordered.
 
 The sales report is a projection (``sales``): folded from ``shop.orders`` by offset, so
 ``tidings projection rebuild shop.order:service sales`` replays it from the beginning.
@@ -37,6 +43,8 @@ from shop.events import (
     PaymentFailed,
     PaymentProcessed,
     PlaceOrder,
+    ProductPriced,
+    ProductWithdrawn,
 )
 from tidings import Context, Envelope, Event, Service, new_event_id
 from tidings.http import BodyLimit, UnitOfWork, readable_validation_errors
@@ -78,6 +86,36 @@ class Order(BaseModel):
 orders = service.collection("orders", Order)
 
 
+class CatalogEntry(BaseModel):
+    """A product as the back office last told it: priced, or withdrawn (not for sale)."""
+
+    name: str = ""
+    price_cents: int | None = None
+    withdrawn: bool = False
+
+
+catalog = service.collection("catalog", CatalogEntry)
+
+
+@service.on
+async def on_priced(event: ProductPriced, ctx: Context) -> None:
+    entry = CatalogEntry(name=event.name, price_cents=event.price_cents)
+    await ctx.put(catalog, event.sku, entry)
+
+
+@service.on
+async def on_withdrawn(event: ProductWithdrawn, ctx: Context) -> None:
+    await ctx.put(catalog, event.sku, CatalogEntry(withdrawn=True))
+
+
+async def price_of(sku: str, ctx: Context) -> int | None:
+    """The price in force: the back office's, else the static catalog's; None if not sold."""
+    entry = await ctx.get(catalog, sku)
+    if entry is not None:
+        return None if entry.withdrawn else entry.price_cents
+    return PRICES_CENTS.get(sku)
+
+
 class UnknownProduct(ValueError):
     pass
 
@@ -95,13 +133,15 @@ def _history_entry(envelope: Envelope) -> HistoryEntry:
 
 async def place_order(command: PlaceOrder, ctx: Context) -> Order:
     """Record a new order and publish OrderPlaced, in one unit of work."""
-    unknown = sorted({line.sku for line in command.lines} - PRICES_CENTS.keys())
+    prices = {line.sku: await price_of(line.sku, ctx) for line in command.lines}
+    unknown = sorted(sku for sku, price in prices.items() if price is None)
     if unknown:
         raise UnknownProduct(
-            f"unknown sku(s): {', '.join(unknown)}; we sell {', '.join(PRICES_CENTS)}"
+            f"unknown sku(s): {', '.join(unknown)}; we sell {', '.join(PRICES_CENTS)} "
+            "and what the back office prices"
         )
     order_id = new_event_id()
-    amount = sum(PRICES_CENTS[line.sku] * line.quantity for line in command.lines)
+    amount = sum((prices[line.sku] or 0) * line.quantity for line in command.lines)
     envelope = ctx.publish(
         OrderPlaced(
             order_id=order_id,
@@ -306,6 +346,16 @@ _ERROR: dict[str, Any] = {"content": {"application/json": {"schema": {"type": "o
 )
 async def create_order(command: PlaceOrder, ctx: UnitOfWork) -> dict[str, Any]:
     return (await place_order(command, ctx)).summary()
+
+
+@app.get("/catalog/{sku}", responses={404: {"description": "Not sold", **_ERROR}})
+async def get_price(sku: str, ctx: UnitOfWork) -> dict[str, Any]:
+    """The price an order of ``sku`` gets now, and whether the back office set it."""
+    entry = await ctx.get(catalog, sku)
+    price = await price_of(sku, ctx)
+    if price is None:
+        raise HTTPException(404, f"{sku!r} is not sold (unknown or withdrawn)")
+    return {"sku": sku, "price_cents": price, "from_back_office": entry is not None}
 
 
 @app.get("/orders/{order_id}", responses={404: {"description": "No such order", **_ERROR}})

@@ -35,6 +35,7 @@ from tidings.eventsourcing import repository
 from tidings.eventsourcing.aggregate import Aggregate
 from tidings.messages import Message, annotated_types, new_envelope, published_topic
 from tidings.projection import Projection, ProjectionView, read_current
+from tidings.records import Record
 from tidings.reliability.retry import RetryPolicy
 from tidings.state import Collection as Collection
 from tidings.state import Versioned as Versioned
@@ -46,6 +47,9 @@ A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 StartupHook = Callable[["Context"], Awaitable[None]]
+# Turns a record that is not a CloudEvent (a foreign system's) into an envelope, or None
+# to skip it; raises codec.DecodeError with the reason for one it cannot read.
+ForeignDecoder = Callable[[Record], Envelope | None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,9 +131,7 @@ class Context:
         docs = await self._uow.list(collection.name, limit, after)
         return [collection.model.model_validate(doc.data) for doc in docs]
 
-    async def read(
-        self, projection: Projection, fn: Callable[[ProjectionView], Awaitable[R]]
-    ) -> R:
+    async def read(self, projection: Projection, fn: Callable[[ProjectionView], Awaitable[R]]) -> R:
         """``fn`` on the projection's generation that serves reads (run again if a rebuild
         switched generations meanwhile): ``await ctx.read(sales, report)``."""
         return await read_current(projection, self._uow, fn)
@@ -221,6 +223,7 @@ class Service:
         self.projections: dict[str, Projection] = {}
         self.startup_hooks: list[StartupHook] = []
         self.http_app: Any = None
+        self.foreign_decoders: dict[str, ForeignDecoder] = {}
 
     def __repr__(self) -> str:
         return f"Service({self.name!r})"
@@ -307,6 +310,15 @@ class Service:
                 message_type, fn, retry or self.retry, takes_context=len(params) == 2
             )
         return handler
+
+    def foreign(self, topic: str, decoder: ForeignDecoder) -> None:
+        """Read ``topic``'s records with ``decoder`` instead of as CloudEvents: the records
+        of a system that knows nothing of Tidings (e.g. Debezium's change events, with
+        :class:`tidings.cdc.debezium.Debezium`). The envelopes it makes are dispatched by
+        type like any other; a handled type's message class names ``topic`` as its own."""
+        if topic in self.foreign_decoders:
+            raise ValueError(f"{self.name}: topic {topic!r} has a foreign decoder already")
+        self.foreign_decoders[topic] = decoder
 
     def on_startup(self, fn: StartupHook) -> StartupHook:
         """Run ``fn(ctx)`` in a unit of work when the service starts (e.g. to seed state)."""

@@ -377,7 +377,8 @@ async def test_a_dead_letter_written_before_letters_had_a_kind_is_still_read(
     assert "failed after 3 attempt(s)" in letter.reason
     assert letter.attempts == 3
     assert letter.replay_record().headers == {
-        k: v for k, v in headers.items() if not k.startswith("dlq-")
+        **{k: v for k, v in headers.items() if not k.startswith("dlq-")},
+        "replayed-from": "unit.things",
     }
 
 

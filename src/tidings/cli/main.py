@@ -15,6 +15,7 @@ from tidings.apiguard import GuardConfig
 from tidings.cli.acl import acl_app
 from tidings.cli.apikey import apikey_app
 from tidings.cli.asyncapi import asyncapi
+from tidings.cli.cdc import cdc_app
 from tidings.cli.common import (
     BROKER_HELP,
     STORE_HELP,
@@ -429,4 +430,5 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(acl_app, name="acl")
 app.add_typer(projection_app, name="projection")
+app.add_typer(cdc_app, name="cdc")
 app.command()(asyncapi)

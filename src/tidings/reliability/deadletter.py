@@ -52,6 +52,9 @@ class DeadLetterReason:
         return self.detail
 
 
+REPLAYED_FROM = "replayed-from"  # header of a replayed record: the topic it first came on
+
+
 def dlq_topic(group: str) -> str:
     return f"{group}.dlq"
 
@@ -89,9 +92,11 @@ class DeadLetter:
         return self.record.headers.get("ce_type")
 
     def replay_record(self) -> OutgoingRecord:
-        return OutgoingRecord(
-            replay_topic(self.group), self.record.value, self.record.key, self.original_headers
-        )
+        """The event as first received, onto the group's replay topic; its first topic in
+        ``replayed-from``, so a record of a foreign topic (``Service.foreign``) is read
+        with that topic's decoder again."""
+        headers = {**self.original_headers, REPLAYED_FROM: self.topic}
+        return OutgoingRecord(replay_topic(self.group), self.record.value, self.record.key, headers)
 
     @classmethod
     def from_record(cls, record: Record) -> DeadLetter:

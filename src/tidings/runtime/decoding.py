@@ -11,21 +11,35 @@ it that may do I/O, for the runtime:
   :class:`~tidings.formats.SchemaUnavailable` (an infrastructure error: waited out); a
   schema it holds but that cannot be read is a :class:`~tidings.codec.DecodeError`;
 * a record of a type the service does not handle never makes it fetch a schema, nor wait
-  for the registry: its attributes alone are returned, and it is skipped.
+  for the registry: its attributes alone are returned, and it is skipped;
+* a record of a topic with a foreign decoder (``Service.foreign``) is that decoder's:
+  its envelope, or None to skip it (a Debezium tombstone, say); a dead letter of such a
+  topic replayed is read with its first topic's decoder (header ``replayed-from``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container, Mapping
 
 from tidings import codec
 from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
 from tidings.records import Record
+from tidings.reliability.deadletter import REPLAYED_FROM
 
 
-async def decode(record: Record, schemas: SchemaSource | None, handled: Container[str]) -> Envelope:
-    """The envelope of ``record``; ``handled``: the CloudEvents types the service handles."""
+async def decode(
+    record: Record,
+    schemas: SchemaSource | None,
+    handled: Container[str],
+    foreign: Mapping[str, Callable[[Record], Envelope | None]] | None = None,
+) -> Envelope | None:
+    """The envelope of ``record``; ``handled``: the CloudEvents types the service handles;
+    ``foreign``: decoders by topic for records that are not CloudEvents."""
+    if foreign:
+        decoder = foreign.get(record.headers.get(REPLAYED_FROM, record.topic))
+        if decoder is not None:
+            return decoder(record)
     if schemas is None:
         return codec.decode(record)
     try:

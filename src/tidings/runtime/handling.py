@@ -173,7 +173,9 @@ class Handling:
             self._handled(None, record, refused, started)
             return refused
         try:
-            envelope = await decode(record, self.schemas, self.service.handlers)
+            envelope = await decode(
+                record, self.schemas, self.service.handlers, self.service.foreign_decoders
+            )
         except codec.DecodeError as exc:
             outcome: Outcome = await self._dead_letter(record, policy.undecodable(exc), exc, 0)
         except codec.UnknownSchema as exc:
@@ -183,8 +185,8 @@ class Handling:
         except SchemaViolation as exc:
             outcome = await self._dead_letter(record, policy.breaks_schema(exc), exc, 0)
         else:
-            spec = self.service.handlers.get(envelope.type)
-            if spec is None:
+            spec = None if envelope is None else self.service.handlers.get(envelope.type)
+            if envelope is None or spec is None:
                 self.stats.skipped += 1
                 outcome = "skipped"
             else:

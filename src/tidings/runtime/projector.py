@@ -180,8 +180,8 @@ class Projector:
             except (codec.DecodeError, codec.UnknownSchema, SchemaViolation) as exc:
                 log.warning("projection %s: skipping %s: %s", self.projection.name, where, exc)
                 continue
-            handler = handlers.get(envelope.type)
-            if handler is None:
+            handler = None if envelope is None else handlers.get(envelope.type)
+            if envelope is None or handler is None:
                 continue
             try:
                 data = upcast(handler.message_type, envelope.data, envelope.version)

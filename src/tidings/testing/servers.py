@@ -20,11 +20,11 @@ import pytest
 
 _DEFAULT_PORTS = {
     "kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432, "amqp": 5672,
-    "sqs+sns": 443,
+    "sqs+sns": 443, "kafka-connect": 8083,
 }  # fmt: skip
 _SERVICE = {
     "kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres",
-    "amqp": "rabbitmq", "sqs+sns": "aws",
+    "amqp": "rabbitmq", "sqs+sns": "aws", "kafka-connect": "connect",
 }  # fmt: skip
 # The secured servers of scripts/services.d/secure.sh, by port.
 _SECURE_SERVICE = {9192: "kafka-secure", 4322: "nats-secure", 5433: "postgres-secure"}
