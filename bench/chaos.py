@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.chaos_checks import fault_effects, longest_gap, timings, verify, wait_settled
+from bench.chaos_checks import fault_effects, longest_stall, timings, verify, wait_settled
 from bench.chaos_faults import KINDS, SERVICES, Fault, Rig, run_schedule, schedule
 from shop.demo import Shop, order_mix
 from shop.invariants import read_stock
@@ -132,14 +132,13 @@ def run(
         verdict = verify(cluster.url, postgres.url, accepted, before, after, final)
         times = asyncio.run(timings(cluster.url))
     done = [f.__dict__ | {} for f in faults]
-    settled_at = [s for _, s in times.values()]
     result = {
         "engine": engine, "cluster_nodes": len(NODES), "replicas": 3,
         "seed": seed, "orders": orders, "rate_per_s": rate, "processes_per_service": 2,
         **{k: verdict[k] for k in ("accepted", "settled", "lost", "double_charged")},
         "refused": dict(refused),
         "faults_by_kind": dict(Counter(f.kind for f in faults if f.started is not None)),
-        "longest_stall_s": round(longest_gap(settled_at, t0, max(settled_at, default=t0)), 1),
+        "longest_stall_s": round(longest_stall(list(times.values()), t0, float("inf")), 1),
         **fault_effects(done, times, t0),
         "faults": done,
         **{k: v for k, v in verdict.items() if k not in ("accepted", "settled", "lost",
@@ -201,13 +200,19 @@ def _write(path: Path, engine: str, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chaos", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--engine", choices=("nats", "kafka"), default="nats")
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=40.0, help="orders per second")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=2, help="times each kind of fault is injected")
-    parser.add_argument("--settle", type=float, default=600.0, help="seconds to wait for the orders")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="times each kind of fault is injected"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=600.0, help="seconds to wait for the orders"
+    )
     args = parser.parse_args(argv)
     result = run(args.engine, args.orders, args.rate, args.seed, args.repeat, args.settle)
     summary = {k: result[k] for k in ("accepted", "settled", "lost", "double_charged",

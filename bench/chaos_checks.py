@@ -45,7 +45,9 @@ async def lag(broker: str, timeout: float = 60) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     async with opened_transport(broker) as transport:
         while True:
-            ends = {(t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()}
+            ends = {
+                (t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()
+            }
             lags = {}
             for group in await transport.groups():
                 committed = await transport.committed(group)
@@ -113,11 +115,22 @@ def percentile(values: list[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
 
 
-def longest_gap(times: list[float], start: float, end: float) -> float:
-    """The longest time within [start, end] in which no order settled (seconds)."""
-    inside = sorted(t for t in times if start <= t <= end)
-    points = [start, *inside, end]
-    return max(b - a for a, b in zip(points, points[1:], strict=False)) if end > start else 0.0
+def longest_stall(times: list[tuple[float, float]], start: float, end: float) -> float:
+    """The longest time within [start, end] in which some order was waiting (placed, not
+    settled) and none settled, in seconds; ``times`` are (placed, settled) pairs."""
+    by_settled = sorted(times, key=lambda t: t[1])
+    waiting_since = [0.0] * len(by_settled)  # earliest placing among those settled later
+    earliest = float("inf")
+    for i in range(len(by_settled) - 1, -1, -1):
+        earliest = min(earliest, by_settled[i][0])
+        waiting_since[i] = earliest
+    longest, previous = 0.0, float("-inf")
+    for i, (_, settled) in enumerate(by_settled):
+        gap_start = max(previous, waiting_since[i], start)
+        gap_end = min(settled, end)
+        longest = max(longest, gap_end - gap_start)
+        previous = settled
+    return longest
 
 
 def fault_effects(
@@ -126,10 +139,11 @@ def fault_effects(
     """Per fault: the longest stall of settlements from injection until the orders placed
     during it had all settled (``recovery_s``, from injection); and p99 latency of
     orders placed during a fault (injection to heal + 5 s) against the others."""
-    settled_at = [s for _, s in times.values()]
     during: list[float] = []
     calm: list[float] = []
-    windows = [(t0 + f["started"], t0 + f["healed"] + 5) for f in faults if f["started"] is not None]
+    windows = [
+        (t0 + f["started"], t0 + f["healed"] + 5) for f in faults if f["started"] is not None
+    ]
     for placed, settled in times.values():
         latency_ms = (settled - placed) * 1000
         (during if any(a <= placed <= b for a, b in windows) else calm).append(latency_ms)
@@ -140,7 +154,7 @@ def fault_effects(
         caught = [s for p, s in times.values() if start <= p <= healed]
         drained = max([healed, *caught])
         fault["recovery_s"] = round(drained - start, 1)
-        fault["stall_s"] = round(longest_gap(settled_at, start, drained), 1)
+        fault["stall_s"] = round(longest_stall(list(times.values()), start, drained), 1)
     return {
         "latency_ms_p50_calm": percentile(calm, 50),
         "latency_ms_p99_calm": percentile(calm, 99),

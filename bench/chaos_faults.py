@@ -165,6 +165,6 @@ def run_schedule(rig: Rig, faults: list[Fault], clock: Any, stop: threading.Even
             return
         try:
             rig.inject(fault, clock)
-        except Exception as exc:  # noqa: BLE001 - reported in the results, not fatal
+        except Exception as exc:
             fault.target += f" FAILED: {exc}"
             fault.healed = clock()

@@ -6,7 +6,7 @@
 # (no_advertise), so a client reached through a proxy stays on the proxies it was given.
 # Streams get 3 replicas when the transport's URL says replicas=3.
 
-SERVICES+=(nats-cluster)
+SERVICES+=(nats-cluster); DEFAULT+=(nats-cluster)   # the short chaos run of `make test`
 
 NC_DIR="$SVC/nats-cluster"
 NC_NODES=(1 2 3)

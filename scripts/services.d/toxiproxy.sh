@@ -4,7 +4,7 @@
 # runs (bench/chaos.py) put one proxy on every link between a service and a broker node or
 # PostgreSQL, and cut, slow or delay it through the HTTP API on 127.0.0.1:8474.
 
-SERVICES+=(toxiproxy)
+SERVICES+=(toxiproxy); DEFAULT+=(toxiproxy)   # the short chaos run of `make test`
 
 TOXIPROXY_DIR="$SVC/toxiproxy"
 TOXIPROXY_BIN="$TOXIPROXY_DIR/bin/server"

@@ -175,5 +175,7 @@ class ScratchPostgres:
 def _pg_bin() -> str:
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not versions:
-        raise RuntimeError("no PostgreSQL server binaries; start `scripts/services up postgres` once")
+        raise RuntimeError(
+            "no PostgreSQL server binaries; start `scripts/services up postgres` once"
+        )
     return str(versions[-1].parent)

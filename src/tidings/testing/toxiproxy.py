@@ -47,7 +47,9 @@ class Toxiproxy:
                 f"no Toxiproxy at {self.url} ({exc}); start it with `scripts/services up toxiproxy`"
             ) from None
         if response.status_code >= 300:
-            raise ToxiproxyError(f"toxiproxy {method} {path}: {response.status_code} {response.text}")
+            raise ToxiproxyError(
+                f"toxiproxy {method} {path}: {response.status_code} {response.text}"
+            )
         return response.json() if response.content else None
 
     def create(self, name: str, upstream: str) -> int:
