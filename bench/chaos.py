@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ async def post_orders(
     accepted: list[str] = []
     refused: Counter[str] = Counter()
     limit = asyncio.Semaphore(256)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as client:
+    # As many connections as requests in flight: a request waiting for a pooled connection
+    # would spend its timeout queued in the client, not in the shop.
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as client:
         start = time.monotonic()
 
         async def post(i: int, body: dict[str, Any]) -> None:
@@ -137,6 +141,7 @@ def run(
         "seed": seed, "orders": orders, "rate_per_s": rate, "processes_per_service": 2,
         **{k: verdict[k] for k in ("accepted", "settled", "lost", "double_charged")},
         "refused": dict(refused),
+        "taken_unanswered": verdict["orders_in_state"] - verdict["accepted"],
         "faults_by_kind": dict(Counter(f.kind for f in faults if f.started is not None)),
         "longest_stall_s": round(longest_stall(list(times.values()), t0, float("inf")), 1),
         **fault_effects(done, times, t0),
@@ -172,8 +177,9 @@ def _wire(
     """Proxies for each service's links; every process of the service gets their URLs."""
     pg_proxies: dict[str, list[str]] = {}
     broker_proxies: dict[str, list[str]] = {}
+    run = f"chaos-{seed}-{uuid.uuid4().hex[:6]}"  # names of this run's alone
     for service in SERVICES:
-        name = f"chaos-{service}-pg"
+        name = f"{run}-{service}-pg"
         port = proxies.create(name, f"127.0.0.1:{postgres.port}")
         pg_proxies[service] = [name]
         store = postgres.url.replace(f":{postgres.port}/", f":{port}/")
@@ -181,7 +187,7 @@ def _wire(
         if cluster.engine == "nats":
             hosts = []
             for node in NODES:
-                name = f"chaos-{service}-nats{node}"
+                name = f"{run}-{service}-nats{node}"
                 hosts.append(f"127.0.0.1:{proxies.create(name, cluster.address(node))}")
                 broker_proxies.setdefault(service, []).append(name)
             broker = f"nats://{','.join(hosts)}?replicas=3"
