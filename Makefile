@@ -62,7 +62,7 @@ CHAOS_ARGS ?=
 chaos: install
 	scripts/services up postgres nats-cluster kafka-cluster toxiproxy
 	$(BIN)/python -m bench.chaos --engine nats $(CHAOS_ARGS)
-	$(BIN)/python -m bench.chaos --engine kafka --rate 20 $(CHAOS_ARGS)
+	$(BIN)/python -m bench.chaos --engine kafka --rate 10 $(CHAOS_ARGS)
 
 # Re-pin every dependency (run after changing pyproject.toml).
 lock:

@@ -1,7 +1,7 @@
 """Proof under faults: the shop on a three-node cluster while a seeded schedule of faults
 runs, then a verdict from the broker and the database (``make chaos``).
 
-    python -m bench.chaos --engine nats --orders 10000 --rate 40 --seed 7
+    python -m bench.chaos --engine nats --orders 10000 --rate 25 --seed 7
 
 1. A fresh cluster (``scripts/services``' ``nats-cluster`` or ``kafka-cluster``: data
    wiped, three nodes, 3 replicas), a PostgreSQL of the run's own
@@ -94,13 +94,15 @@ async def post_orders(
 def run(
     engine: str = "nats",
     orders: int = 10_000,
-    rate: float = 40.0,
+    rate: float = 25.0,
     seed: int = 7,
     repeat: int = 2,
     settle: float = 600.0,
     results: Path | None = RESULTS,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """One chaos run; its result (also written to ``results`` under ``engine``)."""
+    """One chaos run; its result (also written to ``results`` under ``name``, by default
+    the engine's)."""
     cluster = Cluster(f"{engine}-cluster")
     span = orders / rate
     faults = schedule(seed, span, repeat)
@@ -152,7 +154,7 @@ def run(
     }  # fmt: skip
     result["ok"] = held(result)
     if results is not None:
-        _write(results, engine, result)
+        _write(results, name or engine, result)
     return result
 
 
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine", choices=("nats", "kafka"), default="nats")
     parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=40.0, help="orders per second")
+    parser.add_argument("--rate", type=float, default=25.0, help="orders per second")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--repeat", type=int, default=2, help="times each kind of fault is injected"
@@ -219,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle", type=float, default=600.0, help="seconds to wait for the orders"
     )
+    parser.add_argument("--name", help="key of the result in chaos.json (default: the engine)")
     args = parser.parse_args(argv)
-    result = run(args.engine, args.orders, args.rate, args.seed, args.repeat, args.settle)
+    result = run(
+        args.engine, args.orders, args.rate, args.seed, args.repeat, args.settle, name=args.name
+    )
     summary = {k: result[k] for k in ("accepted", "settled", "lost", "double_charged",
                                       "faults_by_kind", "longest_stall_s", "ok")}  # fmt: skip
     print(json.dumps(summary, indent=2))
