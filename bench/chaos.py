@@ -44,11 +44,16 @@ import aiohttp
 
 from bench.chaos_checks import fault_effects, longest_stall, timings, verify, wait_settled
 from bench.chaos_faults import KINDS, SERVICES, Fault, Rig, run_schedule, schedule
+from bench.scaling import EVENTS
 from shop.demo import Shop, order_mix
 from shop.invariants import read_stock
+from tidings.cli.common import opened_transport
+from tidings.messages import published_topic
 from tidings.testing import free_port
 from tidings.testing.clusters import NODES, Cluster, ScratchPostgres
 from tidings.testing.toxiproxy import Toxiproxy
+from tidings.transport.contract import DEFAULT_PARTITIONS
+from tidings.transport.errors import TransportError
 
 RESULTS = Path(__file__).parent / "results" / "chaos.json"
 STOCK = "widget=1000000,gadget=1000000,gizmo=1000000,doohickey=40"
@@ -110,6 +115,7 @@ def run(
     print("schedule:\n" + "\n".join(f.line() for f in faults), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="tidings-chaos-"))
     cluster.fresh()
+    asyncio.run(create_topics(cluster.url))
     with contextlib.ExitStack() as stack:
         postgres = ScratchPostgres()
         stack.callback(postgres.close)
@@ -156,6 +162,23 @@ def run(
     if results is not None:
         _write(results, name or engine, result)
     return result
+
+
+async def create_topics(broker: str, within: float = 120) -> None:
+    """Create the shop's topics on a fresh cluster, retrying while it is still settling
+    (a three-replica stream or topic can time out while the cluster elects its leaders on
+    a loaded machine; a service that meets that at startup exits)."""
+    deadline = time.monotonic() + within
+    for topic in sorted({published_topic(event) for event in EVENTS}):
+        while True:
+            try:
+                async with opened_transport(broker) as transport:
+                    await transport.create_topic(topic, DEFAULT_PARTITIONS)
+                break
+            except TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(2)
 
 
 def held(result: dict[str, Any]) -> bool:

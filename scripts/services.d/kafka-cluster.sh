@@ -74,11 +74,11 @@ kafka_cluster_start_node() { # kafka_cluster_start_node NODE  (no wait)
         local cid
         cid="$(cat "$KC_DIR/cluster-id" 2>/dev/null)" || cid=""
         if [ -z "$cid" ]; then
-            cid="$(kafka_tool kafka.tools.StorageTool random-uuid 2>>"$dir/kafka.log")" ||
+            cid="$(TOOL_TIMEOUT=180 kafka_tool kafka.tools.StorageTool random-uuid 2>>"$dir/kafka.log")" ||
                 fail kafka-cluster "StorageTool random-uuid failed" "$dir/kafka.log"
             echo "$cid" >"$KC_DIR/cluster-id"
         fi
-        kafka_tool kafka.tools.StorageTool format -t "$cid" -c "$(kc_conf "$n")" \
+        TOOL_TIMEOUT=180 kafka_tool kafka.tools.StorageTool format -t "$cid" -c "$(kc_conf "$n")" \
             >>"$dir/kafka.log" 2>&1 || fail kafka-cluster "StorageTool format of node $n failed" "$dir/kafka.log"
     fi
     # shellcheck disable=SC2086
