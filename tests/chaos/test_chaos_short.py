@@ -19,11 +19,13 @@ pytestmark = pytest.mark.slow
 
 def test_the_shop_survives_one_fault_of_each_kind_on_a_nats_cluster() -> None:
     require(Cluster("nats-cluster").url, "postgresql://127.0.0.1:5432/tidings")
+    probe = Toxiproxy()
     try:
-        Toxiproxy().close()
-        Toxiproxy()._call("GET", "/version")
+        probe.version()
     except ToxiproxyError as exc:
         skip_or_fail(str(exc))
+    finally:
+        probe.close()
     if os.geteuid() != 0:
         skip_or_fail("the chaos run starts its own PostgreSQL as the postgres OS user: run as root")
 

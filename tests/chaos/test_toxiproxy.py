@@ -26,7 +26,7 @@ def proxies() -> Iterator[Toxiproxy]:
     require(f"nats://{UPSTREAM}")
     proxies = Toxiproxy()
     try:
-        proxies._call("GET", "/version")
+        proxies.version()
     except ToxiproxyError as exc:
         skip_or_fail(str(exc))
     yield proxies

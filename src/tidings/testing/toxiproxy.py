@@ -52,6 +52,10 @@ class Toxiproxy:
             )
         return response.json() if response.content else None
 
+    def version(self) -> str:
+        """Toxiproxy's version: a check that it answers (ToxiproxyError if not)."""
+        return str(self._call("GET", "/version"))
+
     def create(self, name: str, upstream: str) -> int:
         """A proxy ``name`` to ``upstream`` (host:port) on a free port of 127.0.0.1; its port.
         A proxy left by an earlier run under that name is replaced."""
