@@ -16,7 +16,8 @@ talk over a real broker as in production::
 Each service's output goes to ``WORKDIR/NAME.log`` (JSON lines unless the environment
 says otherwise) and it touches ``WORKDIR/NAME.ready`` once it runs. ``env`` is the
 environment they start with; a service in ``metrics_ports`` serves Prometheus metrics on
-its port. :func:`start_dashboard` runs ``tidings dashboard`` the same way.
+its port; a service in ``urls`` (``name -> (broker, store)``) gets URLs of its own, e.g.
+proxies that fault its links alone. :func:`start_dashboard` runs ``tidings dashboard`` the same way.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ServiceProcesses:
         self.env = dict(os.environ)
         self.env.setdefault("TIDINGS_LOG_FORMAT", "json")
         self.metrics_ports: dict[str, int] = {}
+        self.urls: dict[str, tuple[str, str]] = {}  # name -> its own (broker, store)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def log(self, name: str) -> Path:
@@ -72,10 +74,11 @@ class ServiceProcesses:
             if running is not None and running.poll() is None:
                 raise RuntimeError(f"service {name} is already running (pid {running.pid})")
             self._ready_file(name).unlink(missing_ok=True)
+            broker, store = self.urls.get(name, (self.broker, self.store))
             args = [
                 sys.executable, "-m", "tidings", "run", self.targets[name],
-                "--broker", self.broker,
-                "--store", self.store,
+                "--broker", broker,
+                "--store", store,
                 "--ready-file", str(self._ready_file(name)),
             ]  # fmt: skip
             if name in self.http:
@@ -93,6 +96,15 @@ class ServiceProcesses:
         proc = self.procs[name]
         proc.kill()
         proc.wait()
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP a service: it holds its connections but neither reads nor heartbeats,
+        as if its host froze (a long GC pause, a suspended VM); :meth:`resume` goes on."""
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT a service paused by :meth:`pause`."""
+        self.procs[name].send_signal(signal.SIGCONT)
 
     def running(self) -> bool:
         """Whether every started service is still running."""

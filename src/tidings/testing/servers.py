@@ -32,17 +32,25 @@ _SECURE_SERVICE = {9192: "kafka-secure", 4322: "nats-secure", 5433: "postgres-se
 
 @functools.cache
 def unreachable(url: str) -> str | None:
-    """Why the server of ``url`` cannot be reached (a TCP connect), or None if it can."""
+    """Why the server of ``url`` cannot be reached (a TCP connect), or None if it can.
+    A URL naming several hosts (``nats://h1:14222,h2:24222``: a cluster, started with
+    ``scripts/services up nats-cluster``) needs every one of them."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS or (parts.scheme == "sqs+sns" and not parts.hostname):
         return None  # not a server of ours (sqs+sns:// without a host is AWS itself)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        service = _SECURE_SERVICE.get(port) or _SERVICE[parts.scheme]
-        return f"{service}: {url} is unreachable ({exc}); start it with `scripts/services up {service}`"
+    hosts = parts.netloc.rsplit("@", 1)[-1].split(",")
+    cluster = "-cluster" if len(hosts) > 1 else ""
+    for hostport in hosts:
+        host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+        address = (host or "127.0.0.1", int(port or _DEFAULT_PORTS[parts.scheme]))
+        try:
+            socket.create_connection(address, timeout=2).close()
+        except OSError as exc:
+            service = _SECURE_SERVICE.get(address[1]) or _SERVICE[parts.scheme] + cluster
+            return (
+                f"{service}: {url} is unreachable ({exc}); start it with"
+                f" `scripts/services up {service}`"
+            )
     return None
 
 

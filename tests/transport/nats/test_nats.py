@@ -122,6 +122,29 @@ async def test_unreachable_server_is_reported_in_one_line_naming_the_url() -> No
     assert "scripts/services up nats" in message
 
 
+async def test_several_servers_one_of_them_down_connect_to_the_one_up() -> None:
+    """A cluster URL lists its nodes; a node that is down does not stop the client."""
+    try:
+        transport = await open_transport(URL.replace("nats://", "nats://127.0.0.1:1,", 1))
+    except BrokerUnavailable as exc:
+        unreachable(str(exc))
+    try:
+        assert isinstance(transport, NatsTransport)
+        assert len(transport.servers) == 2
+        assert transport.nc.is_connected
+    finally:
+        await transport.close()
+
+
+async def test_several_servers_all_down_are_each_named_in_one_line() -> None:
+    transport = make_transport("nats://127.0.0.1:1,127.0.0.1:2")
+    with pytest.raises(BrokerUnavailable) as raised:
+        await transport.connect()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "127.0.0.1:1 (" in message and "127.0.0.1:2 (" in message
+
+
 async def test_each_partition_is_a_stream_and_the_group_a_consumer_per_partition(
     transport: NatsTransport, js: JetStreamContext, prefix: str
 ) -> None:

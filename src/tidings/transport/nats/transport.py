@@ -108,7 +108,11 @@ class NatsTransport(Transport):
         parts = urlsplit(bare)
         options = url_options(bare, _OPTIONS)
         self.url = url
-        self.server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        # Several servers (a cluster): ``nats://host1:4222,host2:4222``; the client fails
+        # over among them and, unless the cluster advertises more, only them.
+        self.servers = [
+            urlunsplit((parts.scheme, netloc, "", "", "")) for netloc in parts.netloc.split(",")
+        ]
         self.session_timeout = float(options.get("session_timeout", 6.0))
         self.heartbeat_interval = float(options.get("heartbeat_interval", 1.0))
         self.default_partitions = int(options.get("partitions", DEFAULT_PARTITIONS))
@@ -149,18 +153,7 @@ class NatsTransport(Transport):
     async def connect(self) -> None:
         if self._nc is not None:
             return
-        parts = urlsplit(self.server)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
-        try:  # a plain TCP probe first: one clear line rather than the client's retry loop
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), self.connect_timeout
-            )
-            writer.close()
-        except (OSError, TimeoutError) as exc:
-            reason = _reason(exc, self.connect_timeout)
-            raise BrokerUnavailable(
-                f"{self.url}: cannot reach NATS at {host}:{port} ({reason}); {HOW_TO_START}"
-            ) from None
+        await self._probe()
         # nats-py reports a refused user only to error_cb, and retries: watched here, so
         # a wrong password is one line at once rather than connect_timeout of retries.
         refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
@@ -169,7 +162,7 @@ class NatsTransport(Transport):
             # Reconnect forever once connected: publishers and consumers ride out a restart.
             connecting = asyncio.ensure_future(
                 nats.connect(
-                    self.server,
+                    self.servers,
                     name="tidings",
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
@@ -218,6 +211,25 @@ class NatsTransport(Transport):
             ) from None
         limit = int((info.get("limits") or {}).get("max_payload") or 0) or self.nc.max_payload
         self.max_record_bytes = min(self.nc.max_payload, limit) - 1024  # room for our headers
+
+    async def _probe(self) -> None:
+        """A plain TCP probe of the servers first: one clear line rather than the client's
+        retry loop when none of them answers."""
+        failures = []
+        for server in self.servers:
+            parts = urlsplit(server)
+            host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), self.connect_timeout
+                )
+                writer.close()
+                return
+            except (OSError, TimeoutError) as exc:
+                failures.append(f"{host}:{port} ({_reason(exc, self.connect_timeout)})")
+        raise BrokerUnavailable(
+            f"{self.url}: cannot reach NATS at {', '.join(failures)}; {HOW_TO_START}"
+        ) from None
 
     async def _bucket(self, name: str, ttl: float | None) -> KeyValue:
         js = self.nc.jetstream()
