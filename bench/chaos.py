@@ -167,7 +167,9 @@ def run(
 async def create_topics(broker: str, within: float = 120) -> None:
     """Create the shop's topics on a fresh cluster, retrying while it is still settling
     (a three-replica stream or topic can time out while the cluster elects its leaders on
-    a loaded machine; a service that meets that at startup exits)."""
+    a loaded machine). The services would wait too (``Runtime._create_topic``, for
+    ``TOPIC_SETTLE_SECONDS``); done here first so that the run's clock starts on a
+    settled cluster, with a longer patience than a service's."""
     deadline = time.monotonic() + within
     for topic in sorted({published_topic(event) for event in EVENTS}):
         while True:

@@ -22,6 +22,7 @@ from tidings.store.sqlite import SQLiteStore
 from tidings.testing import records as all_records
 from tidings.testing.harness import drain
 from tidings.transport.base import BrokerUnavailable, OutgoingRecord
+from tidings.transport.errors import NotAuthorized, TransportError
 from tidings.transport.memory import MemoryTransport
 
 _names = itertools.count()
@@ -570,3 +571,40 @@ async def test_the_inbox_is_pruned_in_the_background_past_the_dedupe_window(
     # The default window is 7 days: the 6-day-old mark and the fresh one stay.
     assert marks() == {"six-days", event_id}
     assert 60.0 in clock.sleeps, "pruning waits through the injected clock"
+
+
+class SettlingTransport(MemoryTransport):
+    """Creating a topic times out ``failures`` times (a cluster electing its leaders), or
+    is refused when ``refusal`` is set."""
+
+    def __init__(self, url: str, failures: int, refusal: Exception | None = None) -> None:
+        super().__init__(url)
+        self.failures = failures
+        self.refusal = refusal
+        self.attempts = 0
+
+    async def create_topic(self, name: str, partitions: int | None = None) -> None:
+        self.attempts += 1
+        if self.refusal is not None:
+            raise self.refusal
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransportError(f"{self.url}: creating {name} timed out")
+        await super().create_topic(name, partitions)
+
+
+async def test_a_start_waits_out_a_broker_that_is_still_settling(store) -> None:
+    clock = FakeClock()
+    transport = SettlingTransport(f"memory://unit-{next(_names)}", failures=2)
+    rt = await started(counter_service(), transport, store, sleep=clock.sleep)
+    assert clock.sleeps[:2] == [2.0, 2.0]  # two waits, then every topic was created
+    assert {t.name for t in await transport.topics()} >= {"unit.things"}
+    await rt.stop()
+
+
+async def test_a_refused_topic_fails_the_start_at_once(store) -> None:
+    refusal = NotAuthorized("user counter is refused CREATE on topic 'unit.things'")
+    transport = SettlingTransport(f"memory://unit-{next(_names)}", 0, refusal)
+    with pytest.raises(NotAuthorized, match="refused CREATE"):
+        await started(counter_service(), transport, store, sleep=FakeClock().sleep)
+    assert transport.attempts == 1

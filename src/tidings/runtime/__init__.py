@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,10 +40,20 @@ from tidings.runtime.projector import Projector
 from tidings.service import Context, Service
 from tidings.store.base import ConcurrencyConflict, OutboxEntry, Store
 from tidings.transport.base import Delivery, Subscription, Transport
+from tidings.transport.errors import (
+    AuthenticationFailed,
+    InvalidBrokerURL,
+    NotAuthorized,
+    TransportError,
+    Unsupported,
+)
 
 __all__ = ["Observer", "Outcome", "Runtime", "Stats"]
 
 log = logging.getLogger("tidings.runtime")
+TOPIC_SETTLE_SECONDS = 60.0  # how long a start waits for a settling broker to create a topic
+# Errors a second try cannot mend: raised at the first.
+_FINAL_TOPIC_ERRORS = (AuthenticationFailed, NotAuthorized, InvalidBrokerURL, Unsupported)
 
 DEDUPE_WINDOW = 7 * 24 * 3600.0  # seconds; Kafka's default retention (see the module rules)
 
@@ -123,7 +134,7 @@ class Runtime:
         topics = [*self.service.topics(), replay_topic(group)]
         projected = {t for p in self.service.projections.values() for t in p.topics()}
         for topic in sorted({*topics, dlq_topic(group), *projected}):
-            await self.transport.create_topic(topic)
+            await self._create_topic(topic)
         for hook in self.service.startup_hooks:
             await self._run_startup_hook(hook)
         if self.service.handlers:
@@ -168,6 +179,27 @@ class Runtime:
                 log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
         log.info("%s: stopped; %s", self.service.name, self.stats.summary())
+
+    async def _create_topic(self, topic: str, within: float = TOPIC_SETTLE_SECONDS) -> None:
+        """Create ``topic``, again for ``within`` seconds while the broker is settling.
+
+        A fresh replicated cluster (three JetStream nodes, three Kafka brokers) can time out
+        a create while it elects its leaders; a service started with it waits that out
+        rather than exiting. What retrying cannot mend (a refused user or permission, a
+        bad URL, a capability the broker lacks) is raised at once."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                await self.transport.create_topic(topic)
+                return
+            except _FINAL_TOPIC_ERRORS:
+                raise
+            except (TransportError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: creating topic %s failed (%s); again in 2 s",
+                            self.service.name, topic, exc)  # fmt: skip
+                await self.sleep(2.0)
 
     async def _run_startup_hook(self, hook: Callable[[Context], Awaitable[None]]) -> None:
         """Run ``hook`` in a unit of work, again after a conflict: members of a group that
