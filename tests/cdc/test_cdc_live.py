@@ -155,3 +155,14 @@ def test_a_connector_connect_refuses_is_reported_with_connects_reason(site: Lega
     )
     assert f"{site.connector}: RUNNING, tasks: RUNNING" in status.stdout
     assert f"bad_{site.run}" not in status.stdout  # refused at registration: nothing left
+
+
+def test_lag_lists_the_connectors_with_the_groups(site: LegacySite) -> None:
+    lag = subprocess.run(
+        [sys.executable, "-m", "tidings", "lag", "--broker", "kafka://127.0.0.1:9092",
+         "--connect", "http://127.0.0.1:8083"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert lag.returncode == 0, lag.stderr
+    assert "committed" in lag.stdout  # the groups' table, then the connectors
+    assert f"{site.connector}: RUNNING, tasks: RUNNING" in lag.stdout

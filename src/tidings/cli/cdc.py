@@ -61,6 +61,13 @@ def register(
 @cdc_app.command("status")
 def status(connect_url: str = ConnectUrl) -> None:
     """Each connector's state and its tasks'; exit 1 if one failed."""
+    if report_connectors(connect_url):
+        raise typer.Exit(1)
+
+
+def report_connectors(connect_url: str) -> bool:
+    """Print each connector's state and its tasks' (and the first line of a failure);
+    True if one failed. Shared by ``tidings cdc status`` and ``tidings lag --connect``."""
     try:
         found = connect.connectors(connect_url)
     except connect.ConnectError as exc:
@@ -76,8 +83,7 @@ def status(connect_url: str = ConnectUrl) -> None:
             console.print(f"  failed: {state['trace']}", highlight=False)
     if not found:
         console.print("no connectors")
-    if failed:
-        raise typer.Exit(1)
+    return failed
 
 
 @cdc_app.command("drop")

@@ -15,7 +15,7 @@ from tidings.apiguard import GuardConfig
 from tidings.cli.acl import acl_app
 from tidings.cli.apikey import apikey_app
 from tidings.cli.asyncapi import asyncapi
-from tidings.cli.cdc import cdc_app
+from tidings.cli.cdc import cdc_app, report_connectors
 from tidings.cli.common import (
     BROKER_HELP,
     STORE_HELP,
@@ -288,10 +288,19 @@ def topics(broker: str = Broker) -> None:
 
 @app.command()
 def lag(
-    broker: str = Broker, group: str = typer.Option("", help="Only this consumer group")
+    broker: str = Broker,
+    group: str = typer.Option("", help="Only this consumer group"),
+    connect_url: str = typer.Option(
+        "",
+        "--connect",
+        envvar="TIDINGS_CONNECT_URL",
+        help="Also Kafka Connect's connectors (change data capture): exit 1 if one failed",
+    ),
 ) -> None:
     """Consumer lag per group and partition (end offset minus committed offset; on a
-    broker without offsets, such as RabbitMQ, the records waiting in each queue)."""
+    broker without offsets, such as RabbitMQ, the records waiting in each queue). A failed
+    Debezium connector lags for ever without a record to show it, so ``--connect`` lists
+    the connectors' states too."""
 
     @run_async
     async def main() -> None:
@@ -321,6 +330,8 @@ def lag(
         console.print(table)
 
     main()
+    if connect_url and report_connectors(connect_url):
+        raise typer.Exit(1)
 
 
 DLQ_WINDOW = "7d"  # dead letters wait for people: a week (Kafka's default retention)
