@@ -33,37 +33,47 @@ def run_demo(
     *,
     timeout: float = 120,
     env: Mapping[str, str] | None = None,
-) -> None:
-    """``tidings demo --orders 30`` on ``broker`` and ``store``: exit 0, every invariant."""
+    saga: str = "choreography",
+) -> str:
+    """``tidings demo --orders 30 --saga SAGA`` on ``broker`` and ``store``: exit 0, every
+    invariant; its output."""
     result = subprocess.run(
         [sys.executable, "-m", "tidings", "demo", "--orders", "30", "--broker", broker,
-         "--store", store, "--timeout", str(int(timeout))],
+         "--store", store, "--timeout", str(int(timeout)), "--saga", saga],
         capture_output=True, text=True, timeout=2 * timeout, cwd=cwd,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     for check in INVARIANTS:
         assert f"✓ {check}" in result.stdout, result.stdout
+    return result.stdout
 
 
-def run_with_kills(shop: Shop, broker: str, store: str, seed: str, settle: float) -> None:
-    """60 orders with inventory and billing SIGKILLed after the first 20 and started again
-    after 40; every order settles and every invariant holds. For a broker without history
-    (RabbitMQ, SQS): the payments are read from a witness group made before the orders."""
+def run_with_kills(
+    shop: Shop,
+    broker: str,
+    store: str,
+    seed: str,
+    settle: float,
+    victims: tuple[str, ...] = ("inventory", "billing"),
+) -> dict[str, Any]:
+    """60 orders with ``victims`` (inventory and billing) SIGKILLed after the first 20 and
+    started again after 40; every order settles and every invariant holds. For a broker
+    without history (RabbitMQ, SQS): the payments are read from a witness group made
+    before the orders. Returns the orders as they ended."""
     shop.start()
     shop.wait_ready()
     topic = PaymentProcessed.message_info.topic
     assert topic is not None
-    kept = asyncio.run(witness(broker, topic))
-    assert kept is not None, f"{broker} keeps no history: a witness group is needed"
+    kept = asyncio.run(witness(broker, topic))  # None: the broker keeps history
     base = f"http://127.0.0.1:{shop.port}"
     before = asyncio.run(read_stock(store))
     ids = asyncio.run(place_orders(base, order_mix(20, f"{seed}-1"), 8))
-    shop.kill("inventory")  # SIGKILL mid-stream: records handed out, not acked
-    shop.kill("billing")
+    for victim in victims:
+        shop.kill(victim)  # SIGKILL mid-stream: records handed out, not acked
     ids += asyncio.run(place_orders(base, order_mix(20, f"{seed}-2"), 8))
     time.sleep(0.5)
-    shop.start("inventory", "billing")
+    shop.start(*victims)
     shop.wait_ready()
     ids += asyncio.run(place_orders(base, order_mix(20, f"{seed}-3"), 8))
     final: dict[str, Any] = asyncio.run(wait_settled(base, ids, settle))
@@ -72,3 +82,4 @@ def run_with_kills(shop: Shop, broker: str, store: str, seed: str, settle: float
     assert len(final) == 60
     assert report(final, before, after, payments, 0.0), "an invariant failed (see output)"
     assert {o["status"] for o in final.values()} == {"COMPLETED", "CANCELLED"}
+    return final
