@@ -43,6 +43,9 @@ class OrderPlaced(_OrderEvent, topic=ORDERS):
     customer_id: str
     lines: list[OrderLine]
     amount_cents: int
+    # How this order's saga runs, fixed when it is placed (SHOP_SAGA): only the order
+    # saga starts an "orchestration" order, only inventory's reaction a "choreography" one.
+    saga: str = "choreography"
 
 
 class OrderCompleted(_OrderEvent, topic=ORDERS):

@@ -111,7 +111,7 @@ async def _release(ctx: Context, order_id: str, reason: str) -> InventoryRelease
 # -- choreography: react to the other services' events ---------------------------------
 @service.on
 async def reserve(event: OrderPlaced, ctx: Context) -> None:
-    if not settings.choreography():
+    if event.saga != "choreography":
         return  # the order saga sends ReserveInventory
     ctx.publish(
         await _reserve(ctx, event.order_id, event.customer_id, event.lines, event.amount_cents)

@@ -73,6 +73,8 @@ saga = Saga(service, "order", OrderSaga)
 
 @saga.starts
 def placed(event: OrderPlaced, s: OrderSaga) -> None:
+    if event.saga != "orchestration":  # placed in choreography: no saga is started
+        return
     s.customer_id, s.lines, s.amount_cents = event.customer_id, event.lines, event.amount_cents
     s.send(
         ReserveInventory(

@@ -109,6 +109,7 @@ async def place_order(command: PlaceOrder, ctx: Context) -> Order:
             customer_id=command.customer_id,
             lines=command.lines,
             amount_cents=amount,
+            saga=settings.saga_mode(),
         )
     )
     order = Order(

@@ -42,8 +42,10 @@ def orchestration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOP_CREDIT_LIMITS", "c-broke=0")
 
 
-def placed(order_id: str = "o1", customer: str = "c1") -> OrderPlaced:
-    return OrderPlaced(order_id=order_id, customer_id=customer, lines=LINES, amount_cents=500)
+def placed(order_id: str = "o1", customer: str = "c1", saga: str = "orchestration") -> OrderPlaced:
+    return OrderPlaced(
+        order_id=order_id, customer_id=customer, lines=LINES, amount_cents=500, saga=saga
+    )
 
 
 # -- the state machine, pure ---------------------------------------------------------------
@@ -87,6 +89,15 @@ def test_a_timeout_compensates_by_step() -> None:
     sent, expectation = releasing.take_effects()
     assert [m.command_id for m in sent] == ["o1/release"]  # type: ignore[attr-defined]
     assert expectation is not None and expectation.step == "releasing"
+
+
+async def test_an_order_placed_in_choreography_starts_no_saga() -> None:
+    async with TestApp(orchestrator.service, inventory.service) as app:
+        await app.publish(placed(saga="choreography"))  # and inventory reacts to it itself
+        await app.drain()
+        assert await app.get(saga.collection, "o1") is None
+        assert await app.published(ReserveInventory) == []
+        assert [r.order_id for r in await app.published(InventoryReserved)] == ["o1"]
 
 
 def test_a_finished_saga_sends_nothing_more() -> None:

@@ -25,6 +25,8 @@ The rules:
 * Two messages for one instance at once (a reply and its timeout, two members during a
   rebalance): one commits, the other's stale version raises ``ConcurrencyConflict``, and
   the runtime runs it again on the new state, where it usually no longer applies.
+* A start transition that decides nothing (sends nothing, expects nothing, does not
+  finish) declines: no instance is stored.
 * What does not apply is ignored, never raised, and noted in the history: a reply the
   current step does not await (late, duplicated, or for an earlier step), anything for a
   finished saga, a start for an instance that exists, a reply for an instance that does
@@ -137,6 +139,8 @@ class Saga(Generic[S]):
                 await self._note(ctx, state, version, type_, why)
                 return why
         fn(message, state)
+        if version == 0 and not state.has_effects():
+            return "not started"  # the start transition declined: nothing is stored
         await self._commit(ctx, state, version, type_)
         return "applied"
 

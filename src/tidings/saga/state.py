@@ -102,6 +102,10 @@ class SagaState(BaseModel):
     def awaits(self, message_type: str) -> bool:
         return not self.finished and message_type in self.awaiting
 
+    def has_effects(self) -> bool:
+        """Whether the last transition decided anything (sent, expected or finished)."""
+        return bool(self._outgoing) or self._expectation is not None
+
     def take_effects(self) -> tuple[list[Message], Expectation | None]:
         """What the last transition decided (and forget it)."""
         outgoing, expectation = self._outgoing, self._expectation
