@@ -9,14 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from shop_runs import POSTGRES, run_demo, run_with_kills
 
 from shop import orchestrator
 from shop.demo import Shop, order_mix, place_orders, wait_settled
 from shop.invariants import payments_in_log, read_stock, report
-from tidings.testing import documents
+from tidings.testing import documents, free_port
 from tidings.testing.postgres import fresh_schema
+from tidings.testing.processes import start_dashboard, stop_process
 from tidings.testing.servers import require
 
 
@@ -70,6 +72,18 @@ def test_billing_that_never_answers_times_orders_out(shop_factory: Any, tmp_path
     assert shown.returncode == 0, shown.stderr
     assert f"saga order {timed_out}: finished: cancelled" in shown.stdout
     assert "timeout" in shown.stdout and "charging -> releasing" in shown.stdout
+    # The dashboard's timeline of that order shows its saga's state.
+    port = free_port()
+    board = start_dashboard(
+        tmp_path, shop.broker, port, services=["shop.orchestrator:service"], store=shop.store
+    )
+    try:
+        trace = httpx.get(f"http://127.0.0.1:{port}/api/trace/{timed_out}", timeout=30).json()
+    finally:
+        stop_process(board)
+    [shown_saga] = trace["sagas"]
+    assert (shown_saga["saga"], shown_saga["id"]) == ("order", timed_out)
+    assert (shown_saga["finished"], shown_saga["outcome"]) == (True, "cancelled")
 
 
 def test_orchestrator_sigkilled_mid_saga_finishes_every_saga(shop_factory: Any) -> None:

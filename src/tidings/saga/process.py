@@ -26,7 +26,9 @@ The rules:
   rebalance): one commits, the other's stale version raises ``ConcurrencyConflict``, and
   the runtime runs it again on the new state, where it usually no longer applies.
 * A start transition that decides nothing (sends nothing, expects nothing, does not
-  finish) declines: no instance is stored.
+  finish) declines: no instance is stored, and the store is not even read (a new group
+  on a broker that keeps history reads every old message: declining them costs nothing).
+  A start transition must therefore decide from the message alone.
 * What does not apply is ignored, never raised, and noted in the history: a reply the
   current step does not await (late, duplicated, or for an earlier step), anything for a
   finished saga, a start for an instance that exists, a reply for an instance that does
@@ -125,6 +127,11 @@ class Saga(Generic[S]):
         fn, starts = self.steps[type_]
         key = message.message_key()
         assert key is not None
+        if starts:  # a start declining on a fresh state declines whatever is stored: no read
+            probe = self.state(id=key)
+            fn(message, probe)
+            if not probe.has_effects():
+                return "not started"
         found = await ctx.get_versioned(self.collection, key)
         if found is None:
             if not starts:
@@ -139,8 +146,6 @@ class Saga(Generic[S]):
                 await self._note(ctx, state, version, type_, why)
                 return why
         fn(message, state)
-        if version == 0 and not state.has_effects():
-            return "not started"  # the start transition declined: nothing is stored
         await self._commit(ctx, state, version, type_)
         return "applied"
 
