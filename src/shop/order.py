@@ -192,13 +192,18 @@ async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Contex
     )
 
 
-@service.on
 async def on_ended(event: OrderCompleted | OrderCancelled, ctx: Context) -> None:
-    """The order's end as the saga decided it (in choreography: as this service did)."""
+    """The order's end as the order saga decided it."""
     if isinstance(event, OrderCompleted):
         await _advance(ctx, event.order_id, "COMPLETED")
     else:
         await _advance(ctx, event.order_id, "CANCELLED", event.reason)
+
+
+# Only in orchestration is the end news to this service: in choreography it publishes it,
+# and reading its own topic would cost a group new to it every old order on the topic.
+if not settings.choreography():
+    service.on(on_ended)
 
 
 # -- the sales report: a projection -------------------------------------------------------
