@@ -10,6 +10,12 @@ no-op, and the ``payments`` record per order is a second guard for the same even
 published twice (say, by a relay that crashed after publishing and before deleting); the
 account refuses to charge one order twice as well.
 
+In choreography (``SHOP_SAGA``) billing charges on InventoryReserved; in orchestration it
+answers the order saga's ChargePayment and CancelPayment commands instead, each command id
+once (:mod:`tidings.saga.commands`). CancelPayment is the saga's compensation when a
+charge got no reply in time: a charge taken is refunded on the account (PaymentRefunded),
+and an order not charged yet is voided, so a ChargePayment arriving after it is declined.
+
 Fraud review holds: the risk team keeps a watch list (``SHOP_FRAUD_HOLD_FILE``). Billing
 will not charge a customer on it, and will not decline the order either: that is the
 reviewer's call. It raises :class:`PaymentHeldForReview`, a non-recoverable error, so the
@@ -31,21 +37,26 @@ from shop import settings
 from shop.events import (
     AccountCharged,
     AccountRefunded,
+    CancelPayment,
     ChargeDeclined,
+    ChargePayment,
     CreditLimitChanged,
     CreditLimitSet,
     CustomerRegistered,
     InventoryReserved,
     PaymentFailed,
     PaymentProcessed,
+    PaymentRefunded,
 )
-from tidings import Aggregate, Context, NonRecoverable, Service, applies, new_event_id
+from tidings import Aggregate, Context, Event, NonRecoverable, Service, applies, new_event_id
+from tidings.saga import answer, answered
 
 service = Service(
     "billing",
     publishes=[
         PaymentProcessed,
         PaymentFailed,
+        PaymentRefunded,
         CreditLimitSet,
         AccountCharged,
         ChargeDeclined,
@@ -141,9 +152,18 @@ class Payment(BaseModel):
     order_id: str
     customer_id: str
     amount_cents: int
+    refunded: bool = False
+
+
+class Void(BaseModel):
+    """An order whose payment was cancelled before any charge: it is never charged."""
+
+    order_id: str
+    reason: str
 
 
 payments = service.collection("payments", Payment)
+voids = service.collection("voids", Void)
 
 
 class CreditLine(BaseModel):
@@ -175,47 +195,99 @@ def _declined_by_bank(order_id: str) -> bool:
     return rate > 0 and random.Random(f"{settings.seed()}:{order_id}").random() < rate
 
 
-@service.on
-async def charge(event: InventoryReserved, ctx: Context) -> None:
-    if await ctx.get(payments, event.order_id) is not None:
-        return
-    if event.customer_id in settings.fraud_hold_customers():
-        log.warning("payment of order %s held for fraud review", event.order_id)
+async def _charge(ctx: Context, order_id: str, customer_id: str, amount_cents: int) -> Event:
+    """Charge ``customer_id``'s account for ``order_id`` unless refused; the event saying so."""
+    paid = await ctx.get(payments, order_id)
+    if paid is not None:  # asked again: the same answer
+        return PaymentProcessed(
+            order_id=order_id,
+            payment_id=paid.payment_id,
+            customer_id=paid.customer_id,
+            amount_cents=paid.amount_cents,
+        )
+    void = await ctx.get(voids, order_id)
+    if void is not None:
+        return PaymentFailed(
+            order_id=order_id, customer_id=customer_id, reason=f"cancelled: {void.reason}"
+        )
+    if customer_id in settings.fraud_hold_customers():
+        log.warning("payment of order %s held for fraud review", order_id)
         raise PaymentHeldForReview(
-            f"customer {event.customer_id} is on the fraud watch list; "
+            f"customer {customer_id} is on the fraud watch list; "
             "clear them, then replay this dead letter"
         )
-    account = await ctx.load(Account, event.customer_id) or Account(id=event.customer_id)
-    told = await ctx.get(credit_lines, event.customer_id)
+    account = await ctx.load(Account, customer_id) or Account(id=customer_id)
+    told = await ctx.get(credit_lines, customer_id)
     account.set_limit(
         told.limit_cents
         if told is not None
-        else settings.credit_limits().get(event.customer_id, settings.default_credit_cents())
+        else settings.credit_limits().get(customer_id, settings.default_credit_cents())
     )
-    reason = account.refusal(event.order_id, event.amount_cents)
-    if reason is None and _declined_by_bank(event.order_id):
+    reason = account.refusal(order_id, amount_cents)
+    if reason is None and _declined_by_bank(order_id):
         reason = "declined by the card issuer"
     if reason is not None:
-        account.decline(event.order_id, event.amount_cents, reason)
+        account.decline(order_id, amount_cents, reason)
         await ctx.save(account)
-        ctx.publish(
-            PaymentFailed(order_id=event.order_id, customer_id=event.customer_id, reason=reason)
-        )
-        return
+        return PaymentFailed(order_id=order_id, customer_id=customer_id, reason=reason)
     payment = Payment(
         payment_id=new_event_id(),
-        order_id=event.order_id,
-        customer_id=event.customer_id,
-        amount_cents=event.amount_cents,
+        order_id=order_id,
+        customer_id=customer_id,
+        amount_cents=amount_cents,
     )
-    account.charge(event.order_id, payment.payment_id, event.amount_cents)
+    account.charge(order_id, payment.payment_id, amount_cents)
     await ctx.save(account)
-    await ctx.put(payments, event.order_id, payment)
-    ctx.publish(
-        PaymentProcessed(
-            order_id=event.order_id,
-            payment_id=payment.payment_id,
-            customer_id=event.customer_id,
-            amount_cents=event.amount_cents,
-        )
+    await ctx.put(payments, order_id, payment)
+    return PaymentProcessed(
+        order_id=order_id,
+        payment_id=payment.payment_id,
+        customer_id=customer_id,
+        amount_cents=amount_cents,
     )
+
+
+@service.on
+async def charge(event: InventoryReserved, ctx: Context) -> None:
+    if not settings.choreography():
+        return  # the order saga sends ChargePayment
+    if await ctx.get(payments, event.order_id) is not None:
+        return
+    ctx.publish(await _charge(ctx, event.order_id, event.customer_id, event.amount_cents))
+
+
+@service.on
+async def charge_command(command: ChargePayment, ctx: Context) -> None:
+    if await answered(ctx, command):
+        return
+    reply = await _charge(ctx, command.order_id, command.customer_id, command.amount_cents)
+    await answer(ctx, command, reply)
+
+
+@service.on
+async def cancel_command(command: CancelPayment, ctx: Context) -> None:
+    """Refund the order's charge if it was taken; else void the order, so a charge that
+    comes later is declined."""
+    if await answered(ctx, command):
+        return
+    paid = await ctx.get(payments, command.order_id)
+    if paid is None:
+        await ctx.put(
+            voids, command.order_id, Void(order_id=command.order_id, reason=command.reason)
+        )
+    elif not paid.refunded:
+        account = await ctx.load(Account, paid.customer_id)
+        assert account is not None, f"payment of order {paid.order_id} has no account"
+        account.refund(paid.order_id, command.reason)
+        await ctx.save(account)
+        await ctx.put(payments, paid.order_id, paid.model_copy(update={"refunded": True}))
+        ctx.publish(
+            PaymentRefunded(
+                order_id=paid.order_id,
+                payment_id=paid.payment_id,
+                customer_id=paid.customer_id,
+                amount_cents=paid.amount_cents,
+                reason=command.reason,
+            )
+        )
+    await answer(ctx, command, None)

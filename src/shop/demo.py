@@ -35,6 +35,7 @@ from tidings.testing.processes import ServiceProcesses, start_dashboard, stop_pr
 from tidings.testing.topics import witness
 
 SERVICES = ("order", "inventory", "billing")
+SAGA_MODES = ("choreography", "orchestration")
 BROKE_CUSTOMER = "c-broke"
 WATCHED_CUSTOMER = "c-watched"
 
@@ -49,14 +50,28 @@ class Shop(ServiceProcesses):
     ``BROKE_CUSTOMER`` has no credit, and the payment simulator (seeded with ``seed``)
     declines 8% of payments unless ``SHOP_PAYMENT_FAILURE_RATE`` says otherwise; change
     ``env`` before :meth:`start` to steer the services further (:mod:`shop.settings`).
+
+    ``saga="orchestration"`` runs the order saga as a process manager: a fourth process,
+    ``orchestrator`` (:mod:`shop.orchestrator`), and every service with
+    ``SHOP_SAGA=orchestration``.
     """
 
     def __init__(
-        self, workdir: Path, broker: str, store: str, port: int, seed: str, replicas: int = 1
+        self,
+        workdir: Path,
+        broker: str,
+        store: str,
+        port: int,
+        seed: str,
+        replicas: int = 1,
+        saga: str = "choreography",
     ) -> None:
+        if saga not in SAGA_MODES:
+            raise ValueError(f"--saga {saga!r}: expected one of {', '.join(SAGA_MODES)}")
+        services = SERVICES + (("orchestrator",) if saga == "orchestration" else ())
         names = {
             (name if i == 1 else f"{name}-{i}"): name
-            for name in SERVICES
+            for name in services
             for i in range(1, replicas + 1)
         }
         http = {n: port if n == "order" else free_port() for n, s in names.items() if s == "order"}
@@ -64,12 +79,14 @@ class Shop(ServiceProcesses):
             workdir, broker, store, {n: f"shop.{s}:service" for n, s in names.items()}, http=http
         )
         self.port = port
+        self.saga = saga
         self.bases = [f"http://127.0.0.1:{p}" for p in http.values()]
         self.base = self.bases[0]
         self.env.update(
             SHOP_CREDIT_LIMITS=f"{BROKE_CUSTOMER}=0",
             SHOP_PAYMENT_FAILURE_RATE=self.env.get("SHOP_PAYMENT_FAILURE_RATE", "0.08"),
             SHOP_SEED=seed,
+            SHOP_SAGA=saga,
         )
 
 
@@ -131,9 +148,14 @@ async def wait_settled(base: str, ids: list[str], timeout: float) -> dict[str, d
 def main(options: DemoOptions) -> bool:
     """Run the shop, place ``options.orders`` orders, report; True if every invariant held."""
     workdir, broker, store = options.workdir, options.broker, options.store
-    console.print(f"[bold]Tidings demo[/]: {options.orders} orders, broker {broker}, store {store}")
+    console.print(
+        f"[bold]Tidings demo[/]: {options.orders} orders, saga by {options.saga}, "
+        f"broker {broker}, store {store}"
+    )
     console.print(f"logs and data in {workdir}")
-    shop = Shop(workdir, broker, store, options.port or free_port(), options.seed)
+    shop = Shop(
+        workdir, broker, store, options.port or free_port(), options.seed, saga=options.saga
+    )
     watchlist = workdir / "fraud-watchlist.txt"
     if options.dashboard:
         watchlist.write_text(
@@ -143,7 +165,7 @@ def main(options: DemoOptions) -> bool:
     if options.traces:
         shop.env["TIDINGS_TRACES"] = options.traces
     if options.metrics:
-        shop.metrics_ports = {name: free_port() for name in SERVICES}
+        shop.metrics_ports = {name: free_port() for name in shop.targets}
         for name, metrics_port in shop.metrics_ports.items():
             console.print(
                 f"{name}: metrics on http://127.0.0.1:{metrics_port}/metrics", highlight=False
@@ -152,7 +174,7 @@ def main(options: DemoOptions) -> bool:
     board: subprocess.Popen[bytes] | None = None
     try:
         if options.dashboard:
-            board = _open_dashboard(workdir, broker, options.dashboard_port, options.open_browser)
+            board = _open_dashboard(shop, options.dashboard_port, options.open_browser)
         shop.wait_ready()
         # A broker without history (RabbitMQ) keeps the payments for a group made now.
         paid = PaymentProcessed.message_info.topic
@@ -181,11 +203,13 @@ def main(options: DemoOptions) -> bool:
     return ok
 
 
-def _open_dashboard(
-    workdir: Path, broker: str, port: int, open_browser: bool
-) -> subprocess.Popen[bytes]:
+def _open_dashboard(shop: Shop, port: int, open_browser: bool) -> subprocess.Popen[bytes]:
     board = start_dashboard(
-        workdir, broker, port, services=[f"shop.{name}:service" for name in SERVICES]
+        shop.workdir,
+        shop.broker,
+        port,
+        services=sorted(set(shop.targets.values())),
+        store=shop.store,
     )
     url = f"http://127.0.0.1:{port}/"
     console.print(f"[bold]dashboard[/]: {url}", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidings import Command, Event
+from tidings.saga import SagaCommand
 
 ORDERS = "shop.orders"
 INVENTORY = "shop.inventory"
@@ -19,6 +20,9 @@ ACCOUNTS = "shop.accounts"  # billing's ledger: the events of each customer's ac
 CUSTOMERS = "shop.customers"
 CATALOG = "shop.catalog"
 STOCK = "shop.stock"
+# Orchestration (shop.orchestrator): the commands the order saga sends each service.
+INVENTORY_COMMANDS = "shop.inventory.commands"
+BILLING_COMMANDS = "shop.billing.commands"
 
 
 class OrderLine(BaseModel):
@@ -44,6 +48,9 @@ class OrderPlaced(_OrderEvent, topic=ORDERS):
     customer_id: str
     lines: list[OrderLine]
     amount_cents: int
+    # How this order's saga runs, fixed when it is placed (SHOP_SAGA): only the order
+    # saga starts an "orchestration" order, only inventory's reaction a "choreography" one.
+    saga: str = "choreography"
 
 
 class OrderCompleted(_OrderEvent, topic=ORDERS):
@@ -77,6 +84,50 @@ class PaymentProcessed(_OrderEvent, topic=BILLING):
 
 class PaymentFailed(_OrderEvent, topic=BILLING):
     customer_id: str
+    reason: str
+
+
+class PaymentRefunded(_OrderEvent, topic=BILLING):
+    """A charge given back: the order was cancelled after it was paid (orchestration)."""
+
+    payment_id: str
+    customer_id: str
+    amount_cents: int
+    reason: str
+
+
+# -- the order saga's commands (orchestration); replies are the events above --------------
+class _OrderCommand(SagaCommand, key="order_id", abstract=True):
+    """Every command of an order is keyed by it: one partition, handled in the order sent."""
+
+    order_id: str
+
+
+class ReserveInventory(_OrderCommand, topic=INVENTORY_COMMANDS):
+    """Reply: InventoryReserved or InventoryRejected."""
+
+    customer_id: str
+    lines: list[OrderLine]
+    amount_cents: int
+
+
+class ReleaseInventory(_OrderCommand, topic=INVENTORY_COMMANDS):
+    """Compensation. Reply: InventoryReleased (with no lines if nothing was reserved)."""
+
+    reason: str
+
+
+class ChargePayment(_OrderCommand, topic=BILLING_COMMANDS):
+    """Reply: PaymentProcessed or PaymentFailed."""
+
+    customer_id: str
+    amount_cents: int
+
+
+class CancelPayment(_OrderCommand, topic=BILLING_COMMANDS):
+    """Compensation, with no reply: refund the order's charge if it was taken, and refuse
+    a ChargePayment for it that comes later."""
+
     reason: str
 
 

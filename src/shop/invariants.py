@@ -3,7 +3,11 @@
 * every order ends Completed or Cancelled;
 * stock is conserved: for every sku, what was on the shelf before, minus what completed
   orders bought, is on the shelf after;
-* no order is charged twice, every completed order was paid and no cancelled one was.
+* no order is charged twice, every completed order was paid and no cancelled one was
+  (a payment refunded, as the order saga's compensation does, is not a payment kept).
+
+Both ways of running the order saga (``SHOP_SAGA``: choreography, orchestration) are held
+to the same checks.
 
 The orders are read over the order service's HTTP API; the stock from inventory's state
 and the payments from billing's topic, with the framework's read helpers
@@ -19,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shop import inventory
-from shop.events import PaymentProcessed
+from shop.events import PaymentProcessed, PaymentRefunded
 from tidings.testing import documents, envelopes
 
 console = Console()
@@ -32,18 +36,27 @@ async def read_stock(store: str) -> dict[str, int]:
 
 
 async def payments_in_log(broker: str, witness: str | None = None) -> dict[str, set[str]]:
-    """The distinct payments (PaymentProcessed ids) billing's topic holds per order.
+    """The distinct payments kept (the ``payment_id`` of PaymentProcessed events, less
+    those refunded) that billing's topic holds per order.
 
-    Distinct ids, because a relay that crashed after publishing publishes the same event
-    again: that is one payment seen twice, not two payments. On a broker without history,
-    ``witness`` is the group that kept them (:func:`tidings.testing.topics.witness`)."""
+    Distinct payment ids, because the same payment may be announced twice (a relay that
+    crashed after publishing publishes the same event again; billing answers a command
+    sent twice with the same payment): that is one payment seen twice, not two payments.
+    A payment is refunded by its ``payment_id`` (PaymentRefunded). On a broker without history, ``witness`` is the group
+    that kept them (:func:`tidings.testing.topics.witness`)."""
     info = PaymentProcessed.message_info
-    assert info.topic is not None
+    assert info.topic is not None and PaymentRefunded.message_info.topic == info.topic
     payments: dict[str, set[str]] = {}
+    refunded: set[str] = set()
     for envelope in await envelopes(broker, info.topic, witness=witness):
         if envelope.type == info.type:
-            payments.setdefault(str(envelope.data["order_id"]), set()).add(envelope.id)
-    return payments
+            payments.setdefault(str(envelope.data["order_id"]), set()).add(
+                str(envelope.data["payment_id"])
+            )
+        elif envelope.type == PaymentRefunded.message_info.type:
+            refunded.add(str(envelope.data["payment_id"]))
+    kept = {order: found - refunded for order, found in payments.items()}
+    return {order: found for order, found in kept.items() if found}
 
 
 def _reason_kind(reason: str | None) -> str:

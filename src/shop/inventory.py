@@ -2,6 +2,13 @@
 
 Stock is conserved: every unit is either on the shelf (``stock``) or held by exactly one
 reservation (``reservations``), and a reservation is released at most once.
+
+In choreography (``SHOP_SAGA``, :mod:`shop.settings`) it reacts to OrderPlaced and
+PaymentFailed; in orchestration it answers the order saga's ReserveInventory and
+ReleaseInventory commands instead, each command id once (:mod:`tidings.saga.commands`).
+A release for an order it never reserved (the reservation timed out before it came, say)
+leaves a released tombstone, so a ReserveInventory for that order arriving later is
+refused rather than holding stock for a cancelled order.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ from shop.events import (
     OrderLine,
     OrderPlaced,
     PaymentFailed,
+    ReleaseInventory,
+    ReserveInventory,
 )
-from tidings import Context, Service
+from tidings import Context, Event, Service
+from tidings.saga import answer, answered
 
 service = Service("inventory", publishes=[InventoryReserved, InventoryRejected, InventoryReleased])
 
@@ -45,10 +55,19 @@ async def seed_stock(ctx: Context) -> None:
             await ctx.put(stock, sku, StockItem(sku=sku, available=quantity))
 
 
-@service.on
-async def reserve(event: OrderPlaced, ctx: Context) -> None:
+async def _reserve(
+    ctx: Context, order_id: str, customer_id: str, lines: list[OrderLine], amount_cents: int
+) -> Event:
+    """Take the lines off the shelf for ``order_id`` if all are there; the event saying so."""
+    held = await ctx.get(reservations, order_id)
+    if held is not None:  # released before it came, or reserved by an earlier request
+        if held.released:
+            return InventoryRejected(order_id=order_id, reason="order released before reserving")
+        return InventoryReserved(
+            order_id=order_id, customer_id=customer_id, lines=held.lines, amount_cents=amount_cents
+        )
     wanted: dict[str, int] = {}
-    for line in event.lines:
+    for line in lines:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
     shelf = {sku: await ctx.get(stock, sku) for sku in wanted}
     short = [
@@ -57,44 +76,79 @@ async def reserve(event: OrderPlaced, ctx: Context) -> None:
         if (item := shelf[sku]) is None or item.available < qty
     ]
     if short:
-        ctx.publish(
-            InventoryRejected(order_id=event.order_id, reason="out of stock: " + ", ".join(short))
-        )
-        return
+        return InventoryRejected(order_id=order_id, reason="out of stock: " + ", ".join(short))
     for sku, qty in wanted.items():
         item = shelf[sku]
         assert item is not None
         await ctx.put(stock, sku, StockItem(sku=sku, available=item.available - qty))
-    await ctx.put(
-        reservations, event.order_id, Reservation(order_id=event.order_id, lines=event.lines)
+    await ctx.put(reservations, order_id, Reservation(order_id=order_id, lines=lines))
+    return InventoryReserved(
+        order_id=order_id, customer_id=customer_id, lines=lines, amount_cents=amount_cents
     )
-    ctx.publish(
-        InventoryReserved(
-            order_id=event.order_id,
-            customer_id=event.customer_id,
-            lines=event.lines,
-            amount_cents=event.amount_cents,
+
+
+async def _release(ctx: Context, order_id: str, reason: str) -> InventoryReleased | None:
+    """Compensation: put the reserved units back on the shelf; None if released already.
+    An order never reserved gets a released tombstone and a release of no lines."""
+    reservation = await ctx.get(reservations, order_id)
+    if reservation is None:
+        await ctx.put(
+            reservations, order_id, Reservation(order_id=order_id, lines=[], released=True)
         )
-    )
-
-
-@service.on
-async def release(event: PaymentFailed, ctx: Context) -> None:
-    """Compensation: put the reserved units back on the shelf."""
-    reservation = await ctx.get(reservations, event.order_id)
-    if reservation is None or reservation.released:
-        return
+        return InventoryReleased(order_id=order_id, lines=[], reason=reason)
+    if reservation.released:
+        return None
     for line in reservation.lines:
         item = await ctx.get(stock, line.sku)
         assert item is not None, f"reserved sku {line.sku} has no stock record"
         await ctx.put(
             stock, line.sku, StockItem(sku=line.sku, available=item.available + line.quantity)
         )
-    await ctx.put(reservations, event.order_id, reservation.model_copy(update={"released": True}))
+    await ctx.put(reservations, order_id, reservation.model_copy(update={"released": True}))
+    return InventoryReleased(order_id=order_id, lines=reservation.lines, reason=reason)
+
+
+# -- choreography: react to the other services' events ---------------------------------
+@service.on
+async def reserve(event: OrderPlaced, ctx: Context) -> None:
+    if event.saga != "choreography":
+        return  # the order saga sends ReserveInventory
     ctx.publish(
-        InventoryReleased(
-            order_id=event.order_id,
-            lines=reservation.lines,
-            reason=f"payment failed: {event.reason}",
-        )
+        await _reserve(ctx, event.order_id, event.customer_id, event.lines, event.amount_cents)
     )
+
+
+@service.on
+async def release(event: PaymentFailed, ctx: Context) -> None:
+    """Compensation: put the reserved units back on the shelf."""
+    if not settings.choreography():
+        return  # the order saga sends ReleaseInventory
+    reservation = await ctx.get(reservations, event.order_id)
+    if reservation is None:  # not reserved here: nothing to give back
+        return
+    released = await _release(ctx, event.order_id, f"payment failed: {event.reason}")
+    if released is not None:
+        ctx.publish(released)
+
+
+# -- orchestration: answer the order saga's commands -----------------------------------
+@service.on
+async def reserve_command(command: ReserveInventory, ctx: Context) -> None:
+    if await answered(ctx, command):
+        return
+    reply = await _reserve(
+        ctx, command.order_id, command.customer_id, command.lines, command.amount_cents
+    )
+    await answer(ctx, command, reply)
+
+
+@service.on
+async def release_command(command: ReleaseInventory, ctx: Context) -> None:
+    if await answered(ctx, command):
+        return
+    released = await _release(ctx, command.order_id, command.reason)
+    # Released before (by another command id): say so with no lines, so the saga moves on.
+    reply = released or InventoryReleased(
+        order_id=command.order_id, lines=[], reason=command.reason
+    )
+    await answer(ctx, command, reply)

@@ -31,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from shop import settings
 from shop.catalog import PRICES_CENTS
 from shop.events import (
     InventoryRejected,
@@ -148,6 +149,7 @@ async def place_order(command: PlaceOrder, ctx: Context) -> Order:
             customer_id=command.customer_id,
             lines=command.lines,
             amount_cents=amount,
+            saga=settings.saga_mode(),
         )
     )
     order = Order(
@@ -165,25 +167,34 @@ async def place_order(command: PlaceOrder, ctx: Context) -> Order:
 
 
 async def _advance(
-    ctx: Context, order_id: str, status: str, reason: str | None = None, effect: Event | None = None
+    ctx: Context,
+    order_id: str,
+    status: str | None,
+    reason: str | None = None,
+    effect: Event | None = None,
 ) -> None:
+    """Note the event in hand in the order's history and move its status forward to
+    ``status`` (None: history only), publishing ``effect`` if it moved."""
     order = await ctx.get(orders, order_id)
     if order is None:  # not ours (an order placed before this store existed): ignore
         return
     assert ctx.cause is not None
     entries = [ctx.cause]
     changes: dict[str, Any] = {}
-    if order.status not in FINAL and RANK[status] > RANK[order.status]:
+    if status is not None and order.status not in FINAL and RANK[status] > RANK[order.status]:
         changes = {"status": status, "updated_at": ctx.cause.time.isoformat()}
         if reason is not None:
             changes["reason"] = reason
         if effect is not None:
             entries.append(ctx.publish(effect))
-    history = [*order.history, *(_history_entry(e) for e in entries)]
+    known = {entry.id for entry in order.history}
+    history = [*order.history, *(_history_entry(e) for e in entries if e.id not in known)]
     history.sort(key=lambda entry: entry.id)  # UUIDv7: time order
     await ctx.put(orders, order_id, order.model_copy(update={**changes, "history": history}))
 
 
+# In choreography this service ends each order on its last event (and publishes the end);
+# in orchestration the order saga (shop.orchestrator) ends it and this service follows.
 @service.on
 async def on_reserved(event: InventoryReserved, ctx: Context) -> None:
     await _advance(ctx, event.order_id, "RESERVED")
@@ -196,6 +207,9 @@ async def on_payment_failed(event: PaymentFailed, ctx: Context) -> None:
 
 @service.on
 async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
+    if not settings.choreography():
+        await _advance(ctx, event.order_id, None)
+        return
     await _advance(
         ctx,
         event.order_id,
@@ -206,6 +220,9 @@ async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
 
 @service.on
 async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Context) -> None:
+    if not settings.choreography():
+        await _advance(ctx, event.order_id, None)
+        return
     await _advance(
         ctx,
         event.order_id,
@@ -213,6 +230,20 @@ async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Contex
         event.reason,
         effect=OrderCancelled(order_id=event.order_id, reason=event.reason),
     )
+
+
+async def on_ended(event: OrderCompleted | OrderCancelled, ctx: Context) -> None:
+    """The order's end as the order saga decided it."""
+    if isinstance(event, OrderCompleted):
+        await _advance(ctx, event.order_id, "COMPLETED")
+    else:
+        await _advance(ctx, event.order_id, "CANCELLED", event.reason)
+
+
+# Only in orchestration is the end news to this service: in choreography it publishes it,
+# and reading its own topic would cost a group new to it every old order on the topic.
+if not settings.choreography():
+    service.on(on_ended)
 
 
 # -- the sales report: a projection -------------------------------------------------------

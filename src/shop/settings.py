@@ -7,7 +7,13 @@
 * ``SHOP_SEED``: seed of that simulator, so a run can be repeated exactly;
 * ``SHOP_FRAUD_HOLD_FILE``: a file of customer ids (one a line, ``#`` comments) whose
   payments billing holds for manual fraud review; re-read on every payment, so the risk
-  team clears a customer by editing it (see :mod:`shop.billing`).
+  team clears a customer by editing it (see :mod:`shop.billing`);
+* ``SHOP_SAGA``: how an order's steps are coordinated, ``choreography`` (the default:
+  each service reacts to the others' events) or ``orchestration`` (``shop.orchestrator``
+  sends commands and awaits replies). Every process of a shop runs in the same mode:
+  switch it only with no order in flight;
+* ``SHOP_STEP_TIMEOUT``: seconds the orchestrator waits for a reply before it compensates
+  (default 30).
 """
 
 from __future__ import annotations
@@ -59,3 +65,29 @@ def fraud_hold_customers() -> frozenset[str]:
         return frozenset()
     lines = (line.strip() for line in text.splitlines())
     return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+SAGA_MODES = ("choreography", "orchestration")
+
+
+def saga_mode() -> str:
+    mode = os.environ.get("SHOP_SAGA", "choreography").strip().lower()
+    if mode not in SAGA_MODES:
+        raise ValueError(f"SHOP_SAGA={mode!r}: expected one of {', '.join(SAGA_MODES)}")
+    return mode
+
+
+def choreography() -> bool:
+    """Whether the services react to each other's events (else they answer commands)."""
+    return saga_mode() == "choreography"
+
+
+def step_timeout() -> float:
+    text = os.environ.get("SHOP_STEP_TIMEOUT", "30")
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"SHOP_STEP_TIMEOUT={text!r}: expected seconds, such as 30") from None
+    if seconds <= 0:
+        raise ValueError(f"SHOP_STEP_TIMEOUT={text!r}: must be positive")
+    return seconds

@@ -36,6 +36,7 @@ class DemoOptions:
     open_browser: bool = True  # open the dashboard in a browser
     traces: str = ""  # tracing of the services (TIDINGS_TRACES), "" for none
     metrics: bool = False  # Prometheus metrics per service
+    saga: str = "choreography"  # how the app coordinates its steps (the shop: or orchestration)
 
 
 DemoMain = Callable[[DemoOptions], bool]

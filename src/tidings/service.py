@@ -40,6 +40,7 @@ from tidings.reliability.retry import RetryPolicy
 from tidings.state import Collection as Collection
 from tidings.state import Versioned as Versioned
 from tidings.store.base import UnitOfWork
+from tidings.timers import TIMERS, Timer, new_timer
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T", bound=pydantic.BaseModel)
@@ -50,6 +51,7 @@ StartupHook = Callable[["Context"], Awaitable[None]]
 # Turns a record that is not a CloudEvent (a foreign system's) into an envelope, or None
 # to skip it; raises codec.DecodeError with the reason for one it cannot read.
 ForeignDecoder = Callable[[Record], Envelope | None]
+TimerHandler = Callable[[Timer, "Context"], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,6 +158,27 @@ class Context:
             envelope = self._stamp(topic, envelope)
         return Outgoing(topic, envelope)
 
+    # -- durable timers (see tidings.timers) ---------------------------------------------
+    async def schedule(
+        self,
+        kind: str,
+        name: str,
+        *,
+        at: datetime | None = None,
+        after: float | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Timer:
+        """Arm a timer when this unit of work commits: ``service.on_timer(kind)``'s handler
+        runs at ``at`` (or ``after`` seconds), in a unit of work of its own; cancel it with
+        :meth:`cancel_timer` and its ``key``. It survives restarts (it is state)."""
+        timer = new_timer(kind, name, at=at, after=after, data=data, cause=self.cause)
+        await self.put(TIMERS, timer.key, timer)
+        return timer
+
+    async def cancel_timer(self, key: str) -> None:
+        """Disarm the timer ``key`` (nothing happens if it fired or was cancelled)."""
+        await self._uow.delete(TIMERS.name, key)
+
     # -- event-sourced aggregates -------------------------------------------------------
     async def load(
         self,
@@ -221,6 +244,8 @@ class Service:
         self.collections: dict[str, Collection[Any]] = {}
         self.aggregates: dict[str, type[Aggregate]] = {}  # by name, lower case
         self.projections: dict[str, Projection] = {}
+        self.timer_handlers: dict[str, TimerHandler] = {}  # by kind
+        self.sagas: dict[str, Any] = {}  # tidings.saga.Saga by name (declared there)
         self.startup_hooks: list[StartupHook] = []
         self.http_app: Any = None
         self.foreign_decoders: dict[str, ForeignDecoder] = {}
@@ -324,6 +349,20 @@ class Service:
         """Run ``fn(ctx)`` in a unit of work when the service starts (e.g. to seed state)."""
         self.startup_hooks.append(fn)
         return fn
+
+    def on_timer(self, kind: str) -> Callable[[TimerHandler], TimerHandler]:
+        """Register ``async def f(timer, ctx)`` for the timers of ``kind`` this service
+        arms with ``ctx.schedule(kind, ...)``; see :mod:`tidings.timers`."""
+
+        def register(fn: TimerHandler) -> TimerHandler:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{self.name}: timer handler {fn!r} must be an async def")
+            if kind in self.timer_handlers:
+                raise ValueError(f"{self.name} already handles timers of kind {kind!r}")
+            self.timer_handlers[kind] = fn
+            return fn
+
+        return register
 
     def http(self, app: Any) -> Any:
         """Serve ``app`` (an ASGI app, e.g. FastAPI) with this service; returns it.

@@ -29,13 +29,19 @@ def shop_factory(tmp_path: Path) -> Iterator[type[Shop]]:
     """Make shops whose processes are all stopped when the test ends."""
     shops: list[Shop] = []
 
-    def make(broker: str | None = None, store: str | None = None, seed: str = "e2e") -> Shop:
+    def make(
+        broker: str | None = None,
+        store: str | None = None,
+        seed: str = "e2e",
+        saga: str = "choreography",
+    ) -> Shop:
         shop = Shop(
             tmp_path,
             broker or f"sqlite:///{tmp_path}/log.db",
             store or f"sqlite:///{tmp_path}/{{service}}.db",
             free_port(),
             seed,
+            saga=saga,
         )
         shops.append(shop)
         return shop

@@ -33,26 +33,35 @@ def run_demo(
     *,
     timeout: float = 120,
     env: Mapping[str, str] | None = None,
-) -> None:
-    """``tidings demo --orders 30`` on ``broker`` and ``store``: exit 0, every invariant."""
+    saga: str = "choreography",
+) -> str:
+    """``tidings demo --orders 30 --saga SAGA`` on ``broker`` and ``store``: exit 0, every
+    invariant; its output."""
     result = subprocess.run(
         [sys.executable, "-m", "tidings", "demo", "--orders", "30", "--broker", broker,
-         "--store", store, "--timeout", str(int(timeout))],
+         "--store", store, "--timeout", str(int(timeout)), "--saga", saga],
         capture_output=True, text=True, timeout=2 * timeout, cwd=cwd,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     for check in INVARIANTS:
         assert f"✓ {check}" in result.stdout, result.stdout
+    return result.stdout
 
 
 def run_with_kills(
-    shop: Shop, broker: str, store: str, seed: str, settle: float, reader: str | None = None
-) -> None:
-    """60 orders with inventory and billing SIGKILLed after the first 20 and started again
-    after 40; every order settles and every invariant holds. The payments are read from the
-    log, or on a broker without history (RabbitMQ, SQS) from a witness group made before
-    the orders.
+    shop: Shop,
+    broker: str,
+    store: str,
+    seed: str,
+    settle: float,
+    victims: tuple[str, ...] = ("inventory", "billing"),
+    reader: str | None = None,
+) -> dict[str, Any]:
+    """60 orders with ``victims`` (inventory and billing) SIGKILLed after the first 20 and
+    started again after 40; every order settles and every invariant holds. For a broker
+    without history (RabbitMQ, SQS): the payments are read from a witness group made
+    before the orders. Returns the orders as they ended.
     ``reader``: the URL the test reads the log with, when the services' ``broker`` URL is
     theirs alone (a secured broker: one user per service)."""
     broker = reader or broker
@@ -60,15 +69,15 @@ def run_with_kills(
     shop.wait_ready()
     topic = PaymentProcessed.message_info.topic
     assert topic is not None
-    kept = asyncio.run(witness(broker, topic))  # None: the log is read whole
+    kept = asyncio.run(witness(broker, topic))  # None: the broker keeps history
     base = f"http://127.0.0.1:{shop.port}"
     before = asyncio.run(read_stock(store))
     ids = asyncio.run(place_orders(base, order_mix(20, f"{seed}-1"), 8))
-    shop.kill("inventory")  # SIGKILL mid-stream: records handed out, not acked
-    shop.kill("billing")
+    for victim in victims:
+        shop.kill(victim)  # SIGKILL mid-stream: records handed out, not acked
     ids += asyncio.run(place_orders(base, order_mix(20, f"{seed}-2"), 8))
     time.sleep(0.5)
-    shop.start("inventory", "billing")
+    shop.start(*victims)
     shop.wait_ready()
     ids += asyncio.run(place_orders(base, order_mix(20, f"{seed}-3"), 8))
     final: dict[str, Any] = asyncio.run(wait_settled(base, ids, settle))
@@ -77,3 +86,4 @@ def run_with_kills(
     assert len(final) == 60
     assert report(final, before, after, payments, 0.0), "an invariant failed (see output)"
     assert {o["status"] for o in final.values()} == {"COMPLETED", "CANCELLED"}
+    return final

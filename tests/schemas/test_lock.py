@@ -9,7 +9,12 @@ from tidings.cli.schema import lock_files, published_types
 from tidings.testing.commands import tidings
 
 REPO = Path(__file__).resolve().parents[2]
-SHOP = ["shop.order:service", "shop.inventory:service", "shop.billing:service"]
+SHOP = [
+    "shop.order:service",
+    "shop.inventory:service",
+    "shop.billing:service",
+    "shop.orchestrator:service",
+]
 
 
 def test_the_shops_lock_is_up_to_date_with_its_code() -> None:
@@ -17,7 +22,8 @@ def test_the_shops_lock_is_up_to_date_with_its_code() -> None:
     current = lock_files(published_types(SHOP))
     assert locked == current, (
         "schemas/ differs from the shop's code: run "
-        "`tidings schema lock shop.order:service shop.inventory:service shop.billing:service` "
+        "`tidings schema lock shop.order:service shop.inventory:service shop.billing:service "
+        "shop.orchestrator:service` "
         "and review the diff"
     )
 

@@ -36,6 +36,12 @@ def dashboard(
         help="A service as MODULE:service, repeatable: serves their AsyncAPI document "
         "at /asyncapi (a page) and /asyncapi.json",
     ),
+    store: str = typer.Option(
+        "",
+        "--store",
+        "-s",
+        help="The services' store URL: a timeline then shows the state of their sagas",
+    ),
 ) -> None:
     """Live events, order timelines, consumer lag, dead letters (with replay) and topics."""
     from tidings.dashboard import create_app, serve
@@ -63,7 +69,15 @@ def dashboard(
         import webbrowser
 
         webbrowser.open(url)
-    serve(broker, host, port, ready_file=ready_file, services=services, token=token)
+    serve(
+        broker,
+        host,
+        port,
+        ready_file=ready_file,
+        services=services,
+        token=token,
+        store_url=store or None,
+    )
 
 
 def _token(token_file: Path | None) -> str | None:

@@ -34,6 +34,7 @@ from tidings.cli.new import new
 from tidings.cli.projection import projection_app
 from tidings.cli.publish import publish
 from tidings.cli.registry import registry_app
+from tidings.cli.saga import saga_app
 from tidings.cli.schema import schema_app
 from tidings.cli.tail import tail
 from tidings.cli.trace import trace
@@ -234,6 +235,11 @@ def demo(
         "", help="Tracing of the services: otlp, otlp:URL, console, file:PATH"
     ),
     metrics: bool = typer.Option(False, "--metrics", help="Serve Prometheus metrics per service"),
+    saga: str = typer.Option(
+        "choreography",
+        "--saga",
+        help="choreography (services react to events) or orchestration (a saga sends commands)",
+    ),
 ) -> None:
     """Run an app's demo; by default the shop (order, inventory, billing) as processes,
     orders placed over HTTP, invariants checked."""
@@ -257,6 +263,7 @@ def demo(
             open_browser=open_browser,
             traces=traces,
             metrics=metrics,
+            saga=saga,
         )
     )
     raise typer.Exit(0 if ok else 1)
@@ -442,4 +449,5 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(acl_app, name="acl")
 app.add_typer(projection_app, name="projection")
 app.add_typer(cdc_app, name="cdc")
+app.add_typer(saga_app, name="saga")
 app.command()(asyncapi)

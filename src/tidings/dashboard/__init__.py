@@ -28,6 +28,7 @@ def serve(
     ready_file: Path | None = None,
     services: Sequence[Service] = (),
     token: str | None = None,
+    store_url: str | None = None,
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM (blocking).
 
@@ -47,7 +48,9 @@ def serve(
     allowed = (
         None if token else frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
     )
-    app = create_app(broker_url, allowed_hosts=allowed, services=services, token=token)
+    app = create_app(
+        broker_url, allowed_hosts=allowed, services=services, token=token, store_url=store_url
+    )
     config = uvicorn.Config(
         app,
         host=host,

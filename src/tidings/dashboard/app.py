@@ -4,7 +4,8 @@
     GET  /api/overview                   services, throughput, consumer lag, topics
     GET  /api/events?since=SEQ           recent events (the live feed)
     GET  /api/orders                     recent correlations (orders, in the shop)
-    GET  /api/trace/{key}                causal tree of a correlation, event id or subject
+    GET  /api/trace/{key}                causal tree of a correlation, event id or subject,
+                                         with the state of the sagas of its subjects
     GET  /api/dlq                        dead letters, with their replay status
     GET  /api/dlq/{group}/{p}/{offset}   one dead letter: error, traceback, payload
     POST /api/dlq/{group}/{p}/{offset}/replay
@@ -42,7 +43,10 @@ from tidings.credentials import redact
 from tidings.dashboard.feed import LogFeed
 from tidings.dashboard.login import TokenGate
 from tidings.reliability.deadletter import DeadLetter, dlq_topic
+from tidings.saga.process import Saga
 from tidings.service import Service
+from tidings.store import make_store
+from tidings.store.base import Store, read_only
 from tidings.transport import make_transport
 from tidings.transport.base import Transport
 
@@ -95,8 +99,13 @@ def create_app(
     allowed_hosts: frozenset[str] | None = LOOPBACK,
     services: Sequence[Service] = (),
     token: str | None = None,
+    store_url: str | None = None,
 ) -> FastAPI:
     """The dashboard for the broker at ``broker_url`` (its transport opened on startup).
+
+    With a ``store_url``, a timeline also shows the state of the orchestrated sagas
+    (:mod:`tidings.saga`) of the ``services`` whose key is one of its subjects, read from
+    each service's store (read only).
 
     With ``services`` it also serves their AsyncAPI document, built here once (an error
     in it fails now, not at the first request), with the broker as its one server.
@@ -124,9 +133,18 @@ def create_app(
         state["feed"] = feed
         state["transport"] = t
         task = asyncio.create_task(feed.run(), name="dashboard-feed")
+        stores: list[tuple[Saga[Any], Store]] = []
+        state["sagas"] = stores
         try:
+            for service in services if store_url else ():
+                if service.sagas:
+                    store = make_store(str(store_url), service.name)
+                    await store.connect()
+                    stores.extend((saga, store) for saga in service.sagas.values())
             yield
         finally:
+            for store in {id(s): s for _, s in stores}.values():
+                await store.close()
             state["closing"] = True
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -217,7 +235,9 @@ def create_app(
         result = await feed().trace(key)
         if not result.roots:
             raise HTTPException(404, f"no events with correlation id, id or subject {key!r}")
-        return result.to_dict()
+        found = result.to_dict()
+        found["sagas"] = await _sagas(state["sagas"], _subjects(found["tree"]))
+        return found
 
     @app.get("/api/dlq")
     async def dead_letters() -> dict[str, Any]:
@@ -298,3 +318,29 @@ def create_app(
         )
 
     return app
+
+
+def _subjects(tree: list[dict[str, Any]], limit: int = 5) -> list[str]:
+    """The first ``limit`` distinct subjects of a trace's nodes, depth first."""
+    found: list[str] = []
+    stack = list(reversed(tree))
+    while stack and len(found) < limit:
+        node = stack.pop()
+        subject = node.get("subject")
+        if subject and subject not in found:
+            found.append(subject)
+        stack.extend(reversed(node.get("children", [])))
+    return found
+
+
+async def _sagas(stores: list[tuple[Saga[Any], Store]], keys: list[str]) -> list[dict[str, Any]]:
+    """The state (without history) of each saga instance named by one of ``keys``."""
+    shown: list[dict[str, Any]] = []
+    for saga, store in stores:
+        async with read_only(store, saga.service.name) as uow:
+            for key in keys:
+                doc = await uow.get(saga.collection.name, key)
+                if doc is not None:
+                    instance = saga.state.model_validate(doc.data)
+                    shown.append({"saga": saga.name, **instance.summary()})
+    return shown

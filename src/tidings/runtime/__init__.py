@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from tidings import codec
@@ -37,6 +38,7 @@ from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
 from tidings.runtime.handling import Handling
 from tidings.runtime.observer import Observer, Outcome, Stats
 from tidings.runtime.projector import Projector
+from tidings.runtime.timers import TimerLoop
 from tidings.service import Context, Service
 from tidings.store.base import ConcurrencyConflict, OutboxEntry, Store
 from tidings.transport.base import Delivery, Subscription, Transport
@@ -76,6 +78,7 @@ class Runtime:
         dedupe_window: float = DEDUPE_WINDOW,
         prune_every: float = 60.0,
         schemas: SchemaSource | None = None,
+        timer_interval: float = 0.2,
     ) -> None:
         self.service = service
         self.transport = transport
@@ -123,6 +126,11 @@ class Runtime:
             schemas=schemas,
         )
 
+        # Durable timers (tidings.timers), fired by a sweep of the store's due ones.
+        self.timers = TimerLoop(
+            service, self.handling.transaction, sleep=sleep, interval=timer_interval, rng=self.rng
+        )
+
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, *, background: bool = True) -> None:
         """Create topics, run startup hooks, join the group.
@@ -146,6 +154,10 @@ class Runtime:
             for projector in self.projectors:
                 name = f"projection-{projector.projection.name}"
                 self._tasks.append(asyncio.create_task(projector.run(self._stopping), name=name))
+            if self.service.timer_handlers:
+                self._tasks.append(
+                    asyncio.create_task(self.timers.run(self._stopping), name="timers")
+                )
             self._tasks.append(self.relay.start())
 
     async def stop(self) -> None:
@@ -329,6 +341,10 @@ class Runtime:
         """One step of every projection in its serving generation (when not running in the
         background); how many records they read."""
         return sum([await p.step(await p.serving()) for p in self.projectors])
+
+    async def fire_timers(self, now: datetime | None = None) -> int:
+        """Fire the timers due at ``now`` (when not running in the background); how many."""
+        return await self.timers.fire_due(now)
 
     def _settle_failed(self, what: str, delivery: Delivery, exc: Exception) -> None:
         record = delivery.record

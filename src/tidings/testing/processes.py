@@ -171,10 +171,12 @@ def start_dashboard(
     port: int,
     timeout: float = 30.0,
     services: Sequence[str] = (),
+    store: str = "",
 ) -> subprocess.Popen[bytes]:
     """Run ``tidings dashboard`` on 127.0.0.1:PORT as a process (its log in
     ``workdir/dashboard.log``) and return once it serves requests. ``services``
-    (``module:attribute``) are passed as ``--service``, for its AsyncAPI pages."""
+    (``module:attribute``) are passed as ``--service``, for its AsyncAPI pages, and
+    ``store`` as ``--store``, for their sagas' state in timelines."""
     ready = workdir / "dashboard.ready"
     ready.unlink(missing_ok=True)
     log_path = workdir / "dashboard.log"
@@ -184,6 +186,7 @@ def start_dashboard(
         "--port", str(port),
         "--ready-file", str(ready),
         *(arg for target in services for arg in ("--service", target)),
+        *(("--store", store) if store else ()),
     ]  # fmt: skip
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
