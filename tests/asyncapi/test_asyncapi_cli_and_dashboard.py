@@ -30,7 +30,7 @@ def test_the_command_writes_yaml_and_json_of_one_document(
     out = tmp_path / "shop.json"
     as_json = tidings("asyncapi", *TARGETS, *server, "--format", "json", "-o", str(out))
     assert as_json.returncode == 0, as_json.stderr
-    assert "6 channel(s), 11 operation(s), 17 message(s)" in as_json.stdout
+    assert "8 channel(s), 13 operation(s), 21 message(s)" in as_json.stdout
     document = json.loads(out.read_text())
     assert yaml.safe_load(as_yaml.stdout) == document
     assert asyncapi_schema.is_valid(document)
