@@ -90,3 +90,54 @@ stop_pid() { # stop_pid NAME PIDFILE MARKER GRACE_SECONDS
     rm -f "$2"
     log "$1 stopped (pid $pid)"
 }
+
+# Jars from Maven Central for a Java server (Kafka, Connect): POM's runtime dependencies
+# copied into LIB.  LIB is complete when its stamp matches the pom it was built from; a
+# changed pom (e.g. a version bump) rebuilds it.
+maven_lib() { # maven_lib SERVICE POM LIB
+    local name="$1" pom="$2" lib="$3" want
+    need_cmd java openjdk-17-jre-headless   # Kafka 4 and Connect need Java 17+
+    need_cmd mvn maven
+    mkdir -p "$(dirname "$lib")"
+    want="$(sha256sum "$pom" | cut -d' ' -f1)"
+    if [ "$(cat "$lib/.complete" 2>/dev/null)" != "$want" ]; then
+        log "$name: fetching jars from Maven Central into $lib"
+        rm -rf "$lib" "$lib.tmp"
+        mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$lib.tmp" >"$(dirname "$lib")/maven.log" 2>&1 ||
+            fail "$name" "maven could not resolve ${pom#"$REPO"/}" "$(dirname "$lib")/maven.log"
+        echo "$want" >"$lib.tmp/.complete"
+        mv "$lib.tmp" "$lib"   # atomic: a half-copied lib never looks complete
+    fi
+}
+
+# log4j2 for a Java server: INFO to a size-capped rolling LOGFILE (these servers are
+# chatty), then any "logger level" pairs given, e.g. state.change.logger WARN.
+java_log4j() { # java_log4j CONFIG LOGFILE SIZE_MB FILES [LOGGER LEVEL]...
+    local config="$1" logfile="$2" size="$3" files="$4" i=0
+    shift 4
+    {
+        cat <<LOG4J
+status = warn
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = $logfile
+appender.file.filePattern = $logfile.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = ${size}MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = $files
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+LOG4J
+        while [ $# -ge 2 ]; do
+            i=$((i + 1))
+            echo "logger.l$i.name = $1"
+            echo "logger.l$i.level = $2"
+            shift 2
+        done
+    } >"$config"
+}

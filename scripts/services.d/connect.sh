@@ -27,22 +27,8 @@ CONNECT_PG_URL="postgresql://postgres@127.0.0.1:5432/tidings"
 ENV_LINES+=("export TIDINGS_CONNECT_URL=$CONNECT_URL")
 
 connect_install() {
-    need_cmd java openjdk-17-jre-headless
-    need_cmd mvn maven
     need_cmd curl curl
-    mkdir -p "$CONNECT_DIR"
-    # As for kafka: the lib dir is complete when its stamp matches the pom.
-    local want
-    want="$(sha256sum "$CONNECT_POM" | cut -d' ' -f1)"
-    if [ "$(cat "$CONNECT_LIB/.complete" 2>/dev/null)" != "$want" ]; then
-        log "connect: fetching jars from Maven Central into $CONNECT_LIB"
-        rm -rf "$CONNECT_LIB" "$CONNECT_LIB.tmp"
-        mvn -q -B -f "$CONNECT_POM" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$CONNECT_LIB.tmp" >"$CONNECT_DIR/maven.log" 2>&1 ||
-            fail connect "maven could not resolve scripts/connect/pom.xml" "$CONNECT_DIR/maven.log"
-        echo "$want" >"$CONNECT_LIB.tmp/.complete"
-        mv "$CONNECT_LIB.tmp" "$CONNECT_LIB"   # atomic: a half-copied lib never looks complete
-    fi
+    maven_lib connect "$CONNECT_POM" "$CONNECT_LIB"
 }
 
 connect_config() {
@@ -76,26 +62,8 @@ scheduled.rebalance.max.delay.ms=0
 # ship them) instead of scanning every class on the classpath: ~40s less at start.
 plugin.discovery=service_load
 WORKER
-    cat >"$CONNECT_DIR/log4j2.properties" <<LOG4J
-status = warn
-appender.file.type = RollingFile
-appender.file.name = FILE
-appender.file.fileName = $CONNECT_LOG
-appender.file.filePattern = $CONNECT_LOG.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 50MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 3
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.clients.name = org.apache.kafka.clients
-logger.clients.level = WARN
-logger.common.name = org.apache.kafka.common
-logger.common.level = WARN
-LOG4J
+    java_log4j "$CONNECT_DIR/log4j2.properties" "$CONNECT_LOG" 50 3 \
+        org.apache.kafka.clients WARN org.apache.kafka.common WARN
 }
 
 connect_wait_deps() {

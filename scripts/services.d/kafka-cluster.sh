@@ -48,21 +48,8 @@ num.network.threads=2
 num.io.threads=2
 background.threads=2
 CONF
-    sed "s#fileName = .*#fileName = $dir/kafka.log#; s#filePattern = .*#filePattern = $dir/kafka.log.%i#" \
-        "$SVC/kafka/log4j2.properties" >"$dir/log4j2.properties" 2>/dev/null || kafka_config_log "$dir"
-}
-
-kafka_config_log() { # a minimal broker log config when kafka.sh's is not there yet
-    cat >"$1/log4j2.properties" <<CONF
-status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = $1/kafka.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-CONF
+    java_log4j "$dir/log4j2.properties" "$dir/kafka.log" 20 2 state.change.logger WARN \
+        kafka.request.logger WARN
 }
 
 kafka_cluster_start_node() { # kafka_cluster_start_node NODE  (no wait)

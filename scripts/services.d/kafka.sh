@@ -21,24 +21,7 @@ kafka_tool() { # [TOOL_TIMEOUT=s] kafka_tool MAIN_CLASS ARGS...
         -cp "$KAFKA_LIB/*" "$@"
 }
 
-kafka_install() {
-    need_cmd java openjdk-17-jre-headless   # Kafka 4 needs Java 17+
-    need_cmd mvn maven
-    mkdir -p "$KAFKA_DIR"
-    # The lib dir is complete when its stamp matches the pom it was built from;
-    # a changed pom (e.g. a version bump) rebuilds it.
-    local want
-    want="$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)"
-    if [ "$(cat "$KAFKA_LIB/.complete" 2>/dev/null)" != "$want" ]; then
-        log "kafka: fetching jars from Maven Central into $KAFKA_LIB"
-        rm -rf "$KAFKA_LIB" "$KAFKA_LIB.tmp"
-        mvn -q -B -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$KAFKA_LIB.tmp" >"$KAFKA_DIR/maven.log" 2>&1 ||
-            fail kafka "maven could not resolve scripts/kafka/pom.xml" "$KAFKA_DIR/maven.log"
-        echo "$want" >"$KAFKA_LIB.tmp/.complete"
-        mv "$KAFKA_LIB.tmp" "$KAFKA_LIB"   # atomic: a half-copied lib never looks complete
-    fi
-}
+kafka_install() { maven_lib kafka "$KAFKA_POM" "$KAFKA_LIB"; }
 
 kafka_config() {
     # Combined broker+controller, one node.  The 4.x dynamic quorum
@@ -65,29 +48,8 @@ share.coordinator.state.topic.min.isr=1
 # tests start consumer groups all the time; do not make each join wait 3s
 group.initial.rebalance.delay.ms=0
 EOF
-    # Broker log: INFO to a size-capped rolling file (Kafka is chatty).
-    cat >"$KAFKA_DIR/log4j2.properties" <<EOF
-status = warn
-appender.file.type = RollingFile
-appender.file.name = FILE
-appender.file.fileName = $KAFKA_LOG
-appender.file.filePattern = $KAFKA_LOG.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 50MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 3
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.statechange.name = state.change.logger
-logger.statechange.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.cleaner.name = kafka.log.LogCleaner
-logger.cleaner.level = WARN
-EOF
+    java_log4j "$KAFKA_DIR/log4j2.properties" "$KAFKA_LOG" 50 3 state.change.logger WARN \
+        kafka.request.logger WARN kafka.log.LogCleaner WARN
     # CLI tools: warnings only, on stderr.
     cat >"$KAFKA_DIR/tools-log4j2.properties" <<'EOF'
 status = warn

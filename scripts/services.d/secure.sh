@@ -120,26 +120,8 @@ ssl.truststore.type=PEM
 ssl.truststore.location=$SEC_CA
 EOF
     )
-    cat >"$KS_DIR/log4j2.properties" <<EOF
-status = warn
-appender.file.type = RollingFile
-appender.file.name = FILE
-appender.file.fileName = $KS_LOG
-appender.file.filePattern = $KS_LOG.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 20MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 2
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.statechange.name = state.change.logger
-logger.statechange.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-EOF
+    java_log4j "$KS_DIR/log4j2.properties" "$KS_LOG" 20 2 state.change.logger WARN \
+        kafka.request.logger WARN
 }
 
 ks_jars() {
