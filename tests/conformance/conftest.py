@@ -24,6 +24,9 @@ BROKERS = [
     pytest.param("amqp://guest:guest@127.0.0.1:5672/?sync_interval=0.5", id="rabbitmq"),
     # moto's emulator; a SIGKILLed member's messages come back after 3 s of invisibility.
     pytest.param("sqs+sns://127.0.0.1:4566?region=us-east-1&visibility_timeout=3", id="aws"),
+    pytest.param(
+        "eventbridge://127.0.0.1:4566?region=us-east-1&visibility_timeout=3", id="eventbridge"
+    ),
 ]
 
 # The emulator takes any credentials, but the AWS SDK wants some from its chain.

@@ -20,11 +20,11 @@ import pytest
 
 _DEFAULT_PORTS = {
     "kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432, "amqp": 5672,
-    "sqs+sns": 443,
+    "sqs+sns": 443, "eventbridge": 443,
 }  # fmt: skip
 _SERVICE = {
     "kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres",
-    "amqp": "rabbitmq", "sqs+sns": "aws",
+    "amqp": "rabbitmq", "sqs+sns": "aws", "eventbridge": "aws",
 }  # fmt: skip
 
 
@@ -32,8 +32,10 @@ _SERVICE = {
 def unreachable(url: str) -> str | None:
     """Why the server of ``url`` cannot be reached (a TCP connect), or None if it can."""
     parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or (parts.scheme == "sqs+sns" and not parts.hostname):
-        return None  # not a server of ours (sqs+sns:// without a host is AWS itself)
+    if parts.scheme not in _DEFAULT_PORTS or (
+        _SERVICE[parts.scheme] == "aws" and not parts.hostname
+    ):
+        return None  # not a server of ours (an AWS URL without a host is AWS itself)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or _DEFAULT_PORTS[parts.scheme]
     try:
