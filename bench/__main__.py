@@ -1,7 +1,8 @@
 """``python -m bench [suite ...]``: run benchmarks, print them, write bench/results/*.json.
 
 Suites: ``sqlite`` (the embedded log and the shop on it), ``kafka``, ``nats``, ``rabbitmq`` (each broker
-against its raw client, and the shop on it), ``observability`` (tracing and metrics on vs
+against its raw client, and the shop on it), ``aws`` (SNS+SQS and EventBridge on moto's
+emulator against raw aiobotocore, and the shop on each), ``observability`` (tracing and metrics on vs
 off), ``faststream`` (a service against FastStream on Kafka and NATS; needs the ``bench``
 extra), ``memory`` (the RSS of each shop process over 10,000 orders on SQLite), ``scaling``
 (the shop on Kafka with 1, 2 and 3 processes per service), ``eventsourcing`` (appends and
@@ -26,6 +27,7 @@ SUITES = {  # suite -> module with run() -> dict
     "kafka": "bench.suite_kafka",
     "nats": "bench.suite_nats",
     "rabbitmq": "bench.suite_rabbitmq",
+    "aws": "bench.suite_aws",
     "observability": "bench.observability",
     "faststream": "bench.faststream",
     "memory": "bench.memory",

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by scripts/services (which sets REPO, SVC, TIMEOUT and the helpers in common.sh).
-# moto's AWS emulator (SNS + SQS) in server mode, in its own venv.
+# moto's AWS emulator (SNS, SQS, EventBridge) in server mode, in its own venv.
 
 SERVICES+=(aws); DEFAULT+=(aws)
 ALIAS[moto]=aws; ALIAS[sqs]=aws; ALIAS[sns]=aws

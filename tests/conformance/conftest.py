@@ -24,6 +24,12 @@ BROKERS = [
     pytest.param("amqp://guest:guest@127.0.0.1:5672/?sync_interval=0.5", id="rabbitmq"),
     # moto's emulator; a SIGKILLed member's messages come back after 3 s of invisibility.
     pytest.param("sqs+sns://127.0.0.1:4566?region=us-east-1&visibility_timeout=3", id="aws"),
+    # A bus per test: moto matches each event against every rule of its bus, so one bus
+    # shared by every run would slow PutEvents down as the runs add rules.
+    pytest.param(
+        "eventbridge://127.0.0.1:4566?region=us-east-1&visibility_timeout=3&bus=conformance-{uid}",
+        id="eventbridge",
+    ),
 ]
 
 # The emulator takes any credentials, but the AWS SDK wants some from its chain.

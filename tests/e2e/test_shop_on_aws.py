@@ -1,5 +1,6 @@
-"""The shop on AWS SNS+SQS (moto's emulator) with PostgreSQL: the demo command exits 0
-with every invariant holding, and a run with services SIGKILLed mid-stream. SQS keeps no
+"""The shop on AWS SNS+SQS and on EventBridge (moto's emulator) with PostgreSQL: the demo
+command exits 0 with every invariant holding on each, and a run with services SIGKILLed
+mid-stream on each. SQS keeps no
 history, so the payments are read from a witness group made before the orders
 (``tidings.testing.topics.witness``). Dummy credentials: the emulator takes any."""
 
@@ -16,6 +17,7 @@ from tidings.testing.postgres import fresh_schema
 from tidings.testing.servers import require
 
 AWS = "sqs+sns://127.0.0.1:4566?region=us-east-1"
+EVENTBRIDGE = "eventbridge://127.0.0.1:4566?region=us-east-1"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
     "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -39,3 +41,21 @@ def test_shop_on_aws_survives_sigkill_of_inventory_and_billing(
     with fresh_schema(POSTGRES) as store:
         shop: Shop = shop_factory(url, store, seed="aws-kill")
         run_with_kills(shop, url, store, "ak", settle=120)
+
+
+def test_demo_on_eventbridge_and_postgres_exits_0_with_every_invariant(tmp_path: Path) -> None:
+    require(EVENTBRIDGE, POSTGRES)
+    with fresh_schema(POSTGRES) as store:
+        run_demo(EVENTBRIDGE, store, tmp_path, timeout=150, env=CREDENTIALS)
+
+
+def test_shop_on_eventbridge_survives_sigkill_of_inventory_and_billing(
+    shop_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = EVENTBRIDGE + "&visibility_timeout=5"
+    require(url, POSTGRES)
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with fresh_schema(POSTGRES) as store:
+        shop: Shop = shop_factory(url, store, seed="eventbridge-kill")
+        run_with_kills(shop, url, store, "ek", settle=120)

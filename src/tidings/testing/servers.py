@@ -20,11 +20,11 @@ import pytest
 
 _DEFAULT_PORTS = {
     "kafka": 9092, "nats": 4222, "postgresql": 5432, "postgres": 5432, "amqp": 5672,
-    "sqs+sns": 443, "kafka-connect": 8083,
+    "sqs+sns": 443, "eventbridge": 443, "kafka-connect": 8083,
 }  # fmt: skip
 _SERVICE = {
     "kafka": "kafka", "nats": "nats", "postgresql": "postgres", "postgres": "postgres",
-    "amqp": "rabbitmq", "sqs+sns": "aws", "kafka-connect": "connect",
+    "amqp": "rabbitmq", "sqs+sns": "aws", "eventbridge": "aws", "kafka-connect": "connect",
 }  # fmt: skip
 # The secured servers of scripts/services.d/secure.sh, by port.
 _SECURE_SERVICE = {9192: "kafka-secure", 4322: "nats-secure", 5433: "postgres-secure"}
@@ -36,8 +36,10 @@ def unreachable(url: str) -> str | None:
     A URL naming several hosts (``nats://h1:14222,h2:24222``: a cluster, started with
     ``scripts/services up nats-cluster``) needs every one of them."""
     parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or (parts.scheme == "sqs+sns" and not parts.hostname):
-        return None  # not a server of ours (sqs+sns:// without a host is AWS itself)
+    if parts.scheme not in _DEFAULT_PORTS or (
+        _SERVICE[parts.scheme] == "aws" and not parts.hostname
+    ):
+        return None  # not a server of ours (an AWS URL without a host is AWS itself)
     hosts = parts.netloc.rsplit("@", 1)[-1].split(",")
     cluster = "-cluster" if len(hosts) > 1 else ""
     for hostport in hosts:

@@ -161,6 +161,7 @@ class TransportConformance(ReadingCases):
     async def test_records_of_one_key_are_consumed_in_publish_order(
         self, transport: Transport, topic: str, group: str
     ) -> None:
+        requires(transport, "ordered")
         records = keyed(topic, 300, keys=20)
         early = await join_early(transport, group, [topic])
         for start in range(0, 300, 7):  # batches that cut across keys

@@ -9,7 +9,9 @@ Pick one by URL with :func:`open_transport`:
 * ``amqp://user:password@host:port/vhost`` - RabbitMQ (quorum queues; no offsets or
   history, see its ``capabilities``);
 * ``sqs+sns://host:port?region=us-east-1`` - AWS SNS FIFO topics fanning out to SQS FIFO
-  queues (no host: AWS itself; no offsets, history or partition assignment).
+  queues (no host: AWS itself; no offsets, history or partition assignment);
+* ``eventbridge://host:port?region=us-east-1`` - an AWS EventBridge bus routing to the
+  same SQS FIFO queues (the same limits, and no promised order on AWS itself).
 
 The layout, which lint-imports checks (no cycles; each layer imports only those below):
 
@@ -108,10 +110,18 @@ def make_transport(url: str) -> Transport:
                 f"{url!r}: AWS needs aiobotocore: pip install 'tidings[aws]' ({exc})"
             ) from None
         return SnsSqsTransport(url)
+    if scheme == "eventbridge":
+        try:
+            from tidings.transport.aws.eventbridge import EventBridgeTransport
+        except ImportError as exc:
+            raise InvalidBrokerURL(
+                f"{url!r}: AWS needs aiobotocore: pip install 'tidings[aws]' ({exc})"
+            ) from None
+        return EventBridgeTransport(url)
     raise InvalidBrokerURL(
         f"{url!r} is not a broker URL; use one of: memory://, sqlite:///./tidings.db, "
         "kafka://127.0.0.1:9092, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/, "
-        "sqs+sns://127.0.0.1:4566?region=us-east-1"
+        "sqs+sns://127.0.0.1:4566?region=us-east-1, eventbridge://127.0.0.1:4566?region=us-east-1"
     )
 
 

@@ -70,12 +70,16 @@ class Capabilities:
     * ``prefetch``: a member may fetch later records of a key while earlier ones are
       unacked. Without it (SQS FIFO) a key's next record waits for the ack of the one
       before; the runtime, which acks what it handled before fetching on, is not held up.
+    * ``ordered``: records of one key are delivered in the order they were published.
+      Without it (EventBridge on AWS, whose bus does not promise to deliver in order)
+      a key's records may come out of order; handlers must not rely on it.
     """
 
     history: bool = True
     offsets: bool = True
     assignment: bool = True
     prefetch: bool = True
+    ordered: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -106,7 +106,7 @@ async def test_the_topic_fans_out_to_a_fifo_queue_per_group_with_a_redrive_queue
 ) -> None:
     topic, group = unique("aws-fanout"), unique("g")
     sub = await transport.subscribe(group, [topic])
-    sqs = transport._sqs
+    sqs = transport.client("sqs")
     url = (await sqs.get_queue_url(QueueName=queue_name(group, topic)))["QueueUrl"]
     attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))["Attributes"]
     assert attrs["FifoQueue"] == "true" and attrs["VisibilityTimeout"] == "3"

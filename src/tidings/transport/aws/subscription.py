@@ -1,4 +1,5 @@
-"""One member of a consumer group on SQS: a receiver per queue, visibility kept up.
+"""One member of a consumer group on SQS (both AWS transports): a receiver per queue,
+visibility kept up.
 
 The rules (the contract's, in SQS's terms):
 
@@ -30,6 +31,8 @@ The rules (the contract's, in SQS's terms):
   would let SQS hand it to another member after others of its partition.
 * **Close** waits for the receivers' polls to end, then makes every held message
   visible again at once (visibility 0), so another member gets them without waiting.
+* A message becomes a record through the transport's ``decode`` (SNS's attributes, or
+  EventBridge's JSON body); one that does not decode is dropped with an error logged.
 * ``Record.offset`` numbers the messages this member received in a partition (SQS has
   no positions); a message received again later gets a new one.
 """
@@ -41,15 +44,14 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import botocore.exceptions
 
 from tidings.records import Record
-from tidings.transport.aws.wire import record as to_record
 from tidings.transport.contract import Delivery, Subscription
-from tidings.transport.errors import BrokerUnavailable
+from tidings.transport.errors import BrokerUnavailable, TransportError
 from tidings.transport.ledger import TP, DeliveryLedger, check_held
 from tidings.transport.loop import Backoff, fetch_loop
 
@@ -78,6 +80,7 @@ class SQSSubscription(Subscription):
         wait: int,
         poll_max: float,
         visibility: int,
+        decode: Callable[[str, dict[str, Any]], Record],
     ) -> None:
         self.url = url
         self.group = group
@@ -89,6 +92,7 @@ class SQSSubscription(Subscription):
         self._wait = wait
         self._poll_max = poll_max
         self._visibility = visibility
+        self._decode = decode
         self._ledger = DeliveryLedger(self)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -149,8 +153,8 @@ class SQSSubscription(Subscription):
     def _take(self, topic: str, message: dict[str, Any]) -> None:
         """Buffer one received message (a foreign one is dropped: no partition to put it)."""
         try:
-            found = to_record(topic, 0, message)
-        except (ValueError, TypeError) as exc:
+            found = self._decode(topic, message)
+        except (TransportError, ValueError, TypeError, KeyError) as exc:
             log.error("%s: dropping a message of %s: %s", self.url, topic, exc)
             return
         tp = (topic, found.partition)

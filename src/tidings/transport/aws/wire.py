@@ -46,18 +46,24 @@ __all__ = [
     "HOW_TO_START",
     "PARTITIONS_TAG",
     "TOPIC_TAG",
+    "VIA_TAG",
+    "body",
     "entry",
     "kept",
     "queue_name",
+    "queue_prefix",
     "record",
     "redrive_name",
+    "sent_at",
     "topic_name",
+    "value",
 ]
 
 HOW_TO_START = "start the emulator with `scripts/services up aws`, or point the URL at AWS"
 TOPIC_TAG = "tidings:topic"
 PARTITIONS_TAG = "tidings:partitions"
 GROUP_TAG = "tidings:group"
+VIA_TAG = "tidings:via"  # on a queue filled by an EventBridge bus: "eventbridge:<bus>"
 KEY_ATTR = "tidings.key"
 PARTITION_ATTR = "tidings.partition"
 HEADERS_ATTR = "tidings.headers"
@@ -78,10 +84,17 @@ def topic_name(topic: str) -> str:
     return f"{_NOT_NAME.sub('-', topic)[:200]}-{_digest(topic)}.fifo"
 
 
-def queue_name(group: str, topic: str) -> str:
-    """The SQS FIFO queue ``group`` reads ``topic`` from (redrive name fits in 80 too)."""
-    stem = f"{_NOT_NAME.sub('-', group)[:26]}--{_NOT_NAME.sub('-', topic)[:26]}"
-    return f"{stem}-{_digest(group, topic)}.fifo"
+def queue_name(group: str, topic: str, via: str = "") -> str:
+    """The SQS FIFO queue ``group`` reads ``topic`` from (redrive name fits in 80 too);
+    ``via`` (:data:`VIA_TAG`) keeps apart the queues of the same group and topic that
+    another route fills (an EventBridge bus), so two transports never share a queue."""
+    stem = f"{queue_prefix(group)}{_NOT_NAME.sub('-', topic)[:26]}"
+    return f"{stem}-{_digest(group, topic, *([via] if via else []))}.fifo"
+
+
+def queue_prefix(group: str) -> str:
+    """How the names of ``group``'s queues begin (to list only those)."""
+    return f"{_NOT_NAME.sub('-', group)[:26]}--"
 
 
 def redrive_name(queue: str) -> str:
@@ -103,15 +116,30 @@ def _string(value: str) -> dict[str, str]:
     return {"DataType": "String", "StringValue": value}
 
 
+def body(value: bytes) -> tuple[str, str]:
+    """A record's value as message text and its encoding: ``text`` when it is text SQS
+    accepts, else ``base64``; ``empty`` (text ``-``: SNS refuses an empty message)."""
+    text = value.decode("utf-8", errors="replace")
+    if value and text.encode() == value and not _NOT_BODY.search(text):
+        return text, "text"
+    if value:
+        return base64.b64encode(value).decode(), "base64"
+    return "-", "empty"
+
+
+def value(text: str, encoding: str | None, message_id: object) -> bytes:
+    """The value :func:`body` encoded (``message_id`` names the message in an error)."""
+    try:
+        if encoding == "base64":
+            return base64.b64decode(text, validate=True)
+        return b"" if encoding == "empty" else text.encode()
+    except binascii.Error as exc:
+        raise TransportError(f"SQS message {message_id}: bad base64 body: {exc}") from None
+
+
 def entry(n: int, out: OutgoingRecord, partition: int) -> dict[str, Any]:
     """The ``PublishBatch`` entry ``n`` of a record published to ``partition``."""
-    text = out.value.decode("utf-8", errors="replace")
-    if out.value and text.encode() == out.value and not _NOT_BODY.search(text):
-        body, encoding = text, "text"
-    elif out.value:
-        body, encoding = base64.b64encode(out.value).decode(), "base64"
-    else:
-        body, encoding = "-", "empty"  # SNS refuses an empty message
+    text, encoding = body(out.value)
     attributes = {
         PARTITION_ATTR: {"DataType": "Number", "StringValue": str(partition)},
         HEADERS_ATTR: _string(json.dumps(dict(out.headers), separators=(",", ":"))),
@@ -122,7 +150,7 @@ def entry(n: int, out: OutgoingRecord, partition: int) -> dict[str, Any]:
     event_id = out.headers.get("ce_id")
     return {
         "Id": str(n),
-        "Message": body,
+        "Message": text,
         "MessageAttributes": attributes,
         "MessageGroupId": _message_id(out.key if out.key else f"partition-{partition}"),
         "MessageDeduplicationId": _message_id(event_id) if event_id else uuid.uuid4().hex,
@@ -134,6 +162,12 @@ def _attribute(message: Mapping[str, Any], name: str) -> str | None:
     return None if found is None else str(found.get("StringValue"))
 
 
+def sent_at(message: Mapping[str, Any]) -> float:
+    """When SQS received the message (``SentTimestamp``), else now."""
+    sent = (message.get("Attributes") or {}).get("SentTimestamp")
+    return int(sent) / 1000 if sent else time.time()
+
+
 def record(topic: str, offset: int, message: Mapping[str, Any]) -> Record:
     """The record an SQS message carries; ``offset`` is the member's own count."""
     partition = _attribute(message, PARTITION_ATTR)
@@ -143,24 +177,14 @@ def record(topic: str, offset: int, message: Mapping[str, Any]) -> Record:
             f"SQS message {message.get('MessageId')} on topic {topic!r} was not published by"
             " tidings (no tidings.partition or tidings.headers attribute)"
         )
-    body = str(message.get("Body", ""))
     encoding = _attribute(message, ENCODING_ATTR)
-    try:
-        value = (
-            base64.b64decode(body, validate=True) if encoding == "base64"
-            else b"" if encoding == "empty" else body.encode()
-        )  # fmt: skip
-    except binascii.Error as exc:
-        raise TransportError(
-            f"SQS message {message.get('MessageId')}: bad base64 body: {exc}"
-        ) from None
-    sent = (message.get("Attributes") or {}).get("SentTimestamp")
+    data = value(str(message.get("Body", "")), encoding, message.get("MessageId"))
     return Record(
         topic=topic,
         partition=int(partition),
         offset=offset,
         key=_attribute(message, KEY_ATTR),
-        value=value,
+        value=data,
         headers=json.loads(headers),
-        timestamp=int(sent) / 1000 if sent else time.time(),
+        timestamp=sent_at(message),
     )

@@ -21,6 +21,8 @@ The rules (the contract's, in RabbitMQ's terms):
   front of the member's buffer (still unacked at the broker, so a crash loses nothing)
   and the partition waits out the delay. A broker-side requeue would let the records
   after the nacked one overtake it, and RabbitMQ 3.10 has no delayed requeue.
+* **A lost connection** voids what the member held (:meth:`connection_lost`); the
+  transport's robust connection consumes again once RabbitMQ is back.
 * ``Record.offset`` numbers the messages this member received from a queue (there are no
   log positions on a queue); a message received again after a takeover gets a new one.
 """
@@ -107,7 +109,8 @@ class RabbitMQSubscription(Subscription):
         """Register (again) as a consumer of ``queue``, on a fresh channel."""
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self._prefetch)
-        amqp_queue = await channel.get_queue(queue.name, ensure=False)
+        # Declared (passively) so that the robust channel consumes it again on reconnect.
+        amqp_queue = await channel.declare_queue(queue.name, passive=True)
         queue.channel = channel
         queue.tag = f"{self.member}/{next(self._generation)}"
 
@@ -122,6 +125,20 @@ class RabbitMQSubscription(Subscription):
             self._wake.set()
 
         await amqp_queue.consume(on_message, consumer_tag=queue.tag)
+
+    def connection_lost(self) -> None:
+        """The connection dropped: what this member held is void. The broker returned its
+        unacked messages to their queues; the robust connection consumes again once it
+        is back, and a queue is this member's again when a message comes or the
+        management API says so. Acks of what was handed out before raise NotAssigned."""
+        for queue in self._queues.values():
+            queue.active = False
+            queue.buffer.clear()
+            queue.messages.clear()
+            queue.handed.clear()
+        self._ledger.forget(list(self._queues))
+        self._next_sync = 0.0
+        self._wake.set()
 
     # -- fetching -----------------------------------------------------------------------
 

@@ -13,6 +13,17 @@ and ``publish`` returns when RabbitMQ has confirmed every message (persistent me
 in quorum queues: written to the Raft log of the queue's members). Nothing of a batch
 is sent when one record is too large.
 
+**A lost connection** (RabbitMQ restarted, the network cut): the connection is aio-pika's
+robust one, which connects again every ``reconnect_interval`` seconds (a fixed interval,
+aio-pika's; no growing backoff) and, once connected, opens its channels again with their
+prefetch and confirms and consumes each queue again under the same consumer tag. What
+we add: a publish that was not confirmed when the connection went (or does not get a
+confirm within ``publish_timeout``) raises :class:`BrokerUnavailable`, so the outbox
+publishes the batch again (the inbox drops what had arrived after all), and a publish
+during the outage raises the same at once instead of waiting. Each subscription voids
+what it held when the connection went (:meth:`RabbitMQSubscription.connection_lost`):
+the broker returned those messages to their queues, so they come again, first.
+
 **What RabbitMQ cannot do** (:class:`~tidings.transport.contract.Capabilities`): a
 queue is not a log, so there is no history (a group sees what is published once its
 queues exist: ``from_beginning`` cannot reach back) and no offsets (``read``, ``seek``,
@@ -26,7 +37,8 @@ redelivery natively, which is what the runtime needs from RabbitMQ.
 URL options: ``partitions`` (of topics created here), ``prefetch`` (unacked messages per
 queue and member), ``sync_interval`` (seconds between a member's looks at who consumes
 what), ``management`` (the management API's URL; default ``http://HOST:15672``),
-``connect_timeout``.
+``connect_timeout``, ``reconnect_interval`` (seconds, default 1), ``publish_timeout``
+(seconds a batch may wait for its confirms, default 30).
 """
 
 from __future__ import annotations
@@ -63,7 +75,7 @@ __all__ = ["RabbitMQTransport"]
 
 _OPTIONS = {
     "partitions": int, "prefetch": int, "sync_interval": float, "management": str,
-    "connect_timeout": float,
+    "connect_timeout": float, "reconnect_interval": float, "publish_timeout": float,
 }  # fmt: skip
 _AMQP_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, ConnectionError)
 
@@ -83,6 +95,8 @@ class RabbitMQTransport(WithoutOffsets, Transport):
         self.prefetch = max(1, int(options.get("prefetch", 256)))
         self.sync_interval = float(options.get("sync_interval", 1.0))
         self.connect_timeout = float(options.get("connect_timeout", 5.0))
+        self.reconnect_interval = float(options.get("reconnect_interval", 1.0))
+        self.publish_timeout = float(options.get("publish_timeout", 30.0))
         host = parts.hostname or "127.0.0.1"
         self.management_url = str(options.get("management", f"http://{host}:15672"))
         self.vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
@@ -101,7 +115,11 @@ class RabbitMQTransport(WithoutOffsets, Transport):
         if self._connection is not None:
             return
         try:
-            self._connection = await aio_pika.connect(self.server, timeout=self.connect_timeout)
+            self._connection = await aio_pika.connect_robust(
+                self.server, timeout=self.connect_timeout,
+                reconnect_interval=self.reconnect_interval,
+            )  # fmt: skip
+            self._connection.close_callbacks.add(self._connection_lost)
             self._channel = await self._connection.channel(publisher_confirms=True)
         except (*_AMQP_ERRORS, OSError, TimeoutError) as exc:
             await self.close()
@@ -111,6 +129,10 @@ class RabbitMQTransport(WithoutOffsets, Transport):
         self._management = Management(
             self.management_url, self.vhost, self._auth, self.connect_timeout
         )
+
+    def _connection_lost(self, *_: object) -> None:
+        for sub in self._subscriptions:
+            sub.connection_lost()
 
     @property
     def channel(self) -> aio_pika.abc.AbstractChannel:
@@ -188,6 +210,9 @@ class RabbitMQTransport(WithoutOffsets, Transport):
             if topic not in self._exchanges:
                 await self._topic(topic)
                 self._exchanges[topic] = await self.channel.get_exchange(topic, ensure=False)
+        connection = self._connection
+        if connection is None or connection.is_closed or self.channel.is_closed:
+            raise BrokerUnavailable(f"{self.url}: not connected to RabbitMQ (reconnecting)")
         async with self._publish_lock:  # one batch at a time: its order is the wire's
             try:
                 # Sent in order, confirmed together: each publish writes its frames
@@ -201,8 +226,11 @@ class RabbitMQTransport(WithoutOffsets, Transport):
                     )
                     for n, r in enumerate(records)
                 ]
-                await asyncio.gather(*confirms)
-            except _AMQP_ERRORS as exc:
+                async with asyncio.timeout(self.publish_timeout):
+                    await asyncio.gather(*confirms)
+            except (*_AMQP_ERRORS, TimeoutError) as exc:
+                for confirm in confirms:
+                    confirm.cancel()
                 raise BrokerUnavailable(f"{self.url}: publish not confirmed: {exc!r}") from None
 
     # -- groups -----------------------------------------------------------------------
