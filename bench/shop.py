@@ -247,7 +247,11 @@ def server_cpu_seconds() -> dict[str, float]:
     for name, root in roots.items():
         if root in stats:
             family = [root, *(pid for pid, f in stats.items() if int(f[1]) == root)]  # f[1]: ppid
-            used[name] = sum(int(stats[p][11]) + int(stats[p][12]) for p in family) / tick
+            # utime + stime of the live ones, and cutime + cstime of the root: the CPU of
+            # children it has reaped (PostgreSQL's backends that ended between two
+            # readings), without which the sum could fall and a difference go negative.
+            live = sum(int(stats[p][11]) + int(stats[p][12]) for p in family)
+            used[name] = (live + int(stats[root][13]) + int(stats[root][14])) / tick
     return used
 
 
