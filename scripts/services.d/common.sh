@@ -93,22 +93,26 @@ stop_pid() { # stop_pid NAME PIDFILE MARKER GRACE_SECONDS
 
 # Jars from Maven Central for a Java server (Kafka, Connect): POM's runtime dependencies
 # copied into LIB.  LIB is complete when its stamp matches the pom it was built from; a
-# changed pom (e.g. a version bump) rebuilds it.
+# changed pom (e.g. a version bump) rebuilds it.  Servers sharing a LIB (kafka,
+# kafka-secure, kafka-cluster) start in parallel: a lock file makes the second wait for
+# the first's fetch instead of fetching into the same directory at once.
 maven_lib() { # maven_lib SERVICE POM LIB
-    local name="$1" pom="$2" lib="$3" want
+    local name="$1" pom="$2" lib="$3"
     need_cmd java openjdk-17-jre-headless   # Kafka 4 and Connect need Java 17+
     need_cmd mvn maven
     mkdir -p "$(dirname "$lib")"
-    want="$(sha256sum "$pom" | cut -d' ' -f1)"
-    if [ "$(cat "$lib/.complete" 2>/dev/null)" != "$want" ]; then
+    (
+        flock 9
+        want="$(sha256sum "$pom" | cut -d' ' -f1)"
+        [ "$(cat "$lib/.complete" 2>/dev/null)" != "$want" ] || exit 0
         log "$name: fetching jars from Maven Central into $lib"
         rm -rf "$lib" "$lib.tmp"
         mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$lib.tmp" >"$(dirname "$lib")/maven.log" 2>&1 ||
-            fail "$name" "maven could not resolve ${pom#"$REPO"/}" "$(dirname "$lib")/maven.log"
+            -DoutputDirectory="$lib.tmp" >"$(dirname "$lib")/maven.log" 2>&1 || exit 1
         echo "$want" >"$lib.tmp/.complete"
         mv "$lib.tmp" "$lib"   # atomic: a half-copied lib never looks complete
-    fi
+    ) 9>"$lib.lock" ||
+        fail "$name" "maven could not resolve ${pom#"$REPO"/}" "$(dirname "$lib")/maven.log"
 }
 
 # log4j2 for a Java server: INFO to a size-capped rolling LOGFILE (these servers are

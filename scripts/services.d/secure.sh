@@ -124,19 +124,8 @@ EOF
         kafka.request.logger WARN
 }
 
-ks_jars() {
-    # The plaintext node's jars: when its own 'up' is fetching them right now (a parallel
-    # first start), wait for that rather than fetch into the same directory at once.
-    local _
-    for _ in $(seq 600); do
-        [ -s "$KAFKA_LIB/.complete" ] || [ ! -d "$KAFKA_LIB.tmp" ] && break
-        sleep 1
-    done
-    kafka_install
-}
-
 kafka_secure_up() {
-    ks_jars   # the jars of the plaintext node (.services/kafka/lib), fetched if missing
+    kafka_install   # the plaintext node's jars (.services/kafka/lib); maven_lib locks them
     secure_certs
     ks_config
     if pid_alive "$KS_PID" "$KS_DIR/server.properties" >/dev/null; then
