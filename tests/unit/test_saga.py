@@ -27,6 +27,7 @@ from shop.events import (
 )
 from shop.orchestrator import OrderSaga, saga
 from tidings.envelope import utc_now
+from tidings.saga import answer, answered
 from tidings.store.base import ConcurrencyConflict
 from tidings.testing import TestApp
 from tidings.timers import TIMERS
@@ -285,3 +286,18 @@ async def test_a_timer_is_due_in_key_order() -> None:
     assert abs((due_of(late.key) - now).total_seconds() - 10) < 1e-3
     with pytest.raises(ValueError, match="exactly one"):
         new_timer("k", "a", now=now)
+
+
+async def test_a_command_answered_meanwhile_conflicts_instead_of_acting_twice() -> None:
+    # Two deliveries of one command id handled at once both found no answer; the one that
+    # commits second must not commit what it did (its retry then finds the answer).
+    async with TestApp(inventory.service) as app:
+        command = ReserveInventory(
+            command_id="o8/reserve", order_id="o8", customer_id="c1", lines=LINES, amount_cents=1
+        )
+        async with app.unit_of_work(inventory.service) as ctx:
+            assert not await answered(ctx, command)
+            await answer(ctx, command, None)
+        with pytest.raises(ConcurrencyConflict):
+            async with app.unit_of_work(inventory.service) as ctx:
+                await answer(ctx, command, None)  # as if it had looked before the first

@@ -76,6 +76,11 @@ class TimerLoop:
                 await self.fire_due()
             except INFRASTRUCTURE_ERRORS as exc:
                 log.warning("%s: cannot read the timers: %s", self.service.name, exc)
+            except Exception:
+                # A conflict storm, a timer key that does not parse: logged, and the next
+                # sweep goes on. Ending here would stop every timer of this process, and
+                # the task's error would only surface (and be dropped) at stop.
+                log.exception("%s: timer sweep failed", self.service.name)
             await self.sleep(self.interval)
 
     async def due(self, now: datetime | None = None) -> list[str]:
@@ -130,6 +135,7 @@ class TimerLoop:
         async with self.units(None) as (uow, ctx):
             doc = await uow.get(TIMERS.name, key)
             if doc is None:  # fired by another member, or cancelled
+                self._failing.pop(key, None)
                 return False
             timer = TIMERS.model.model_validate(doc.data)
             ctx.cause = timer.cause(service.name)  # what it publishes keeps the correlation

@@ -65,7 +65,12 @@ async def answered(ctx: Context, command: SagaCommand) -> bool:
 
 
 async def answer(ctx: Context, command: SagaCommand, reply: Event | None) -> None:
-    """Publish ``reply`` (if any) and remember it as the answer to ``command``."""
+    """Publish ``reply`` (if any) and remember it as the answer to ``command``.
+
+    The answer must not exist yet (expected version 0): two deliveries of one command id
+    handled at once (a resend after a timeout, competing members on a queue broker) both
+    found no answer, and only one of them may commit what it did. The other's unit of
+    work fails with ConcurrencyConflict, is retried, and then finds this answer."""
     cls = None if reply is None else type(reply)
     if reply is not None:
         ctx.publish(reply)
@@ -77,6 +82,7 @@ async def answer(ctx: Context, command: SagaCommand, reply: Event | None) -> Non
             reply_class=None if cls is None else f"{cls.__module__}:{cls.__qualname__}",
             reply=None if reply is None else reply.model_dump(mode="json"),
         ),
+        expected_version=0,
     )
 
 
