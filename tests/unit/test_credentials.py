@@ -101,3 +101,17 @@ def test_every_log_line_is_redacted_in_both_formats() -> None:
         text = out.getvalue()
         assert "connecting with ***" in text
         assert "log-secret-314" not in text and "url-pw-1" not in text
+
+
+def test_a_dead_letter_keeps_no_secret_of_its_error() -> None:
+    # Dead letters stay on the broker and are shown by the dashboard and `tidings dlq show`.
+    from tidings.reliability.deadletter import DeadLetterKind, DeadLetterReason, dead_letter
+    from tidings.transport.base import Record
+
+    record = Record("t", 0, 7, "k", b"{}", {}, 0.0)
+    error = ConnectionError("postgresql://app:s3cret@db/x refused; password=hunter2")
+    reason = DeadLetterReason(DeadLetterKind.RETRIES_EXHAUSTED, f"handler failed: {error}")
+    out = dead_letter(record, "g", reason, error, attempts=3)
+    shown = " ".join(out.headers.values())
+    assert "s3cret" not in shown and "hunter2" not in shown
+    assert "postgresql://app:***@db/x" in out.headers["dlq-error"]

@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Mapping
 
+from tidings.credentials import redact
 from tidings.transport.base import OutgoingRecord, Record, Transport
 from tidings.transport.tools import read_topic
 
@@ -145,13 +146,15 @@ def dead_letter(
     headers: dict[str, str] = {k: v for k, v in record.headers.items() if not k.startswith(PREFIX)}
     if error is not None:
         tb = "".join(traceback.format_exception(error)).splitlines()[-TRACEBACK_LINES:]
-        headers[PREFIX + "error"] = f"{type(error).__name__}: {error}"[:2000]
-        headers[PREFIX + "traceback"] = "\n".join(tb)[:4000]
+        # Redacted: an error may quote a URL with its password, and dead letters are kept
+        # on the broker and shown by the dashboard and `tidings dlq show`.
+        headers[PREFIX + "error"] = redact(f"{type(error).__name__}: {error}")[:2000]
+        headers[PREFIX + "traceback"] = redact("\n".join(tb))[:4000]
     headers.update(
         {
             PREFIX + "group": group,
             PREFIX + "kind": reason.kind.value,
-            PREFIX + "reason": reason.detail[:2000],
+            PREFIX + "reason": redact(reason.detail)[:2000],
             PREFIX + "attempts": str(attempts),
             PREFIX + "topic": record.topic,
             PREFIX + "partition": str(record.partition),

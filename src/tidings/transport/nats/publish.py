@@ -136,17 +136,19 @@ class Publisher:
                 done, waiting = await asyncio.wait(waiting, timeout=max(wait, 0.0))
                 if not done or time.monotonic() >= deadline:
                     break  # the rest were lost (a restarted server drops some silently)
+            for token, _ in futures:  # forgotten before a refusal below is raised
+                self._acks.pop(token, None)
+                self._sent_to.pop(token, None)
+            refusals = [
+                f.exception() for _, f in futures if f.done() and not f.cancelled()
+            ]  # reading each exception also keeps asyncio from warning of unread ones
+            refused = next((e for e in refusals if isinstance(e, NotAuthorized)), None)
+            if refused is not None:
+                raise refused
             failed = []
             for i, message in enumerate(pending):
                 if i < len(futures):
-                    token, future = futures[i]
-                    self._acks.pop(token, None)
-                    self._sent_to.pop(token, None)
-                    refused = None
-                    if future.done() and not future.cancelled():
-                        refused = future.exception()
-                    if isinstance(refused, NotAuthorized):
-                        raise refused
+                    _, future = futures[i]
                     error = _ack_error(future)
                 else:
                     error = "retry:not sent (connection lost)"
