@@ -53,7 +53,7 @@ from tidings.testing import free_port
 from tidings.testing.clusters import NODES, Cluster, ScratchPostgres
 from tidings.testing.toxiproxy import Toxiproxy
 from tidings.transport.contract import DEFAULT_PARTITIONS
-from tidings.transport.errors import TransportError
+from tidings.transport.tools import create_topic_settling
 
 RESULTS = Path(__file__).parent / "results" / "chaos.json"
 STOCK = "widget=1000000,gadget=1000000,gizmo=1000000,doohickey=40"
@@ -165,22 +165,12 @@ def run(
 
 
 async def create_topics(broker: str, within: float = 120) -> None:
-    """Create the shop's topics on a fresh cluster, retrying while it is still settling
-    (a three-replica stream or topic can time out while the cluster elects its leaders on
-    a loaded machine). The services would wait too (``Runtime._create_topic``, for
-    ``TOPIC_SETTLE_SECONDS``); done here first so that the run's clock starts on a
-    settled cluster, with a longer patience than a service's."""
-    deadline = time.monotonic() + within
-    for topic in sorted({published_topic(event) for event in EVENTS}):
-        while True:
-            try:
-                async with opened_transport(broker) as transport:
-                    await transport.create_topic(topic, DEFAULT_PARTITIONS)
-                break
-            except TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(2)
+    """Create the shop's topics on a fresh cluster before the services start, so that the
+    run's clock starts on a settled cluster (the services would wait too, for
+    ``TOPIC_SETTLE_SECONDS``; this waits longer)."""
+    async with opened_transport(broker) as transport:
+        for topic in sorted({published_topic(event) for event in EVENTS}):
+            await create_topic_settling(transport, topic, DEFAULT_PARTITIONS, within=within)
 
 
 def held(result: dict[str, Any]) -> bool:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -42,20 +41,12 @@ from tidings.runtime.timers import TimerLoop
 from tidings.service import Context, Service
 from tidings.store.base import ConcurrencyConflict, OutboxEntry, Store
 from tidings.transport.base import Delivery, Subscription, Transport
-from tidings.transport.errors import (
-    AuthenticationFailed,
-    InvalidBrokerURL,
-    NotAuthorized,
-    TransportError,
-    Unsupported,
-)
+from tidings.transport.tools import create_topic_settling
 
 __all__ = ["Observer", "Outcome", "Runtime", "Stats"]
 
 log = logging.getLogger("tidings.runtime")
 TOPIC_SETTLE_SECONDS = 60.0  # how long a start waits for a settling broker to create a topic
-# Errors a second try cannot mend: raised at the first.
-_FINAL_TOPIC_ERRORS = (AuthenticationFailed, NotAuthorized, InvalidBrokerURL, Unsupported)
 
 DEDUPE_WINDOW = 7 * 24 * 3600.0  # seconds; Kafka's default retention (see the module rules)
 
@@ -142,7 +133,9 @@ class Runtime:
         topics = [*self.service.topics(), replay_topic(group)]
         projected = {t for p in self.service.projections.values() for t in p.topics()}
         for topic in sorted({*topics, dlq_topic(group), *projected}):
-            await self._create_topic(topic)
+            await create_topic_settling(
+                self.transport, topic, within=TOPIC_SETTLE_SECONDS, sleep=self.sleep
+            )
         for hook in self.service.startup_hooks:
             await self._run_startup_hook(hook)
         if self.service.handlers:
@@ -191,27 +184,6 @@ class Runtime:
                 log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
         log.info("%s: stopped; %s", self.service.name, self.stats.summary())
-
-    async def _create_topic(self, topic: str, within: float = TOPIC_SETTLE_SECONDS) -> None:
-        """Create ``topic``, again for ``within`` seconds while the broker is settling.
-
-        A fresh replicated cluster (three JetStream nodes, three Kafka brokers) can time out
-        a create while it elects its leaders; a service started with it waits that out
-        rather than exiting. What retrying cannot mend (a refused user or permission, a
-        bad URL, a capability the broker lacks) is raised at once."""
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                await self.transport.create_topic(topic)
-                return
-            except _FINAL_TOPIC_ERRORS:
-                raise
-            except (TransportError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("%s: creating topic %s failed (%s); again in 2 s",
-                            self.service.name, topic, exc)  # fmt: skip
-                await self.sleep(2.0)
 
     async def _run_startup_hook(self, hook: Callable[[Context], Awaitable[None]]) -> None:
         """Run ``hook`` in a unit of work, again after a conflict: members of a group that

@@ -7,12 +7,53 @@ topics that matter, fetched with ``read_ranges`` (on Kafka, every partition at o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tidings.records import Record
 from tidings.transport.contract import PartitionRange, Transport
+from tidings.transport.errors import (
+    AuthenticationFailed,
+    InvalidBrokerURL,
+    NotAuthorized,
+    TransportError,
+    Unsupported,
+)
 
-__all__ = ["partition_ranges", "read_topic"]
+__all__ = ["create_topic_settling", "partition_ranges", "read_topic"]
+
+log = logging.getLogger("tidings.transport")
+# Errors a second try cannot mend: raised at the first.
+_FINAL_TOPIC_ERRORS = (AuthenticationFailed, NotAuthorized, InvalidBrokerURL, Unsupported)
+
+
+async def create_topic_settling(
+    transport: Transport,
+    topic: str,
+    partitions: int | None = None,
+    *,
+    within: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Create ``topic``, again every 2 s for ``within`` seconds while the broker settles.
+
+    A fresh replicated cluster (three JetStream nodes, three Kafka brokers) can time out a
+    create while it elects its leaders. What retrying cannot mend (a refused user or
+    permission, a bad URL, a capability the broker lacks) is raised at once."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await transport.create_topic(topic, partitions)
+            return
+        except _FINAL_TOPIC_ERRORS:
+            raise
+        except (TransportError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("creating topic %s failed (%s); again in 2 s", topic, exc)
+            await sleep(2.0)
 
 
 async def partition_ranges(
