@@ -61,3 +61,23 @@ def test_an_unmapped_table_gets_a_type_no_one_handles() -> None:
 def test_what_is_not_a_change_event_says_why(value: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_change(record("legacy.cust", None, value), TYPES)
+
+
+def _resourced(value: bytes, **source: object) -> bytes:
+    """``value`` with its source's log position replaced by ``source``."""
+    import json
+
+    body = json.loads(value)
+    del body["source"]["lsn"]
+    body["source"].update(source)
+    return json.dumps(body).encode()
+
+
+def test_a_binlog_position_tells_changes_apart_and_no_position_is_refused() -> None:
+    value = change_value("cust", "u", after={"cust_no": "c1"})
+    key = {"cust_no": "c1"}
+    first = decode_change(record("legacy.cust", key, _resourced(value, file="b.1", pos=4)), TYPES)
+    second = decode_change(record("legacy.cust", key, _resourced(value, file="b.1", pos=9)), TYPES)
+    assert first is not None and second is not None and first.id != second.id
+    with pytest.raises(DecodeError, match="no log position"):
+        decode_change(record("legacy.cust", key, _resourced(value)), TYPES)

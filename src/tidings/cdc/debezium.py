@@ -95,7 +95,16 @@ def decode_change(record: Record, types: Mapping[str, str]) -> Envelope | None:
     for side in ("before", "after"):
         if body.get(side) is not None:
             _object(body[side], side, record)
-    position = source.get("lsn")
+    # The change's place in the database's log names it: the same change replayed by
+    # Connect after a crash gets the same id (the inbox drops it), two changes never do.
+    position = source.get("lsn") or source.get("change_lsn")  # PostgreSQL, SQL Server
+    if position is None and "file" in source and "pos" in source:  # MySQL's binlog
+        position = f"{source['file']}:{source['pos']}:{source.get('row', 0)}"
+    if position is None:
+        raise DecodeError(
+            f"{record.topic}@{record.offset}: the Debezium source has no log position (lsn,"
+            " change_lsn or file/pos), so its changes could not be told apart"
+        )
     millis = source.get("ts_ms") or body.get("ts_ms") or record.timestamp * 1000
     place = f"{source.get('name')}/{source.get('db')}/{schema}.{table}/{position}/{op}/{record.key}"
     return Envelope(

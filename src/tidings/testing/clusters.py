@@ -144,11 +144,15 @@ class ScratchPostgres:
         self.dir = Path(tempfile.mkdtemp(prefix="tidings-chaos-pg-"))
         self.data = self.dir / "data"
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/tidings"
-        shutil.chown(self.dir, "postgres", "postgres")
-        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                          "--no-sync")  # fmt: skip
-        self.start()
-        self._as_postgres("createdb", "-h", "127.0.0.1", "-p", str(self.port), "tidings")
+        try:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                              "--no-sync")  # fmt: skip
+            self.start()
+            self._as_postgres("createdb", "-h", "127.0.0.1", "-p", str(self.port), "tidings")
+        except BaseException:
+            self.close()  # the caller gets no object to close: leave no server or directory
+            raise
 
     def _as_postgres(self, tool: str, *args: str) -> None:
         done = subprocess.run(
