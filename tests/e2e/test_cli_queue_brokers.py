@@ -10,7 +10,9 @@ import uuid
 
 import pytest
 
+from tidings.testing import free_port
 from tidings.testing.commands import tidings
+from tidings.testing.processes import start_dashboard, stop_process
 from tidings.testing.servers import require
 from tidings.transport import open_transport
 from tidings.transport.base import OutgoingRecord
@@ -66,3 +68,16 @@ def test_topics_and_lag_show_queues_and_the_log_readers_say_not_supported(
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert f"tidings {command[0]} is not supported on {platform}" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_the_dashboard_and_saga_show_never_print_a_urls_password(tmp_path) -> None:
+    broker = "amqp://guest:guest@127.0.0.1:5672/"  # RabbitMQ's URLs carry their password
+    require(broker, "postgresql://postgres@127.0.0.1:5432/tidings")
+    dashboard = start_dashboard(tmp_path, broker, free_port())
+    stop_process(dashboard)
+    started = (tmp_path / "dashboard.log").read_text()
+    assert "amqp://guest:***@127.0.0.1:5672/" in started and "guest:guest" not in started
+    store = "postgresql://postgres:pg-s3cret@127.0.0.1:5432/tidings"  # trust: any password
+    shown = tidings("saga", "show", "no-such-order", "--store", store)
+    assert "no instance 'no-such-order'" in shown.stderr, shown.stderr
+    assert "pg-s3cret" not in shown.stdout + shown.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from tidings.cli.common import BROKER_HELP, console, fail, load_services
+from tidings.credentials import redact
 from tidings.host import DEFAULT_BROKER
 from tidings.observability import setup_logging
 
@@ -62,7 +63,7 @@ def dashboard(
         raise fail(str(exc)) from None
     url = f"http://{host}:{port}/"
     console.print(
-        f"Tidings dashboard on [link={url}]{url}[/link] (broker {broker}); Ctrl-C stops it",
+        f"Tidings dashboard on [link={url}]{url}[/link] (broker {redact(broker)}); Ctrl-C stops it",
         highlight=False,
     )
     if open_browser:

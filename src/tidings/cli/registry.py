@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from tidings.cli.common import console, fail
+from tidings.credentials import redact
 from tidings.observability import setup_logging
 
 DEFAULT_REGISTRY_STORE = "sqlite:///./.tidings/registry.db"
@@ -35,7 +36,7 @@ def serve(
     setup_logging(service="registry")
 
     console.print(
-        f"schema registry on http://{host}:{port} (store {store}); Ctrl-C stops it",
+        f"schema registry on http://{host}:{port} (store {redact(store)}); Ctrl-C stops it",
         highlight=False,
     )
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from tidings.cli.common import STORE_HELP, opened_store, run_async
+from tidings.credentials import redact
 from tidings.host import DEFAULT_STORE, load_service
 from tidings.saga.process import Saga
 from tidings.saga.state import SagaState, render
@@ -62,7 +63,7 @@ def show(
 
     saga, state = main()
     if state is None:
-        typer.echo(f"saga {saga.name}: no instance {id!r} in {store}", err=True)
+        typer.echo(f"saga {saga.name}: no instance {id!r} in {redact(store)}", err=True)
         raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps(state.model_dump(mode="json"), indent=2, ensure_ascii=False))

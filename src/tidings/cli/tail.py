@@ -27,6 +27,7 @@ from tidings.cli.common import (
     parse_duration,
     run_async,
 )
+from tidings.credentials import redact
 from tidings.envelope import Envelope
 from tidings.host import DEFAULT_BROKER
 from tidings.transport import Record, Transport
@@ -187,7 +188,7 @@ def tail(
 
     def started() -> None:
         err_console.print(
-            f"tailing {topic} ({where}) on {broker}", highlight=False, markup=False, soft_wrap=True
+            f"tailing {topic} ({where}) on {redact(broker)}", highlight=False, markup=False, soft_wrap=True
         )
 
     @run_async

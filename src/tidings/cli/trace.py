@@ -8,6 +8,7 @@ from collections.abc import Collection
 import typer
 
 from tidings.cli.common import BROKER_HELP, err_console, opened_transport, parse_since, run_async
+from tidings.credentials import redact
 from tidings.host import DEFAULT_BROKER
 from tidings.observability.causality import CausalTrace
 from tidings.observability.reading import read_trace
@@ -60,7 +61,7 @@ def trace(
         everything = since.strip().lower() == "all"
         window = "in the log" if everything else f"stored in the last {since}"
         err_console.print(
-            f"no event {window} in {broker} has correlation id, id or subject {key!r}"
+            f"no event {window} in {redact(broker)} has correlation id, id or subject {key!r}"
             + ("" if everything else " (--since all reads every record kept)"),
             highlight=False,
             markup=False,
