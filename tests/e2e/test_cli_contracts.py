@@ -10,7 +10,10 @@ from pathlib import Path
 from tidings.testing.commands import tidings
 
 REPO = Path(__file__).resolve().parents[2]
-SHOP = ["shop.order:service", "shop.inventory:service", "shop.billing:service"]
+SHOP = [
+    "shop.order:service", "shop.inventory:service", "shop.billing:service",
+    "shop.orchestrator:service", "shop.acl:service",
+]  # fmt: skip
 
 CONSUMER = '''
 from tidings import Event, Service, upcaster
@@ -49,7 +52,14 @@ def test_the_shops_contracts_hold_in_code_and_against_its_lock() -> None:
     in_code = tidings("contracts", "verify", *SHOP, "--json", cwd=REPO)
     assert in_code.returncode == 0, in_code.stdout + in_code.stderr
     verdicts = json.loads(in_code.stdout)
-    assert all(v["ok"] and v["producer"] for v in verdicts)
+    assert all(v["ok"] for v in verdicts)
+    # Every event has its producer among the shop's services, but for the back office's
+    # row changes: Debezium produces those, outside Tidings.
+    unproduced = {v["subject"] for v in verdicts if not v["producer"]}
+    assert unproduced == {
+        "legacy.cust-legacy.cust.changed", "legacy.prod-legacy.prod.changed",
+        "legacy.stk_adj-legacy.stk_adj.changed",
+    }  # fmt: skip
     pairs = {(v["type"], v["producer"], v["consumer"]) for v in verdicts}
     assert ("InventoryReserved", "inventory", "billing.charge") in pairs
     assert ("OrderPlaced", "order", "inventory.reserve") in pairs
