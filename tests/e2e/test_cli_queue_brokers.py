@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import httpx
 import pytest
 
 from tidings.testing import free_port
@@ -70,11 +71,19 @@ def test_topics_and_lag_show_queues_and_the_log_readers_say_not_supported(
         assert "Traceback" not in result.stderr
 
 
-def test_the_dashboard_and_saga_show_never_print_a_urls_password(tmp_path) -> None:
+def test_the_dashboard_shows_queues_and_no_urls_password(tmp_path) -> None:
     broker = "amqp://guest:guest@127.0.0.1:5672/"  # RabbitMQ's URLs carry their password
     require(broker, "postgresql://postgres@127.0.0.1:5432/tidings")
-    dashboard = start_dashboard(tmp_path, broker, free_port())
-    stop_process(dashboard)
+    topic, group = f"dash-{uuid.uuid4().hex[:8]}", f"dashg{uuid.uuid4().hex[:8]}"
+    asyncio.run(_two_waiting(broker, topic, group))  # a group: no committed offsets here
+    port = free_port()
+    dashboard = start_dashboard(tmp_path, broker, port)
+    try:
+        overview = httpx.get(f"http://127.0.0.1:{port}/api/overview", timeout=30).json()
+    finally:
+        stop_process(dashboard)
+    rows = [g for g in overview["groups"] if g["group"] == group]
+    assert [(r["topic"], r["committed"], r["end"]) for r in rows] == [(topic, None, None)]
     started = (tmp_path / "dashboard.log").read_text()
     assert "amqp://guest:***@127.0.0.1:5672/" in started and "guest:guest" not in started
     store = "postgresql://postgres:pg-s3cret@127.0.0.1:5432/tidings"  # trust: any password

@@ -106,6 +106,7 @@ class LogFeed:
         self.topics: list[dict[str, Any]] = []
         self.ends: dict[tuple[str, int], int] = {}
         self.committed: dict[str, dict[tuple[str, int], int]] = {}
+        self.waiting: dict[str, dict[tuple[str, int], int]] = {}  # on brokers of queues
         self.history: collections.deque[tuple[float, int]] = collections.deque(
             maxlen=history_seconds * 4
         )
@@ -165,9 +166,11 @@ class LogFeed:
             }
             for i in sorted(infos, key=lambda i: i.name)
         ]
-        self.committed = {
-            g: await self.transport.committed(g) for g in await self.transport.groups()
-        }
+        groups = await self.transport.groups()
+        if self.transport.capabilities.offsets:
+            self.committed = {g: await self.transport.committed(g) for g in groups}
+        else:  # queues keep no offsets (RabbitMQ, SQS): the lag is what waits in each queue
+            self.waiting = {g: await self.transport.queued(g) for g in groups}
         now = time.time()
         self.history.append((now, sum(e for (t, _), e in ends.items() if not _internal(t))))
         self.polled_at = now
@@ -254,20 +257,26 @@ class LogFeed:
                         "lag": max(0, end - committed),
                     }
                 )
+        for group, queues in sorted(self.waiting.items()):  # no committed or end offsets
+            for (topic, partition), count in sorted(queues.items()):
+                groups.append(
+                    {"group": group, "topic": topic, "partition": partition,
+                     "committed": None, "end": None, "lag": count}
+                )  # fmt: skip
         lag_by_group: dict[str, int] = collections.Counter()
         for row in groups:
             lag_by_group[str(row["group"])] += int(row["lag"])
         dead_by_group: dict[str, int] = collections.Counter(d.group for d in self.dead_letters)
         rates = self._rates()
         services = []
-        for name in sorted(set(self.services) | set(self.committed)):
+        for name in sorted(set(self.services) | set(self.committed) | set(self.waiting)):
             produced = self.services.get(name, {})
             services.append(
                 {
                     "name": name,
                     "produced": produced.get("produced", 0),
                     "last_event_at": produced.get("last_event_at"),
-                    "consumer_group": name in self.committed,
+                    "consumer_group": name in self.committed or name in self.waiting,
                     "lag": lag_by_group.get(name, 0),
                     "dead_letters": dead_by_group.get(name, 0),
                 }
