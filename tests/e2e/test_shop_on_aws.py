@@ -24,38 +24,30 @@ CREDENTIALS = {
 }
 
 
-def test_demo_on_aws_and_postgres_exits_0_with_every_invariant(tmp_path: Path) -> None:
-    require(AWS, POSTGRES)
+PLATFORMS = [
+    pytest.param(AWS, "aws-kill", "ak", id="sns-sqs"),
+    pytest.param(EVENTBRIDGE, "eventbridge-kill", "ek", id="eventbridge"),
+]
+
+
+@pytest.mark.parametrize(("broker", "seed", "prefix"), PLATFORMS)
+def test_demo_on_aws_and_postgres_exits_0_with_every_invariant(
+    broker: str, seed: str, prefix: str, tmp_path: Path
+) -> None:
+    require(broker, POSTGRES)
     with fresh_schema(POSTGRES) as store:
-        run_demo(AWS, store, tmp_path, timeout=150, env=CREDENTIALS)
+        run_demo(broker, store, tmp_path, timeout=150, env=CREDENTIALS)
 
 
+@pytest.mark.parametrize(("broker", "seed", "prefix"), PLATFORMS)
 def test_shop_on_aws_survives_sigkill_of_inventory_and_billing(
-    shop_factory, monkeypatch: pytest.MonkeyPatch
+    broker: str, seed: str, prefix: str, shop_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A killed member's messages come back once their visibility (5 s here) runs out.
-    url = AWS + "&visibility_timeout=5"
+    url = broker + "&visibility_timeout=5"
     require(url, POSTGRES)
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     with fresh_schema(POSTGRES) as store:
-        shop: Shop = shop_factory(url, store, seed="aws-kill")
-        run_with_kills(shop, url, store, "ak", settle=120)
-
-
-def test_demo_on_eventbridge_and_postgres_exits_0_with_every_invariant(tmp_path: Path) -> None:
-    require(EVENTBRIDGE, POSTGRES)
-    with fresh_schema(POSTGRES) as store:
-        run_demo(EVENTBRIDGE, store, tmp_path, timeout=150, env=CREDENTIALS)
-
-
-def test_shop_on_eventbridge_survives_sigkill_of_inventory_and_billing(
-    shop_factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url = EVENTBRIDGE + "&visibility_timeout=5"
-    require(url, POSTGRES)
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    with fresh_schema(POSTGRES) as store:
-        shop: Shop = shop_factory(url, store, seed="eventbridge-kill")
-        run_with_kills(shop, url, store, "ek", settle=120)
+        shop: Shop = shop_factory(url, store, seed=seed)
+        run_with_kills(shop, url, store, prefix, settle=120)
