@@ -83,13 +83,14 @@ async def serve(
     ready: asyncio.Event | None = None,
     registry: str | None = None,
     dedupe_window: float = DEDUPE_WINDOW,
+    lanes: int = 1,
     schema_format: str = "json",
     api: GuardConfig | None = None,
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
 
-    ``dedupe_window``: seconds the inbox keeps a handled event's id (see
-    :mod:`tidings.runtime`).
+    ``dedupe_window``: seconds the inbox keeps a handled event's id; ``lanes``: units of
+    work one fetch runs at once (see :mod:`tidings.runtime`).
 
     With a ``registry`` URL, the service's schemas are registered and checked first
     (:func:`tidings.registry.startup.ensure_schemas`); one that breaks its subject's rule
@@ -127,6 +128,7 @@ async def serve(
             ready,
             schemas,
             dedupe_window,
+            lanes,
         )
     finally:
         if schemas is not None:
@@ -143,6 +145,7 @@ async def _serve(
     ready: asyncio.Event | None,
     schemas: RegistrySchemas | None,
     dedupe_window: float,
+    lanes: int,
 ) -> None:
     """``serve`` once the options are checked; ``http``: the address and the guard."""
     store = make_store(store_url, service.name)
@@ -156,6 +159,7 @@ async def _serve(
             observer=observer,
             schemas=schemas,
             dedupe_window=dedupe_window,
+            lanes=lanes,
         )
         await runtime.start()
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")

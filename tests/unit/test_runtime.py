@@ -282,8 +282,8 @@ class LockTheFileAfter(Observer):
     lock (as a backup or a migration in another process would) until ``release()``.
 
     ``on_handled`` runs right after the commit of the unit of work that handled the event
-    (one event, or a run of one partition's events), before any other unit of work of the
-    fetched batch can begin, so the outage starts in the middle of a batch.
+    (one event, or a run of up to ``batch_max`` events), before the next unit of work of
+    the fetched batch can begin, so the outage starts in the middle of a batch.
     """
 
     def __init__(self, path: str, n: int) -> None:
@@ -315,9 +315,9 @@ async def test_an_outage_of_the_store_is_waited_out_not_dead_lettered(transport,
         await ctx.put(handled_ns, event.thing_id, Handled(ns=[*doc.ns, event.n]))
 
     outage = LockTheFileAfter(path, n=7)
-    rt = Runtime(svc, transport, store, observer=outage)
+    rt = Runtime(svc, transport, store, observer=outage, batch_max=5)
     await rt.start(background=False)
-    # Several keys, so the fetched batch spans several partitions.
+    # Several keys, so the fetched batch spans several partitions; units of 5 events.
     events = [ThingHappened(thing_id=f"t{i % 5}", n=i) for i in range(20)]
     await publish(rt, *events)
     await rt.relay.relay_once()

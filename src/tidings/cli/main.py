@@ -79,6 +79,13 @@ def run(
         help="How long the inbox remembers a handled event (30m, 12h, 7d): a copy "
         "redelivered later is handled again. Keep it at least the topics' retention",
     ),
+    lanes: int = typer.Option(
+        1,
+        min=1,
+        envvar="TIDINGS_LANES",
+        help="Units of work one fetch runs at once, partitions dealt among them (1: one "
+        "transaction for the whole fetch; more for handlers that wait on slow calls)",
+    ),
     traces: str = typer.Option(
         "off",
         envvar="TIDINGS_TRACES",
@@ -193,6 +200,7 @@ def run(
                 ready=ready,
                 registry=registry or None,
                 dedupe_window=window,
+                lanes=lanes,
                 schema_format=schema_format,
                 api=api,
             )

@@ -9,8 +9,8 @@ handler, back off a conflict, wait out an outage, or dead-letter with a kind) is
 in :mod:`tidings.reliability.policy`; this module carries it out, and every delay goes
 through the injected ``sleep``.
 
-**A run** (:meth:`Handling.process_run`): several records of one partition, in order, in
-ONE unit of work: one inbox query for all of them, each handler in its own savepoint, then
+**A run** (:meth:`Handling.process_run`): several records, each partition's in order (the
+runtime puts whole partitions one after another into a run), in ONE unit of work: one inbox query for all of them, each handler in its own savepoint, then
 one inbox insert and one outbox insert for all that succeeded, and one commit. That cuts
 the round trips and commits per event, which is what a database such as PostgreSQL waits
 on. The rules that keep every promise of the one-event path:
@@ -18,7 +18,7 @@ on. The rules that keep every promise of the one-event path:
 * A handler that raises is rolled back to its savepoint alone; the run stops there, what
   came before it commits, and that event goes through the one-event path (with its
   retries and dead letter), then the run carries on after it. So one failing handler
-  never undoes or repeats the others, and order within the partition holds.
+  never undoes or repeats the others, and order within each partition holds.
 * A broker or database outage (an infrastructure error) rolls the whole run back and is
   raised: nothing of it was committed, so the caller rewinds to its first record.
 * A ``ConcurrencyConflict`` raised outside a handler's savepoint (the inbox insert, the
@@ -279,13 +279,13 @@ class Handling:
             error = None
             await self.sleep(decision.delay)
 
-    # -- a run of one partition ----------------------------------------------------------
+    # -- a run of records -----------------------------------------------------------------
     async def process_run(
-        self, deliveries: Sequence[Delivery], settled: Callable[[Delivery], None]
+        self, deliveries: Sequence[Delivery], settled: Callable[[int], None]
     ) -> None:
-        """Handle records of ONE partition, in order, batching them into units of work.
+        """Handle ``deliveries`` in order, batching them into units of work.
 
-        ``settled(delivery)`` is called, in order, once a delivery and all before it are
+        ``settled(n)`` is called, with ``n`` growing, once the first ``n`` deliveries are
         settled (committed, or settled without the store), so the caller knows what it may
         ack and where to rewind if this raises. An infrastructure error is raised with
         nothing of the current unit of work committed. See the module docstring.
@@ -308,7 +308,7 @@ class Handling:
             # needed no handler were settled when prepared).
             following = ready[position].index if position < len(ready) else len(deliveries)
             if following > 0:
-                settled(deliveries[following - 1])
+                settled(following)
 
         position = 0
         settle_up_to(position)
