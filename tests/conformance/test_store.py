@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from tidings import Collection, Context, Event, Service, codec
 from tidings.runtime import Runtime
-from tidings.store import StoreUnavailable, make_store
+from tidings.store import Document, StoreUnavailable, make_store
 from tidings.store.postgres import MIGRATIONS, PostgresStore, redact
 from tidings.testing.harness import drain
 from tidings.testing.postgres import fresh_schema
@@ -347,4 +347,38 @@ async def test_postgres_lanes_and_a_document_every_partition_touches(
             Runtime(svc, transport, store, lanes=0)
     finally:
         await rt.stop()
+        await store.close()
+
+
+async def test_postgres_a_document_read_again_in_a_unit_of_work_is_not_fetched_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose events all touch one document (a SKU's stock) reads it from the
+    server once: later reads in the unit of work are answered from what it read or
+    wrote (the same answer under REPEATABLE READ)."""
+    store = PostgresStore(pg_url)
+    await store.connect()
+    try:
+        async with store.unit_of_work("stock") as uow:
+            await uow.put("stock", "widget", {"n": 10})
+        async with store.unit_of_work("stock") as uow:
+            sent: list[str] = []
+            execute = uow._conn.execute  # a spy on what goes to the server
+
+            async def counting(query: str, *args: object, **kwargs: object) -> object:
+                sent.append(query)
+                return await execute(query, *args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(uow._conn, "execute", counting)
+            for n in range(9, 4, -1):
+                doc = await uow.get("stock", "widget")
+                assert doc is not None and doc.data == {"n": n + 1}
+                await uow.put("stock", "widget", {"n": n})
+            assert await uow.get("stock", "missing") is None
+            assert await uow.get("stock", "missing") is None
+        reads = [q for q in sent if q.startswith("SELECT version, data FROM documents")]
+        assert len(reads) == 2, "one read of widget, one of missing"
+        async with store.unit_of_work("stock") as uow:
+            assert await uow.get("stock", "widget") == Document("widget", 6, {"n": 5})
+    finally:
         await store.close()

@@ -304,6 +304,39 @@ class StoreConformance(StoreFixtures):
             assert await uow.get("orders", "after") == Document("after", 1, {"v": 1})
         assert await store.outbox_backlog(svc) == 1
 
+    async def test_a_unit_of_work_reads_its_own_writes_and_a_rolled_back_savepoint_undoes_them(
+        self, store: Store, svc: str
+    ) -> None:
+        """What a unit of work reads back is what it wrote, read or deleted last, also
+        after a savepoint that raised (a store that keeps documents it has seen must
+        forget the savepoint's part)."""
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"v": 1})
+            await uow.put("orders", "gone", {"v": 1})
+        async with store.unit_of_work(svc) as uow:
+            assert await uow.get("orders", "o1") == Document("o1", 1, {"v": 1})
+            assert await uow.put("orders", "o1", {"v": 2}) == 2
+            assert await uow.get("orders", "o1") == Document("o1", 2, {"v": 2})
+            with pytest.raises(Boom):
+                async with uow.savepoint():
+                    await uow.put("orders", "o1", {"v": 3})
+                    await uow.delete("orders", "gone")
+                    await uow.put("orders", "new", {"v": 1})
+                    assert await uow.get("orders", "o1") == Document("o1", 3, {"v": 3})
+                    assert await uow.get("orders", "gone") is None
+                    raise Boom
+            assert await uow.get("orders", "o1") == Document("o1", 2, {"v": 2})
+            assert await uow.get("orders", "gone") == Document("gone", 1, {"v": 1})
+            assert await uow.get("orders", "new") is None
+            with pytest.raises(ConcurrencyConflict):
+                await uow.put("orders", "o1", {"v": 9}, expected_version=1)
+            assert await uow.get("orders", "o1") == Document("o1", 2, {"v": 2})
+            await uow.delete("orders", "gone")
+            assert await uow.get("orders", "gone") is None
+        async with read_only(store, svc) as uow:
+            assert await uow.get("orders", "o1") == Document("o1", 2, {"v": 2})
+            assert await uow.get("orders", "gone") is None
+
     async def test_conflict_in_a_savepoint_leaves_the_unit_of_work_usable(
         self, store: Store, svc: str
     ) -> None:

@@ -10,6 +10,12 @@ error does. A unit of work that ran no statement sends nothing at all.
 
 A unit of work that queues outbox rows also sends ``NOTIFY tidings_outbox, '<service>'``
 on the same statement; PostgreSQL delivers it on commit only.
+
+A document read or written once in a unit of work is read again from the unit of work,
+not the server (``_docs``): under REPEATABLE READ the server would answer the same (its
+snapshot plus this transaction's own writes), and a batch of events that all touch one
+document (a SKU's stock, a report's row) pays one round trip for it instead of one per
+event. A savepoint rolled back restores what it had. ``list`` still asks the server.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         # one round trip, at the latest with the COMMIT.
         self._pending: list[tuple[str, Sequence[Any]]] = [(BEGIN, ())]
         self._savepoints = 0
+        # (collection, key) -> the document as this transaction sees it (None: absent).
+        self._docs: dict[tuple[str, str], Document | None] = {}
 
     @property
     def began(self) -> bool:
@@ -154,9 +162,11 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         name = f"tidings_{self._savepoints}"
         opened = (f"SAVEPOINT {name}", ())
         self._pending.append(opened)
+        docs = dict(self._docs)
         try:
             yield
         except BaseException:
+            self._docs = docs
             if opened in self._pending:  # nothing was sent since: drop the block's part
                 del self._pending[self._pending.index(opened) :]
             else:  # what is still pending was queued inside the block: drop it, undo the rest
@@ -169,12 +179,16 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
             self._defer(f"RELEASE SAVEPOINT {name}", ())
 
     async def get(self, collection: str, key: str) -> Document | None:
+        if (collection, key) in self._docs:
+            return self._docs[collection, key]
         row = await self._one(
             "SELECT version, data FROM documents"
             " WHERE service = %s AND collection = %s AND key = %s",
             (self.service, collection, key),
         )
-        return None if row is None else Document(key, int(row[0]), row[1])
+        doc = None if row is None else Document(key, int(row[0]), row[1])
+        self._docs[collection, key] = doc
+        return doc
 
     async def put(
         self,
@@ -207,11 +221,13 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
                 (Jsonb(data), *where, expected_version),
             )
         if row is None:
+            self._docs.pop((collection, key), None)  # ask the server what it has
             current = await self.get(collection, key)
             raise ConcurrencyConflict(
                 f"{collection}/{key} is at version {0 if current is None else current.version},"
                 f" expected {expected_version}"
             )
+        self._docs[collection, key] = Document(key, int(row[0]), data)
         return int(row[0])
 
     async def delete(self, collection: str, key: str) -> None:
@@ -219,6 +235,7 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
             "DELETE FROM documents WHERE service = %s AND collection = %s AND key = %s",
             (self.service, collection, key),
         )
+        self._docs[collection, key] = None
 
     async def list(
         self, collection: str, limit: int = 100, after: str | None = None
