@@ -85,8 +85,14 @@ async def serve(
     dedupe_window: float = DEDUPE_WINDOW,
     schema_format: str = "json",
     api: GuardConfig | None = None,
+    relay: str = "polling",
+    connect_url: str | None = None,
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
+
+    ``relay``: who publishes the outbox, ``polling`` (the runtime's relay) or
+    ``debezium`` (Debezium's outbox router on the Kafka Connect at ``connect_url``; see
+    :mod:`tidings.cdc.outbox`).
 
     ``dedupe_window``: seconds the inbox keeps a handled event's id (see
     :mod:`tidings.runtime`).
@@ -127,6 +133,7 @@ async def serve(
             ready,
             schemas,
             dedupe_window,
+            (relay, connect_url),
         )
     finally:
         if schemas is not None:
@@ -143,8 +150,10 @@ async def _serve(
     ready: asyncio.Event | None,
     schemas: RegistrySchemas | None,
     dedupe_window: float,
+    relay: tuple[str, str | None] = ("polling", None),
 ) -> None:
-    """``serve`` once the options are checked; ``http``: the address and the guard."""
+    """``serve`` once the options are checked; ``http``: the address and the guard;
+    ``relay``: the relay and Connect's URL."""
     store = make_store(store_url, service.name)
     await transport.connect()
     try:
@@ -156,6 +165,8 @@ async def _serve(
             observer=observer,
             schemas=schemas,
             dedupe_window=dedupe_window,
+            relay=relay[0],
+            connect_url=relay[1],
         )
         await runtime.start()
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")
