@@ -72,6 +72,8 @@ def connector_config(name: str, database_url: str, table: str) -> dict[str, str]
             "skipped.operations": "u,d,t",
             "tombstones.on.delete": "false",
             "binary.handling.mode": "bytes",
+            # No __debezium.context.* headers on each record: the codec writes none.
+            "extended.headers.enabled": "false",
             # The value is the codec's bytes, the key its string: no JSON around them.
             "key.converter": "org.apache.kafka.connect.storage.StringConverter",
             "value.converter": "org.apache.kafka.connect.converters.ByteArrayConverter",
