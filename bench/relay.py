@@ -11,7 +11,8 @@ round starts a new producer runtime with that relay on a topic of its own. Per r
   consumer, p50/p99 in ms;
 * **throughput**: ``BURST_EVENTS`` events committed by ``WRITERS`` concurrent writers,
   one event a unit of work (one order, one event); events/s from the first commit to
-  the last event handled.
+  the last event handled, and the writers' own commits/s (the relay's work shares the
+  machine with them: Connect's JVM, or the relay's queries in this process).
 
 Reported: each relay's median over its rounds, every round, and Debezium ÷ polling.
 Needs PostgreSQL, Kafka and Kafka Connect (``scripts/services up``); the connector and
@@ -21,6 +22,7 @@ its replication slot are dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -108,6 +110,7 @@ async def _round(relay: str, store_url: str, tmp: Path) -> dict[str, float]:
                 await commit(n)
 
         await asyncio.gather(*(writer() for _ in range(WRITERS)))
+        commit_seconds = time.time() - started
         await until(BURST_EVENTS, 300)
         burst_seconds = max(arrived.values()) - started
     finally:
@@ -121,6 +124,7 @@ async def _round(relay: str, store_url: str, tmp: Path) -> dict[str, float]:
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(_p99(latencies), 1),
         "events_per_s": round(BURST_EVENTS / burst_seconds, 1),
+        "commits_per_s": round(BURST_EVENTS / commit_seconds, 1),
     }
 
 
@@ -141,17 +145,20 @@ def run() -> dict[str, Any]:
         finally:
             connect.drop(connect.DEFAULT_URL, name, POSTGRES)
     result: dict[str, Any] = {}
+    load = os.getloadavg()[0]
     for relay, measured in rounds.items():
-        for key in ("p50_ms", "p99_ms", "events_per_s"):
+        for key in ("p50_ms", "p99_ms", "events_per_s", "commits_per_s"):
             result[f"{relay}_commit_to_consumer_{key}" if "ms" in key else f"{relay}_{key}"] = (
                 _median(measured, key)
             )
-    for key, name_ in (("p50_ms", "p50"), ("p99_ms", "p99"), ("events_per_s", "throughput")):
+    pairs = (("p50_ms", "p50"), ("p99_ms", "p99"), ("events_per_s", "throughput"))
+    for key, name_ in pairs:
         result[f"debezium_over_polling_{name_}"] = round(
             _median(rounds["debezium"], key) / _median(rounds["polling"], key), 2
         )
     result.update(
         {
+            "load_average_1m_at_end": round(load, 1),
             "rounds": ROUNDS,
             "latency_events": LATENCY_EVENTS,
             "burst_events": BURST_EVENTS,

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import httpx
 import psycopg
+import pytest
 
 from shop.demo import Shop, order_mix, place_orders, wait_settled
 from shop.events import ORDERS
@@ -18,7 +19,8 @@ from shop.invariants import payments_in_log, read_stock, report
 from tidings import codec
 from tidings.cdc import connect
 from tidings.cdc.outbox import connector_config, connector_name
-from tidings.records import Record
+from tidings.records import OutgoingRecord, Record
+from tidings.store.postgres.captured import insert_params
 from tidings.testing import free_port, records
 from tidings.testing.commands import tidings
 from tidings.testing.postgres import fresh_schema
@@ -48,6 +50,11 @@ def test_the_config_routes_rows_as_the_codec_writes_records() -> None:
     assert not any(k.startswith("transforms.route.") for k in config)
     long = connector_name("tidings", "tidings_test_" + "a" * 40)
     assert len(long) <= 41 and long.startswith("outbox_tidings_tidings_test_")
+    record = OutgoingRecord("t", b"{}", "k", {"ce_id": "1", "content-type": "application/json"})
+    params = insert_params("order", [record])
+    assert params[:4] == ("order", ["t"], ["k"], [b"{}"]) and ["1"] in params
+    with pytest.raises(ValueError, match="x-tenant cannot be published through Debezium"):
+        insert_params("order", [OutgoingRecord("t", b"{}", "k", {"x-tenant": "a"})])
 
 
 def test_an_order_service_on_debezium_settles_orders_with_services_on_polling(
