@@ -103,13 +103,19 @@ def test_an_order_service_on_debezium_settles_orders_with_services_on_polling(
 def test_a_broker_or_store_debezium_cannot_serve_is_refused_with_the_reason(
     tmp_path: Path,
 ) -> None:
-    require(KAFKA)
+    require(KAFKA, POSTGRES)
     sqlite = f"sqlite:///{tmp_path}/order.db"
-    for broker, store, reason in [
-        (f"sqlite:///{tmp_path}/log.db", sqlite, "sqlite:// is not Kafka"),
-        (KAFKA, sqlite, "Debezium reads PostgreSQL's write-ahead log"),
-    ]:
-        run = tidings("run", "shop.order:service", "-b", broker, "-s", store, "--relay", "debezium")
-        assert run.returncode != 0 and reason in run.stderr + run.stdout, run.stderr
+    with fresh_schema(POSTGRES) as postgres:
+        for broker, store, reason in [
+            (f"sqlite:///{tmp_path}/log.db", sqlite, "sqlite:// is not Kafka"),
+            (KAFKA, sqlite, "Debezium reads PostgreSQL's write-ahead log"),
+            (KAFKA, postgres, "Kafka Connect at http://127.0.0.1:9/"),
+        ]:
+            run = tidings(
+                "run", "shop.order:service", "-b", broker, "-s", store,
+                "--relay", "debezium", "--connect", "http://127.0.0.1:9",
+            )  # fmt: skip
+            assert run.returncode == 2 and reason in run.stderr, run.stderr
+            assert "Traceback" not in run.stderr
     run = tidings("run", "shop.order:service", "--relay", "kafka-connect")
     assert run.returncode == 2 and "expected polling or debezium" in run.stderr + run.stdout
