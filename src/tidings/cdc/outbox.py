@@ -10,7 +10,9 @@ the key (as a string), its ``value`` the value (bytes as they are), and each ``c
 records read these unchanged. One difference on the wire: an absent attribute (no
 ``traceparent``, say) travels as a header with a null value, which our Kafka transport
 reads as absent (``transport/kafka/config.decode_headers``); the router's own ``id``
-header is dropped.
+header and Debezium's ``__debezium.context.*`` headers are not written. Records go out in
+the log's commit order (one task), so one key's events keep their order even when the
+service runs several processes.
 
 Rules:
 

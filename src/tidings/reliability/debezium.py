@@ -53,7 +53,8 @@ class DebeziumRelay:
         self.start_timeout = start_timeout  # registering waits for open transactions
         self.connector: str | None = None
         self.watch_interval = watch_interval
-        self.published = 0  # Debezium publishes: nothing is counted here
+        # Debezium publishes: nothing is counted here, nor in the service's published metric.
+        self.published = 0
         self._task: asyncio.Task[None] | None = None
 
     async def prepare(self) -> None:
