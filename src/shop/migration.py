@@ -141,7 +141,11 @@ def _serve(args: list[str], env: dict[str, str], log: Path, port: int) -> subpro
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "legacy", "--port", str(port), *args],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    wait_for(f"{log.stem} on port {port}", lambda: _healthy(f"http://127.0.0.1:{port}"), 30)
+    try:
+        wait_for(f"{log.stem} on port {port}", lambda: _healthy(f"http://127.0.0.1:{port}"), 30)
+    except TimeoutError:  # not yet in the caller's list of servers to stop: stop it here
+        stop_process(proc)
+        raise
     return proc
 
 
