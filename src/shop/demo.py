@@ -156,7 +156,12 @@ def main(options: DemoOptions) -> bool:
     shop = Shop(
         workdir, broker, store, options.port or free_port(), options.seed, saga=options.saga
     )
-    for name, relay in relays(options.relay, shop.targets).items():
+    try:
+        chosen = relays(options.relay, shop.targets)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return False
+    for name, relay in chosen.items():
         if relay != "polling":
             shop.args[name] = ["--relay", relay]
             console.print(
