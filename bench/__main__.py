@@ -10,7 +10,9 @@ aggregate loads on SQLite and PostgreSQL), ``trace`` (``tidings trace`` of one o
 Kafka among 500,000 unrelated records), ``serialization`` (an OrderPlaced encoded and
 decoded as JSON and as Avro with a registry, against pydantic, and the registry calls
 of a steady run), ``cdc`` (a legacy commit to the shop's event through Debezium and the
-anti-corruption layer: latency and changes/s; needs Kafka Connect). With no
+anti-corruption layer: latency and changes/s; needs Kafka Connect), ``relay`` (the outbox
+published by the polling relay against Debezium's outbox router: commit -> consumer
+latency and events/s, rounds alternating; needs Kafka Connect). With no
 argument, all of them; the broker suites need ``scripts/services up``.
 """
 
@@ -36,6 +38,7 @@ SUITES = {  # suite -> module with run() -> dict
     "trace": "bench.trace",
     "serialization": "bench.serialization",
     "cdc": "bench.cdc",
+    "relay": "bench.relay",
 }
 RESULTS = Path(__file__).parent / "results"
 

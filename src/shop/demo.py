@@ -29,7 +29,7 @@ from rich.progress import Progress
 
 from shop.events import PaymentProcessed
 from shop.invariants import console, payments_in_log, read_stock, report
-from tidings.demo import DemoOptions
+from tidings.demo import DemoOptions, relays
 from tidings.testing import free_port
 from tidings.testing.processes import ServiceProcesses, start_dashboard, stop_process
 from tidings.testing.topics import witness
@@ -156,6 +156,19 @@ def main(options: DemoOptions) -> bool:
     shop = Shop(
         workdir, broker, store, options.port or free_port(), options.seed, saga=options.saga
     )
+    try:
+        chosen = relays(options.relay, shop.targets)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return False
+    for name, relay in chosen.items():
+        if relay != "polling":
+            shop.args[name] = ["--relay", relay]
+            console.print(
+                f"{name}: outbox published by {relay} (its connector stays registered: "
+                "`tidings cdc status`, `tidings cdc drop NAME`)",
+                highlight=False,
+            )
     watchlist = workdir / "fraud-watchlist.txt"
     if options.dashboard:
         watchlist.write_text(

@@ -9,6 +9,11 @@ ReleaseInventory commands instead, each command id once (:mod:`tidings.saga.comm
 A release for an order it never reserved (the reservation timed out before it came, say)
 leaves a released tombstone, so a ReserveInventory for that order arriving later is
 refused rather than holding stock for a cancelled order.
+
+Stock counted or moved by hand in the back office reaches the shelf as StockAdjusted
+(:mod:`shop.acl`): the shelf changes by the adjustment, once per event (the inbox drops
+a redelivered one), and never below zero: units held by reservations are off the shelf,
+so a count that finds fewer than that leaves none to sell.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from shop.events import (
     PaymentFailed,
     ReleaseInventory,
     ReserveInventory,
+    StockAdjusted,
 )
 from tidings import Context, Event, Service
 from tidings.saga import answer, answered
@@ -129,6 +135,14 @@ async def release(event: PaymentFailed, ctx: Context) -> None:
     released = await _release(ctx, event.order_id, f"payment failed: {event.reason}")
     if released is not None:
         ctx.publish(released)
+
+
+@service.on
+async def adjust(event: StockAdjusted, ctx: Context) -> None:
+    """The back office counted or moved stock: the shelf changes by as much (see above)."""
+    item = await ctx.get(stock, event.sku)
+    available = (item.available if item else 0) + event.change
+    await ctx.put(stock, event.sku, StockItem(sku=event.sku, available=max(available, 0)))
 
 
 # -- orchestration: answer the order saga's commands -----------------------------------

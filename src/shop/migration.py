@@ -13,7 +13,8 @@ shop (anti-corruption layer, order, inventory, billing) on Kafka, then:
 4. changes the price in the legacy app and sees the next order take it;
 5. places an order over the customer's legacy credit limit (billing declines it), raises
    the limit in the legacy app, and sees the next one paid;
-6. records a stock adjustment in the legacy app and sees ``StockAdjusted`` published.
+6. records a stock adjustment in the legacy app, sees ``StockAdjusted`` published and
+   inventory's shelf grow by it, once.
 
 It prints each step with a check mark and returns True only if every check held. Needs
 PostgreSQL, Kafka and Kafka Connect (``scripts/services up postgres kafka connect``); the
@@ -38,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 from legacy.app import TABLES, create_tables
-from shop import billing
+from shop import billing, inventory
 from shop.catalog import INITIAL_STOCK
 from shop.events import STOCK
 from shop.invariants import console
@@ -140,7 +141,11 @@ def _serve(args: list[str], env: dict[str, str], log: Path, port: int) -> subpro
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "legacy", "--port", str(port), *args],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    wait_for(f"{log.stem} on port {port}", lambda: _healthy(f"http://127.0.0.1:{port}"), 30)
+    try:
+        wait_for(f"{log.stem} on port {port}", lambda: _healthy(f"http://127.0.0.1:{port}"), 30)
+    except TimeoutError:  # not yet in the caller's list of servers to stop: stop it here
+        stop_process(proc)
+        raise
     return proc
 
 
@@ -252,7 +257,12 @@ def _walk(
     steps.check("after the limit was raised in the legacy app, the same order was paid",
                 status == "COMPLETED", f"{again['tot_amt']} dollars, {status}")  # fmt: skip
 
-    # 6. A stock adjustment in the legacy app becomes StockAdjusted.
+    # 6. A stock adjustment in the legacy app becomes StockAdjusted, and inventory's shelf.
+    def shelf() -> int:
+        item = asyncio.run(documents(store, inventory.service, inventory.stock)).get(sku)
+        return item.available if item is not None else 0
+
+    before = shelf()
     httpx.post(f"{legacy}/stock-adjustments", json={"prod_cd": sku, "adj_qty": 12, "rsn_cd": "RCV"}).raise_for_status()  # fmt: skip
 
     def adjusted() -> list[dict[str, Any]] | None:
@@ -262,3 +272,6 @@ def _walk(
     events = wait_for("StockAdjusted", adjusted, 180)
     steps.check("the legacy stock adjustment was published as StockAdjusted",
                 events == [{"sku": sku, "change": 12, "reason": "received"}], str(events))  # fmt: skip
+    after = wait_for("the adjustment on inventory's shelf", lambda: shelf() - before or None, 60)
+    steps.check("inventory's shelf took the adjustment once", after == 12,
+                f"{sku}: {before} -> {before + after}")  # fmt: skip

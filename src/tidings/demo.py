@@ -15,7 +15,7 @@ options that make sense for it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 DEFAULT_DEMO = "shop.demo:main"
@@ -37,6 +37,31 @@ class DemoOptions:
     traces: str = ""  # tracing of the services (TIDINGS_TRACES), "" for none
     metrics: bool = False  # Prometheus metrics per service
     saga: str = "choreography"  # how the app coordinates its steps (the shop: or orchestration)
+    relay: str = "polling"  # who publishes each service's outbox (see relays())
 
 
 DemoMain = Callable[[DemoOptions], bool]
+
+
+def relays(spec: str, services: Iterable[str]) -> dict[str, str]:
+    """The relay of each service a ``--relay`` value gives: ``polling`` or ``debezium``
+    for all, or ``SERVICE=RELAY,...`` (the others poll); ValueError naming what is wrong."""
+    from tidings.reliability.debezium import RELAYS
+
+    names = list(services)
+    if "=" not in spec:
+        if spec not in RELAYS:
+            raise ValueError(
+                f"--relay {spec!r}: expected {' or '.join(RELAYS)}, or SERVICE=RELAY,..."
+            )
+        return dict.fromkeys(names, spec)
+    chosen = dict.fromkeys(names, "polling")
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, relay = item.partition("=")
+        if name not in chosen or relay not in RELAYS:
+            raise ValueError(
+                f"--relay {item!r}: expected SERVICE=RELAY with SERVICE one of "
+                f"{', '.join(names)} and RELAY {' or '.join(RELAYS)}"
+            )
+        chosen[name] = relay
+    return chosen

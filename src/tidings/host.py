@@ -86,8 +86,14 @@ async def serve(
     lanes: int = 1,
     schema_format: str = "json",
     api: GuardConfig | None = None,
+    relay: str = "polling",
+    connect_url: str | None = None,
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (or a task fails), then stop it cleanly.
+
+    ``relay``: who publishes the outbox, ``polling`` (the runtime's relay) or
+    ``debezium`` (Debezium's outbox router on the Kafka Connect at ``connect_url``; see
+    :mod:`tidings.cdc.outbox`).
 
     ``dedupe_window``: seconds the inbox keeps a handled event's id; ``lanes``: units of
     work one fetch runs at once (see :mod:`tidings.runtime`).
@@ -127,8 +133,12 @@ async def serve(
             observer,
             ready,
             schemas,
-            dedupe_window,
-            lanes,
+            {
+                "dedupe_window": dedupe_window,
+                "lanes": lanes,
+                "relay": relay,
+                "connect_url": connect_url,
+            },
         )
     finally:
         if schemas is not None:
@@ -144,10 +154,10 @@ async def _serve(
     observer: Observer | None,
     ready: asyncio.Event | None,
     schemas: RegistrySchemas | None,
-    dedupe_window: float,
-    lanes: int,
+    options: dict[str, Any],
 ) -> None:
-    """``serve`` once the options are checked; ``http``: the address and the guard."""
+    """``serve`` once the options are checked; ``http``: the address and the guard;
+    ``options``: the Runtime's keyword arguments (inbox window, lanes, relay)."""
     store = make_store(store_url, service.name)
     await transport.connect()
     try:
@@ -158,8 +168,7 @@ async def _serve(
             store,
             observer=observer,
             schemas=schemas,
-            dedupe_window=dedupe_window,
-            lanes=lanes,
+            **options,
         )
         await runtime.start()
         watcher = asyncio.create_task(runtime.observer.run(runtime), name="observe")
@@ -200,11 +209,12 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info(
-            "service %s running (broker %s, store %s, inbox dedupe window %ss)",
+            "service %s running (broker %s, store %s, inbox dedupe window %ss, %d lane(s))",
             service.name,
             broker_url,
             store.url,
-            f"{dedupe_window:g}",
+            f"{runtime.dedupe_window:g}",
+            runtime.lanes,
         )
         if ready is not None:
             ready.set()

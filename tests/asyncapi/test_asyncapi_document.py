@@ -22,6 +22,7 @@ from shop.events import (
     INVENTORY,
     INVENTORY_COMMANDS,
     ORDERS,
+    STOCK,
     OrderLine,
     OrderPlaced,
 )
@@ -127,7 +128,7 @@ def test_every_shop_topic_is_a_channel_holding_its_types() -> None:
     assert {c["address"] for c in channels.values()} == {
         ORDERS, INVENTORY, BILLING, ACCOUNTS,
         INVENTORY_COMMANDS, BILLING_COMMANDS,  # the orchestrated saga's commands
-        CATALOG, CUSTOMERS,  # the back office's facts, read by order and billing
+        CATALOG, CUSTOMERS, STOCK,  # the back office's facts, read by order, billing, inventory
     }  # fmt: skip
     assert set(channels[ORDERS]["messages"]) == {"OrderPlaced", "OrderCompleted", "OrderCancelled"}
     handled = {spec.message_type.message_info.type for s in SHOP for spec in s.handlers.values()}

@@ -11,7 +11,9 @@ from tidings.service import Service
 
 def test_inventory_needs_exactly_its_topics_its_group_and_the_runtime_topics() -> None:
     n = needs(inventory.service)
-    assert n.reads == ("inventory.replay", "shop.billing", "shop.inventory.commands", "shop.orders")
+    assert n.reads == (
+        "inventory.replay", "shop.billing", "shop.inventory.commands", "shop.orders", "shop.stock"
+    )  # fmt: skip
     assert n.writes == ("inventory.dlq", "shop.inventory")
     acls = kafka_acls([n])
     user = "User:inventory"

@@ -7,8 +7,10 @@ from typing import Any
 
 from tests.unit.debezium_records import change_value, outgoing
 
-from shop import acl, billing, order
+from shop import acl, billing, inventory, order
+from shop.catalog import INITIAL_STOCK
 from shop.events import (
+    STOCK,
     CreditLimitChanged,
     CustomerClosed,
     CustomerRegistered,
@@ -16,6 +18,7 @@ from shop.events import (
     ProductWithdrawn,
     StockAdjusted,
 )
+from tidings import codec
 from tidings.testing import TestApp
 
 
@@ -111,3 +114,24 @@ async def test_a_dead_lettered_change_replayed_after_the_fix_is_translated() -> 
         assert await app.published(StockAdjusted) == [
             StockAdjusted(sku="gizmo", change=4, reason="transfer")
         ]
+
+
+async def test_inventory_takes_stock_adjustments_once_each_and_never_below_zero() -> None:
+    rows = [
+        {"adj_id": 7, "prod_cd": "widget", "adj_qty": -2, "rsn_cd": "DMG"},
+        {"adj_id": 8, "prod_cd": "doohickey", "adj_qty": -9, "rsn_cd": "DMG"},
+        {"adj_id": 9, "prod_cd": "sprocket", "adj_qty": 3, "rsn_cd": "CNT"},
+    ]
+    async with TestApp(acl.service, inventory.service) as app:
+        for row in rows:
+            change = change_value("stk_adj", "c", after=row)
+            # Connect replaying a change after a crash: the same record twice.
+            await feed(app, "stk_adj", {"adj_id": row["adj_id"]}, change, change)
+        [widget] = [e for e in await app.envelopes(STOCK) if e.data["sku"] == "widget"]
+        # The event itself delivered again (a relay's retry): the inbox drops it.
+        await app.transport.publish([codec.encode(widget, STOCK)])
+        await app.drain()
+        assert (await app.get(inventory.stock, "widget")).available == INITIAL_STOCK["widget"] - 2
+        assert (await app.get(inventory.stock, "doohickey")).available == 0  # 5 - 9: none left
+        assert (await app.get(inventory.stock, "sprocket")).available == 3  # a new product
+        assert await app.dead_letters(inventory.service) == []

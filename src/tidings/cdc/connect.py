@@ -130,8 +130,22 @@ def register(
     tables = list(tables)
     config = connector_config(name, database_url, tables, topic_prefix)
     preflight(database_url, tables)
-    _request("PUT", f"{connect_url}/connectors/{name}/config", json=config)
+    put_config(connect_url, name, config)
     return config
+
+
+def put_config(connect_url: str, name: str, config: dict[str, str]) -> None:
+    """Create connector ``name`` with ``config``, or replace its config (which restarts it)."""
+    _request("PUT", f"{connect_url}/connectors/{name}/config", json=config)
+
+
+def config_of(connect_url: str, name: str) -> dict[str, str] | None:
+    """Connector ``name``'s config as Connect holds it, or None if it has no such one."""
+    response = _request("GET", f"{connect_url}/connectors/{name}/config")
+    if response.status_code == 404:
+        return None
+    found: dict[str, str] = response.json()
+    return found
 
 
 def states(connect_url: str, name: str) -> dict[str, Any] | None:

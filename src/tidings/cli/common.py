@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tidings.cdc.connect import ConnectError
 from tidings.credentials import redact
 from tidings.host import load_service
 from tidings.registry.client import RegistryError
@@ -87,6 +88,7 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         except (
             TransportError,
             StoreError,
+            ConnectError,
             RegistryError,
             ValueError,
             LookupError,

@@ -41,6 +41,7 @@ from tidings.cli.trace import trace
 from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
 from tidings.reliability.deadletter import DeadLetter, dlq_topic, read_dead_letters
+from tidings.reliability.debezium import RELAYS
 
 app = typer.Typer(
     help="Tidings: event-driven microservices.",
@@ -140,6 +141,18 @@ def run(
     cors_origin: list[str] = typer.Option(
         [], help="HTTP API: allow this browser origin (repeatable; none by default)"
     ),
+    relay: str = typer.Option(
+        "polling",
+        envvar="TIDINGS_RELAY",
+        help="Who publishes the outbox: polling (this process) or debezium (Debezium's "
+        "outbox router on Kafka Connect; needs a postgresql:// store and Kafka)",
+    ),
+    connect_url: str = typer.Option(
+        "http://127.0.0.1:8083",
+        "--connect",
+        envvar="TIDINGS_CONNECT_URL",
+        help="With --relay debezium: Kafka Connect's REST API",
+    ),
 ) -> None:
     """Run one service until Ctrl-C or SIGTERM.
 
@@ -152,6 +165,8 @@ def run(
         raise fail(str(exc)) from None
     if schema_format.lower() not in ("json", "avro"):
         raise fail(f"--schema-format {schema_format!r}: expected json or avro")
+    if relay not in RELAYS:
+        raise fail(f"--relay {relay!r}: expected {' or '.join(RELAYS)}")
     address = None
     if http:
         host, _, port = http.rpartition(":")
@@ -203,6 +218,8 @@ def run(
                 lanes=lanes,
                 schema_format=schema_format,
                 api=api,
+                relay=relay,
+                connect_url=connect_url,
             )
         finally:
             announcer.cancel()
@@ -248,15 +265,27 @@ def demo(
         "--saga",
         help="choreography (services react to events) or orchestration (a saga sends commands)",
     ),
+    relay: str = typer.Option(
+        "polling",
+        "--relay",
+        help="Who publishes the outbox: polling or debezium for every service, or "
+        "SERVICE=debezium,... (Debezium needs Kafka, PostgreSQL and Kafka Connect)",
+    ),
 ) -> None:
     """Run an app's demo; by default the shop (order, inventory, billing) as processes,
     orders placed over HTTP, invariants checked."""
     from tidings.cli.demo import demo_options, load_demo
+    from tidings.demo import relays
 
     try:
         entry = load_demo(target)
     except (LookupError, TypeError) as exc:
         raise fail(str(exc)) from None
+    try:
+        relays(relay, [])  # the relay names now; the services' in the app's demo
+    except ValueError as exc:
+        if "=" not in relay:
+            raise fail(str(exc)) from None
     ok = entry(
         demo_options(
             broker,
@@ -272,6 +301,7 @@ def demo(
             traces=traces,
             metrics=metrics,
             saga=saga,
+            relay=relay,
         )
     )
     raise typer.Exit(0 if ok else 1)

@@ -32,6 +32,7 @@ from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
 from tidings.reliability import policy
 from tidings.reliability.deadletter import dlq_topic, replay_topic
+from tidings.reliability.debezium import DebeziumRelay, check_relay
 from tidings.reliability.outbox import OutboxRelay
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
 from tidings.runtime.handling import Handling
@@ -71,6 +72,8 @@ class Runtime:
         prune_every: float = 60.0,
         schemas: SchemaSource | None = None,
         timer_interval: float = 0.2,
+        relay: str = "polling",
+        connect_url: str | None = None,
     ) -> None:
         self.service = service
         self.transport = transport
@@ -86,9 +89,13 @@ class Runtime:
         self.dedupe_window = dedupe_window
         self.prune_every = prune_every
         self.stats = Stats()
-        self.relay = OutboxRelay(
-            store, transport, service.name, on_published=self._published, sleep=sleep
-        )
+        self.relay: OutboxRelay | DebeziumRelay
+        if check_relay(relay) == "debezium":
+            self.relay = DebeziumRelay(store, transport, service.name, connect_url=connect_url)
+        else:
+            self.relay = OutboxRelay(
+                store, transport, service.name, on_published=self._published, sleep=sleep
+            )
         self.subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -133,6 +140,8 @@ class Runtime:
         With ``background`` (the default) tasks then consume and relay until :meth:`stop`;
         without, the caller drives :meth:`poll` and ``relay.relay_once`` itself (tests).
         """
+        if isinstance(self.relay, DebeziumRelay):  # before anything may publish
+            await self.relay.prepare()
         group = self.service.group
         topics = [*self.service.topics(), replay_topic(group)]
         projected = {t for p in self.service.projections.values() for t in p.topics()}

@@ -260,6 +260,15 @@ class Store(abc.ABC):
     async def outbox_backlog(self, service: str) -> int:
         """How many rows wait in the outbox of ``service``."""
 
+    async def capture_outbox(self, service: str) -> str:
+        """Write ``service``'s outbox rows where change data capture publishes them
+        (``--relay debezium``, :mod:`tidings.cdc.outbox`) instead of for a polling relay;
+        returns the table Debezium reads. Only PostgreSQL's log can be captured."""
+        raise StoreError(
+            f"{self.url}: Debezium reads PostgreSQL's write-ahead log; this store has none to "
+            "capture: use a postgresql:// store, or --relay polling"
+        )
+
     async def wait_outbox(self, service: str, timeout: float) -> None:
         """Return when new outbox rows may be there, or after ``timeout`` seconds.
 

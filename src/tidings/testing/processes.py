@@ -17,7 +17,8 @@ Each service's output goes to ``WORKDIR/NAME.log`` (JSON lines unless the enviro
 says otherwise) and it touches ``WORKDIR/NAME.ready`` once it runs. ``env`` is the
 environment they start with; a service in ``metrics_ports`` serves Prometheus metrics on
 its port; a service in ``urls`` (``name -> (broker, store)``) gets URLs of its own, e.g.
-proxies that fault its links alone. :func:`start_dashboard` runs ``tidings dashboard`` the same way.
+proxies that fault its links alone; a service in ``args`` gets those options of
+``tidings run`` too (``["--relay", "debezium"]``). :func:`start_dashboard` runs ``tidings dashboard`` the same way.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ServiceProcesses:
         self.env.setdefault("TIDINGS_LOG_FORMAT", "json")
         self.metrics_ports: dict[str, int] = {}
         self.urls: dict[str, tuple[str, str]] = {}  # name -> its own (broker, store)
+        self.args: dict[str, list[str]] = {}  # name -> more options of its `tidings run`
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def log(self, name: str) -> Path:
@@ -83,6 +85,7 @@ class ServiceProcesses:
             ]  # fmt: skip
             if name in self.http:
                 args += ["--http", f"127.0.0.1:{self.http[name]}"]
+            args += self.args.get(name, [])
             env = dict(self.env)
             if name in self.metrics_ports:
                 env["TIDINGS_METRICS_PORT"] = str(self.metrics_ports[name])

@@ -35,6 +35,7 @@ from tidings.testing.servers import require, require_module, skip_or_fail
 from tidings.transport import BrokerUnavailable, open_transport
 from tidings.transport.base import Delivery, NotAssigned, OutgoingRecord, Subscription
 from tidings.transport.kafka import KafkaTransport
+from tidings.transport.kafka.config import decode_headers
 
 _WHY = "aiokafka reads back what the transport wrote"
 aiokafka = require_module("aiokafka", _WHY)
@@ -145,6 +146,12 @@ async def test_keys_land_where_the_java_partitioner_puts_them(transport: KafkaTr
 
 
 # -- the producer -----------------------------------------------------------------------
+
+
+def test_a_header_without_a_value_is_absent() -> None:
+    # Debezium's outbox router writes an absent CloudEvents attribute that way.
+    raw = [("ce_id", b"e1"), ("ce_traceparent", None), ("other", "\u00e9".encode("latin-1"))]
+    assert decode_headers(raw) == {"ce_id": "e1", "other": "\ufffd"}
 
 
 def test_producer_is_idempotent_and_waits_for_all_replicas() -> None:

@@ -13,6 +13,7 @@ from typing import LiteralString
 import psycopg
 from psycopg.rows import TupleRow
 
+from tidings.store.postgres import captured
 from tidings.store.postgres.errors import redact
 
 log = logging.getLogger("tidings.store.postgres")
@@ -64,6 +65,8 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
                 PRIMARY KEY (service, stream, schema, version))""",
         ],
     ),
+    # The outbox Debezium captures (--relay debezium): see tidings.store.postgres.captured.
+    (4, [captured.CREATE]),
 ]
 
 

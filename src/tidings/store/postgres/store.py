@@ -12,7 +12,8 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from tidings.records import OutgoingRecord
-from tidings.store.base import OutboxEntry, Store, StoreUnavailable, UnitOfWork
+from tidings.store.base import OutboxEntry, Store, StoreError, StoreUnavailable, UnitOfWork
+from tidings.store.postgres.captured import TABLE
 from tidings.store.postgres.errors import (
     START_HINT,
     Connection,
@@ -57,6 +58,7 @@ class PostgresStore(Store):
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listen_lock = asyncio.Lock()
         self._listen_failed = False
+        self._captured: set[str] = set()  # services whose outbox Debezium publishes
 
     def _unavailable(self, exc: BaseException, doing: str = "cannot connect") -> StoreUnavailable:
         return StoreUnavailable(
@@ -141,7 +143,10 @@ class PostgresStore(Store):
     async def unit_of_work(self, service: str) -> AsyncIterator[UnitOfWork]:
         async with self._connection() as conn:
             uow = PostgresUnitOfWork(
-                conn, service, lambda exc: self._unavailable(exc, "lost the connection")
+                conn,
+                service,
+                lambda exc: self._unavailable(exc, "lost the connection"),
+                captured=service in self._captured,
             )
             try:
                 yield uow
@@ -149,6 +154,17 @@ class PostgresStore(Store):
             except BaseException:
                 await uow.rollback()
                 raise
+
+    async def capture_outbox(self, service: str) -> str:
+        """From now on, ``service``'s outbox rows go to the table Debezium captures
+        (:mod:`~tidings.store.postgres.captured`); returns it as ``schema.table``."""
+        async with self._connection() as conn:
+            cur = await conn.execute("SELECT current_schema()")
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
+            raise StoreError(f"{redact(self.url)}: no schema in the search_path to find {TABLE}")
+        self._captured.add(service)
+        return f"{row[0]}.{TABLE}"
 
     async def claim_outbox(
         self, service: str, limit: int = 100, lease_seconds: float = 30.0

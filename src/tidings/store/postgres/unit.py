@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 
 from tidings.records import OutgoingRecord
 from tidings.store.base import ConcurrencyConflict, Document, StoreUnavailable, UnitOfWork
+from tidings.store.postgres import captured
 from tidings.store.postgres.errors import Connection, first_line, lost_race, lost_server
 from tidings.store.postgres.events import PostgresEvents, stream_conflict
 
@@ -53,9 +54,12 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         conn: Connection,
         service: str,
         unavailable: Callable[[BaseException], StoreUnavailable],
+        *,
+        captured: bool = False,
     ) -> None:
         self._conn = conn
         self.service = service
+        self._captured = captured  # outbox rows for Debezium (tidings.store.postgres.captured)
         self._unavailable = unavailable
         self._notified = False
         # Statements whose result nobody waits for (BEGIN, SAVEPOINT, RELEASE, the inbox
@@ -249,6 +253,10 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
 
     async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:
         if not records:
+            return
+        if self._captured:  # inserted and deleted at once: Debezium reads them in the WAL
+            self._defer(captured.INSERT, captured.insert_params(self.service, records))
+            self._defer(captured.DELETE, (self.service,))
             return
         params = (
             self.service,

@@ -214,13 +214,15 @@ def to_record(message: Message) -> Record:
 
 
 def decode_headers(raw: HeadersType | None) -> dict[str, str]:
-    """Headers as text, whatever another producer wrote (not UTF-8 is replaced)."""
+    """Headers as text, whatever another producer wrote (not UTF-8 is replaced). A header
+    without a value is left out: Debezium's outbox router (``--relay debezium``) writes an
+    absent CloudEvents attribute as a header with a null value, which means "none"."""
     headers: dict[str, str] = {}
     for name, value in (raw if isinstance(raw, list) else raw.items()) if raw else ():
         if isinstance(value, bytes):
             headers[name] = value.decode("utf-8", "replace")
-        else:
-            headers[name] = "" if value is None else value
+        elif value is not None:
+            headers[name] = value
     return headers
 
 
