@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from tidings.cdc.connect import ConnectError
 from tidings.credentials import redact
-from tidings.host import load_service
+from tidings.host import DEFAULT_BROKER, load_service
 from tidings.registry.client import RegistryError
 from tidings.service import Service
 from tidings.store import Store, StoreError, make_store
@@ -34,6 +34,8 @@ BROKER_HELP = (
     "Broker URL: sqlite:///./.tidings/log.db, kafka://127.0.0.1:9092, nats://127.0.0.1:4222"
 )
 STORE_HELP = "Store URL: sqlite:///./.tidings/{service}.db or postgresql://127.0.0.1:5432/tidings"
+# The --broker option of every command that reads or writes a broker.
+Broker = typer.Option(DEFAULT_BROKER, "--broker", "-b", envvar="TIDINGS_BROKER", help=BROKER_HELP)
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -1,35 +1,33 @@
-"""``tidings``: run services, the demo, and look into topics, lag and dead letters."""
+"""``tidings``: run services and the demo; every other command lives in a module of its own."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from tidings.apiguard import GuardConfig
 from tidings.cli.acl import acl_app
 from tidings.cli.apikey import apikey_app
 from tidings.cli.asyncapi import asyncapi
-from tidings.cli.cdc import cdc_app, report_connectors
+from tidings.cli.cdc import cdc_app
 from tidings.cli.common import (
     BROKER_HELP,
     STORE_HELP,
+    Broker,
     console,
     fail,
     load_services,
-    opened_transport,
     parse_duration,
-    parse_since,
     run_async,
 )
 from tidings.cli.contracts import contracts_app
 from tidings.cli.dashboard import dashboard
+from tidings.cli.dlq import dlq_app
 from tidings.cli.history import history
+from tidings.cli.lag import lag, topics
 from tidings.cli.new import new
 from tidings.cli.projection import projection_app
 from tidings.cli.publish import publish
@@ -38,9 +36,8 @@ from tidings.cli.saga import saga_app
 from tidings.cli.schema import schema_app
 from tidings.cli.tail import tail
 from tidings.cli.trace import trace
-from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, serve
+from tidings.host import DEFAULT_STORE, serve
 from tidings.observability import TelemetryConfig, configure, setup_logging
-from tidings.reliability.deadletter import DeadLetter, dlq_topic, read_dead_letters
 from tidings.reliability.debezium import RELAYS
 
 app = typer.Typer(
@@ -48,8 +45,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-dlq = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
-app.add_typer(dlq, name="dlq")
 
 
 @app.callback()
@@ -60,9 +55,6 @@ def _one_logging_setup() -> None:
         setup_logging()
     except ValueError as exc:
         raise fail(str(exc)) from None
-
-
-Broker = typer.Option(DEFAULT_BROKER, "--broker", "-b", envvar="TIDINGS_BROKER", help=BROKER_HELP)
 
 
 @app.command()
@@ -307,173 +299,10 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-@app.command()
-def topics(broker: str = Broker) -> None:
-    """Topics with their partitions and end offsets."""
-
-    @run_async
-    async def main() -> None:
-        async with opened_transport(broker) as transport:
-            infos = await transport.topics()
-        table = Table("topic", "partitions", "end offsets", "records")
-        for info in infos:
-            if not transport.capabilities.offsets:  # a queue broker: no log positions
-                table.add_row(info.name, str(info.partitions), "-", "-")
-                continue
-            offsets = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
-            table.add_row(
-                info.name, str(info.partitions), offsets, str(sum(info.end_offsets.values()))
-            )
-        console.print(table)
-        if not transport.capabilities.offsets:
-            console.print(f"end offsets are not supported on {transport.platform} (queues)")
-
-    main()
-
-
-@app.command()
-def lag(
-    broker: str = Broker,
-    group: str = typer.Option("", help="Only this consumer group"),
-    connect_url: str = typer.Option(
-        "",
-        "--connect",
-        envvar="TIDINGS_CONNECT_URL",
-        help="Also Kafka Connect's connectors (change data capture): exit 1 if one failed",
-    ),
-) -> None:
-    """Consumer lag per group and partition (end offset minus committed offset; on a
-    broker without offsets, such as RabbitMQ, the records waiting in each queue). A failed
-    Debezium connector lags for ever without a record to show it, so ``--connect`` lists
-    the connectors' states too."""
-
-    @run_async
-    async def main() -> None:
-        async with opened_transport(broker) as transport:
-            if not transport.capabilities.offsets:
-                table = Table("group", "topic", "partition", "waiting")
-                for name in await transport.groups():
-                    if group and name != group:
-                        continue
-                    for (topic, partition), count in sorted((await transport.queued(name)).items()):
-                        table.add_row(name, topic, str(partition), str(count))
-                console.print(table)
-                console.print(f"lag on {transport.platform}: messages waiting in each queue")
-                return
-            ends = {
-                (t.name, p): o for t in await transport.topics() for p, o in t.end_offsets.items()
-            }
-            table = Table("group", "topic", "partition", "committed", "end", "lag")
-            for name in await transport.groups():
-                if group and name != group:
-                    continue
-                for (topic, partition), offset in sorted((await transport.committed(name)).items()):
-                    end = ends.get((topic, partition), offset)
-                    table.add_row(
-                        name, topic, str(partition), str(offset), str(end), str(end - offset)
-                    )
-        console.print(table)
-
-    main()
-    if connect_url and report_connectors(connect_url):
-        raise typer.Exit(1)
-
-
-DLQ_WINDOW = "7d"  # dead letters wait for people: a week (Kafka's default retention)
-Since = typer.Option(
-    DLQ_WINDOW, "--since", help="Dead letters stored this long ago and later (2h, 30d), or all"
-)
-
-
-async def _dead_letters(broker: str, group: str, since: str) -> list[DeadLetter]:
-    start = parse_since(since)
-    async with opened_transport(broker, needs="tidings dlq:offsets") as transport:
-        return await read_dead_letters(transport, group, start)
-
-
-def _letter_id(letter: DeadLetter) -> str:
-    return f"{letter.record.partition}:{letter.record.offset}"
-
-
-@dlq.command("list")
-def dlq_list(
-    group: str = typer.Argument(..., help="Consumer group (the service name)"),
-    broker: str = Broker,
-    since: str = Since,
-) -> None:
-    """The dead letters of a consumer group, of the last week unless --since says otherwise."""
-    letters = run_async(_dead_letters)(broker, group, since)
-    table = Table("id", "failed at", "type", "event id", "from", "attempts", "reason")
-    for d in letters:
-        when = datetime.fromtimestamp(d.failed_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(
-            _letter_id(d),
-            when,
-            d.event_type or "?",
-            d.event_id or "?",
-            f"{d.topic}/{d.partition}@{d.offset}",
-            str(d.attempts),
-            d.reason,
-        )
-    console.print(table)
-    window = "" if since.strip().lower() == "all" else f" stored in the last {since}"
-    console.print(f"{len(letters)} dead letter(s) in {dlq_topic(group)}{window}")
-
-
-def _find(letters: list[DeadLetter], letter_id: str) -> DeadLetter:
-    for d in letters:
-        if letter_id in (_letter_id(d), d.event_id):
-            return d
-    raise fail(
-        f"no dead letter {letter_id!r} in the window read (--since, {DLQ_WINDOW} by default; "
-        "--since all reads every one kept); `tidings dlq list GROUP` shows their ids"
-    )
-
-
-@dlq.command("show")
-def dlq_show(
-    group: str,
-    letter_id: str = typer.Argument(..., help="partition:offset or event id"),
-    broker: str = Broker,
-    since: str = Since,
-) -> None:
-    """One dead letter: its error, traceback, coordinates and payload."""
-    d = _find(run_async(_dead_letters)(broker, group, since), letter_id)
-    console.print(f"[bold]{d.event_type}[/] {d.event_id}  from {d.topic}/{d.partition}@{d.offset}")
-    console.print(f"reason:   {d.reason}\nerror:    {d.error}\nattempts: {d.attempts}")
-    if d.traceback:
-        console.print(d.traceback, markup=False, highlight=False)
-    console.print("headers: " + json.dumps(d.original_headers, indent=2))
-    console.print("payload: " + d.record.value.decode(errors="replace"), markup=False)
-
-
-@dlq.command("replay")
-def dlq_replay(
-    group: str,
-    letter_ids: list[str] = typer.Argument(None, help="partition:offset or event id"),
-    all_: bool = typer.Option(False, "--all", help="Replay every dead letter (of --since)"),
-    broker: str = Broker,
-    since: str = Since,
-) -> None:
-    """Send dead letters back to their group (only that group sees them again)."""
-    letters = run_async(_dead_letters)(broker, group, since)
-    if all_:
-        chosen = letters
-    elif letter_ids:
-        chosen = [_find(letters, i) for i in letter_ids]
-    else:
-        raise fail("name dead letters to replay (see `tidings dlq list`), or pass --all")
-
-    @run_async
-    async def main() -> None:
-        async with opened_transport(broker) as transport:
-            await transport.publish([d.replay_record() for d in chosen])
-
-    main()
-    console.print(f"replayed {len(chosen)} dead letter(s) to {group}")
-
-
 # Commands that live in their own modules.
+app.command()(topics)
+app.command()(lag)
+app.add_typer(dlq_app, name="dlq")
 app.command()(trace)
 app.command()(history)
 app.command()(dashboard)

@@ -13,14 +13,14 @@ import typer
 from rich.table import Table
 
 from tidings.cli.common import (
-    BROKER_HELP,
     STORE_HELP,
+    Broker,
     console,
     opened_store,
     opened_transport,
     run_async,
 )
-from tidings.host import DEFAULT_BROKER, DEFAULT_STORE, load_service
+from tidings.host import DEFAULT_STORE, load_service
 from tidings.projection import Projection
 from tidings.runtime.projector import ProjectionStatus, Projector, Rebuilt
 
@@ -29,7 +29,6 @@ projection_app = typer.Typer(
 )
 App = typer.Argument(..., help="The service, as module:attribute (shop.order:service)")
 Store = typer.Option(DEFAULT_STORE, "--store", "-s", envvar="TIDINGS_STORE", help=STORE_HELP)
-Broker = typer.Option(DEFAULT_BROKER, "--broker", "-b", envvar="TIDINGS_BROKER", help=BROKER_HELP)
 
 
 def _projections(app: str, name: str | None) -> list[Projection]:
