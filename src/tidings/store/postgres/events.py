@@ -49,6 +49,17 @@ APPEND = (
     " SELECT head.v, (SELECT coalesce(array_agg(position ORDER BY position), '{}')"
     " FROM added) FROM head"
 )
+# The same for one event (the usual save), with plain parameters: arrays cost more to
+# send than the statement costs to run.
+APPEND_ONE = (
+    "WITH head AS (SELECT coalesce(max(version), 0) AS v FROM events"
+    " WHERE service = %s AND stream = %s),"
+    " added AS (INSERT INTO events"
+    " (service, stream, version, event_id, type, schema_version, time, data)"
+    " SELECT %s, %s, head.v + 1, %s, %s, %s, %s, %s FROM head WHERE head.v = %s"
+    " RETURNING position)"
+    " SELECT head.v, (SELECT coalesce(array_agg(position), '{}') FROM added) FROM head"
+)
 COLUMNS: LiteralString = "position, stream, version, event_id, type, schema_version, time, data"
 # The latest snapshot (its row has no position) and the events after it, in one statement.
 READ_AGGREGATE = (
@@ -91,6 +102,7 @@ class PostgresEvents:
     """The event store part of a PostgreSQL unit of work (a mixin over its statements)."""
 
     service: str
+    _wrote: bool  # set by each write (the unit of work's read_only)
 
     # Provided by the unit of work (tidings.store.postgres.unit).
     def _defer(self, query: str, params: Sequence[Any]) -> None:
@@ -104,20 +116,36 @@ class PostgresEvents:
     ) -> list[int]:
         if not events:
             return []
+        self._wrote = True
         self._defer(LOCK_APPEND, (self.service,))
+        if len(events) == 1:
+            [e] = events
+            params: Sequence[Any] | Mapping[str, Any] = (
+                self.service,
+                stream,
+                self.service,
+                stream,
+                e.event_id,
+                e.type,
+                e.schema_version,
+                e.time,
+                Jsonb(e.data),
+                expected_version,
+            )
+        else:
+            params = {
+                "service": self.service,
+                "stream": stream,
+                "expected": expected_version,
+                "ids": [e.event_id for e in events],
+                "types": [e.type for e in events],
+                "schemas": [e.schema_version for e in events],
+                "times": [e.time for e in events],
+                "data": [Jsonb(e.data) for e in events],
+            }
         try:
             [(head, positions)] = await self._all(
-                APPEND,
-                {
-                    "service": self.service,
-                    "stream": stream,
-                    "expected": expected_version,
-                    "ids": [e.event_id for e in events],
-                    "types": [e.type for e in events],
-                    "schemas": [e.schema_version for e in events],
-                    "times": [e.time for e in events],
-                    "data": [Jsonb(e.data) for e in events],
-                },
+                APPEND_ONE if len(events) == 1 else APPEND, params
             )
         except ConcurrencyConflict as exc:
             cause = exc.__cause__
@@ -170,6 +198,7 @@ class PostgresEvents:
         return [_stored(r) for r in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._wrote = True
         self._defer(
             "INSERT INTO snapshots (service, stream, schema, version, state)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
