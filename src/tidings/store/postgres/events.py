@@ -9,11 +9,11 @@ head that is not the expected one.
 
 **Positions commit in order within a service.** An identity column hands out numbers when
 rows are inserted, not when they commit, so without more a reader could see position 7
-committed before position 6 and skip 6 for ever. Each append therefore first takes a
+committed before position 6 and skip 6 for ever. Each append therefore takes a
 transaction-scoped advisory lock for its service (``pg_advisory_xact_lock``), held until
-the commit: the appends of one service are serialised from their insert to their commit,
-and a later position is always committed later. The lock is sent deferred, in the same
-round trip as the insert. Services do not wait for each other. (The ``eventsourcing``
+the commit, in the append statement itself, before it reads the head or numbers a row:
+the appends of one service are serialised from their insert to their commit, and a later
+position is always committed later. Services do not wait for each other. (The ``eventsourcing``
 library locks the whole table for the same reason.)
 
 Snapshots are written deferred (nobody waits for them) and a second one of the same
@@ -33,12 +33,17 @@ from psycopg.types.json import Jsonb
 from tidings.store.base import ConcurrencyConflict, NewEvent, Snapshot, StoredEvent
 
 STREAM_VERSION = "events_stream_version"  # the unique constraint of (service, stream, version)
-# The advisory lock of a service's appends: a 64-bit hash of this prefix and the service.
-LOCK_APPEND = "SELECT pg_advisory_xact_lock(hashtextextended('tidings.events:' || %s, 0))"
+# The statement takes the service's advisory lock (a 64-bit hash of this prefix and the
+# service) before it reads the head: the head is read in the lock's row, so no plan can
+# read it, or number a row, before the lock is held.
+LOCKED_HEAD = (
+    "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock("
+    "hashtextextended('tidings.events:' || %(service)s, 0))),"
+    " head AS (SELECT (SELECT coalesce(max(version), 0) FROM events"
+    " WHERE service = %(service)s AND stream = %(stream)s) AS v FROM lock),"
+)
 APPEND = (
-    "WITH head AS (SELECT coalesce(max(version), 0) AS v FROM events"
-    " WHERE service = %(service)s AND stream = %(stream)s),"
-    " added AS (INSERT INTO events"
+    LOCKED_HEAD + " added AS (INSERT INTO events"
     " (service, stream, version, event_id, type, schema_version, time, data)"
     " SELECT %(service)s, %(stream)s, %(expected)s + r.n, r.event_id, r.type, r.schema_version,"
     " r.time, r.data"
@@ -49,15 +54,13 @@ APPEND = (
     " SELECT head.v, (SELECT coalesce(array_agg(position ORDER BY position), '{}')"
     " FROM added) FROM head"
 )
-# The same for one event (the usual save), with plain parameters: arrays cost more to
-# send than the statement costs to run.
+# The same for one event (the usual save), without arrays: they cost more to send than
+# the statement costs to run.
 APPEND_ONE = (
-    "WITH head AS (SELECT coalesce(max(version), 0) AS v FROM events"
-    " WHERE service = %s AND stream = %s),"
-    " added AS (INSERT INTO events"
+    LOCKED_HEAD + " added AS (INSERT INTO events"
     " (service, stream, version, event_id, type, schema_version, time, data)"
-    " SELECT %s, %s, head.v + 1, %s, %s, %s, %s, %s FROM head WHERE head.v = %s"
-    " RETURNING position)"
+    " SELECT %(service)s, %(stream)s, head.v + 1, %(id)s, %(type)s, %(schema)s, %(time)s,"
+    " %(data)s FROM head WHERE head.v = %(expected)s RETURNING position)"
     " SELECT head.v, (SELECT coalesce(array_agg(position), '{}') FROM added) FROM head"
 )
 COLUMNS: LiteralString = "position, stream, version, event_id, type, schema_version, time, data"
@@ -117,32 +120,24 @@ class PostgresEvents:
         if not events:
             return []
         self._wrote = True
-        self._defer(LOCK_APPEND, (self.service,))
+        params: dict[str, Any] = {
+            "service": self.service,
+            "stream": stream,
+            "expected": expected_version,
+        }
         if len(events) == 1:
             [e] = events
-            params: Sequence[Any] | Mapping[str, Any] = (
-                self.service,
-                stream,
-                self.service,
-                stream,
-                e.event_id,
-                e.type,
-                e.schema_version,
-                e.time,
-                Jsonb(e.data),
-                expected_version,
+            params.update(
+                id=e.event_id, type=e.type, schema=e.schema_version, time=e.time, data=Jsonb(e.data)
             )
         else:
-            params = {
-                "service": self.service,
-                "stream": stream,
-                "expected": expected_version,
-                "ids": [e.event_id for e in events],
-                "types": [e.type for e in events],
-                "schemas": [e.schema_version for e in events],
-                "times": [e.time for e in events],
-                "data": [Jsonb(e.data) for e in events],
-            }
+            params.update(
+                ids=[e.event_id for e in events],
+                types=[e.type for e in events],
+                schemas=[e.schema_version for e in events],
+                times=[e.time for e in events],
+                data=[Jsonb(e.data) for e in events],
+            )
         try:
             [(head, positions)] = await self._all(
                 APPEND_ONE if len(events) == 1 else APPEND, params
