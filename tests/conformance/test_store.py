@@ -136,6 +136,40 @@ async def test_postgres_migrations_run_once_even_when_services_start_together(
         assert (await cur.fetchone()) == (3,)
 
 
+async def test_postgres_read_only_units_commit_in_the_background_and_leak_nothing(
+    pg_url: str,
+) -> None:
+    """A unit of work that only read returns before its COMMIT is through; its connection
+    still goes back to the pool (two connections serve 40 of them, 10 at a time), no
+    transaction is left open, and a unit that wrote is committed when it returns."""
+    app = f"tidings_ro_{uuid.uuid4().hex[:8]}"
+    # A leaked connection fails this test in 5 s (acquire_timeout), not 30.
+    store = PostgresStore(
+        f"{pg_url}&application_name={app}", max_connections=2, acquire_timeout=5.0
+    )
+    await store.connect()
+    try:
+        async with store.unit_of_work("svc") as uow:
+            await uow.put("things", "a", {"n": 1})
+        async with store.unit_of_work("svc") as uow:  # committed before it returned
+            found = await uow.get("things", "a")
+        assert found is not None and found.data == {"n": 1}
+
+        async def read() -> None:
+            async with store.unit_of_work("svc") as uow:
+                assert (await uow.get("things", "a")) is not None
+
+        for _ in range(4):
+            await asyncio.gather(*(read() for _ in range(10)))
+    finally:
+        await store.close()  # waits for the COMMITs still on their way
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT state FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchall()
+    assert rows == []  # every connection closed, none left idle in a transaction
+
+
 async def test_postgres_connections_cut_mid_batch_lose_nothing(pg_url: str) -> None:
     """The server cuts every connection of the store (pg_terminate_backend) while a batch
     over several partitions is being handled: the batch fails with StoreUnavailable, and
