@@ -1,15 +1,26 @@
 """The event store on SQLite and PostgreSQL: appends/s and aggregate loads/s.
 
-* ``append``: a unit of work that saves one new event of a live aggregate (append, outbox
-  row, commit), one after another on one stream.
-* ``load``: a unit of work that loads an aggregate of 1,000 events, without snapshots and
+* ``appends``: a unit of work that saves one new event of a live aggregate, one after
+  another on one stream: the append, the outbox row for the broker (with its NOTIFY on
+  PostgreSQL) and the commit, as a handler's save does.
+* ``appends_store_only``: the same without the outbox row (a bare unit of work).
+* ``loads``: a unit of work that loads an aggregate of 1,000 events, without snapshots and
   with one every 100 events (the same stream, read by two classes); and once, a stream of
   10,000 events both ways.
 
 The ``eventsourcing`` library (the ``bench`` extra) does the same work on the same
 database, with an aggregate of the same state (``@event`` methods), and each figure is
-also given as a ratio, tidings / library (above 1: tidings is faster). Its save writes
-the event and its notification; ours the event and an outbox row for the broker.
+also given as a ratio, tidings / library (above 1: tidings is faster). Like with like?
+Its save writes the event row (its notification log is the same table) and sends a
+NOTIFY; ``appends`` writes the event row and an outbox row and sends a NOTIFY (one row
+more), ``appends_store_only`` writes the event row alone (no NOTIFY: one statement less).
+Its loads are two statements outside a transaction; ours one, in a REPEATABLE READ
+unit of work.
+
+The machine may be shared, so the two take turns: ``ROUNDS`` rounds, each measuring every
+figure for tidings and then the library (the library first in odd rounds), and each
+figure is the median of its rounds; the ratio is that of the medians, and
+``*_ratio_rounds`` lists each round's own ratio.
 
 PostgreSQL runs in a schema of its own (dropped afterwards) on
 ``TIDINGS_BENCH_POSTGRES_URL`` (default: the local test server).
@@ -19,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -37,6 +50,9 @@ from tidings.transport.memory import MemoryTransport
 from tidings.units import OutboxUnits
 
 POSTGRES_URL = os.environ.get("TIDINGS_BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/tidings")
+ROUNDS = int(os.environ.get("TIDINGS_BENCH_ROUNDS", "5"))
+APPENDS = 300  # per round
+LOAD_SECONDS = 1.0  # per round and figure
 
 
 class Snapshotted(Counter, name="Counter", snapshot_every=100):
@@ -71,56 +87,101 @@ class LibrarySnapshotting(Application[Any]):
     snapshotting_intervals = {LibraryCounter: 100}
 
 
-def _library(env: dict[str, str]) -> dict[str, float]:
-    """The same work as :func:`_measure`, done with the ``eventsourcing`` library."""
-    plain, snapshotting = LibraryApp(env=env), LibrarySnapshotting(env=env)
-    try:
-        counter = LibraryCounter()
-        appends, started = 2000, time.perf_counter()
-        for i in range(appends):
-            counter.add(i % 7)
-            plain.save(counter)
-        appends_per_s = appends / (time.perf_counter() - started)
-        ids = {}
+class Library:
+    """The library's side: its applications, a live aggregate and two filled streams."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.plain, self.snapshotting = LibraryApp(env=env), LibrarySnapshotting(env=env)
+        self.counter = LibraryCounter()
+        self.ids = {}
         for label, events in (("k1", 1000), ("k10", 10_000)):
             filled = LibraryCounter()
             for start in range(0, events, 100):
                 for n in range(start, min(start + 100, events)):
                     filled.add(n % 7)
-                snapshotting.save(filled)  # a snapshot at each multiple of 100
-            ids[label] = filled.id
+                self.snapshotting.save(filled)  # a snapshot at each multiple of 100
+            self.ids[label] = filled.id
 
-        def loads(app: Application[Any], seconds: float = 3) -> float:
-            done, started = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - started) < seconds:
-                app.repository.get(ids["k1"])
-                done += 1
-            return done / elapsed
+    def close(self) -> None:
+        self.plain.close()
+        self.snapshotting.close()
 
-        result = {
-            "appends_per_s": round(appends_per_s),
-            "loads_per_s_1k_events": round(loads(plain)),
-            "loads_per_s_1k_events_snapshots": round(loads(snapshotting)),
-        }
-        for app, label in ((plain, "replay"), (snapshotting, "snapshot")):
-            started = time.perf_counter()
-            loaded = app.repository.get(ids["k10"])
-            assert loaded.version == 10_001  # its Created event, then 10,000
-            result[f"load_10k_events_ms_{label}"] = round((time.perf_counter() - started) * 1000, 1)
-        return result
-    finally:
-        plain.close()
-        snapshotting.close()
+    async def appends(self) -> float:
+        started = time.perf_counter()
+        for i in range(APPENDS):
+            self.counter.add(i % 7)
+            self.plain.save(self.counter)
+        return APPENDS / (time.perf_counter() - started)
+
+    async def loads(self, snapshots: bool) -> float:
+        app = self.snapshotting if snapshots else self.plain
+        done, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < LOAD_SECONDS:
+            app.repository.get(self.ids["k1"])
+            done += 1
+        return done / elapsed
+
+    async def load_10k_ms(self, snapshots: bool) -> float:
+        app = self.snapshotting if snapshots else self.plain
+        started = time.perf_counter()
+        loaded = app.repository.get(self.ids["k10"])
+        assert loaded.version == 10_001  # its Created event, then 10,000
+        return (time.perf_counter() - started) * 1000
 
 
-def _side_by_side(prefix: str, ours: dict[str, float], theirs: dict[str, float]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in ours.items():
-        result[f"{prefix}_{key}"] = value
-        result[f"{prefix}_{key}_library"] = theirs[key]
-        faster = value / theirs[key] if "per_s" in key else theirs[key] / value
-        result[f"{prefix}_{key}_ratio"] = round(faster, 2)
-    return result
+class Ours:
+    """Our side: a store, units of work with an outbox, a live aggregate, filled streams."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.service = f"bench-{uuid.uuid4().hex[:8]}"
+        self.units = OutboxUnits(
+            self.service, store, MemoryTransport(), "binary", on_outbox=lambda: None
+        )
+        self.counter = Counter(id="appended")
+        self.bare = Counter(id="appended-store-only")
+
+    @classmethod
+    async def open(cls, url: str) -> Ours:
+        ours = cls(await open_store(url))
+        await _fill(ours.store, ours.service, "k1", 1000, Snapshotted)
+        await _fill(ours.store, ours.service, "k10", 10_000, Snapshotted)
+        return ours
+
+    async def appends(self) -> float:
+        started = time.perf_counter()
+        for i in range(APPENDS):
+            async with self.units.open() as (_, ctx):
+                self.counter.add(i % 7)
+                await ctx.save(self.counter)
+        return APPENDS / (time.perf_counter() - started)
+
+    async def appends_store_only(self) -> float:
+        started = time.perf_counter()
+        for i in range(APPENDS):
+            async with self.store.unit_of_work(self.service) as uow:
+                self.bare.add(i % 7)
+                await Context(self.service, uow).save(self.bare)  # no outbox: not published
+        return APPENDS / (time.perf_counter() - started)
+
+    async def loads(self, snapshots: bool) -> float:
+        klass = Snapshotted if snapshots else Counter
+        done, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < LOAD_SECONDS:
+            async with self.store.unit_of_work(self.service) as uow:
+                counter = await Context(self.service, uow).load(klass, "k1")
+            assert counter is not None
+            done += 1
+        return done / elapsed
+
+    async def load_10k_ms(self, snapshots: bool) -> float:
+        started = time.perf_counter()
+        async with self.store.unit_of_work(self.service) as uow:
+            loaded = await Context(self.service, uow).load(
+                Snapshotted if snapshots else Counter, "k10"
+            )
+        assert loaded is not None and loaded.version == 10_000
+        return (time.perf_counter() - started) * 1000
 
 
 async def _fill(store: Store, service: str, id: str, events: int, klass: type[Counter]) -> None:
@@ -132,56 +193,58 @@ async def _fill(store: Store, service: str, id: str, events: int, klass: type[Co
             await Context(service, uow).save(counter)
 
 
-async def _loads(
-    store: Store, service: str, id: str, klass: type[Counter], seconds: float
-) -> float:
-    done, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        async with store.unit_of_work(service) as uow:
-            counter = await Context(service, uow).load(klass, id)
-        assert counter is not None
-        done += 1
-    return done / elapsed
+Figure = tuple[str, Callable[[], Awaitable[float]], Callable[[], Awaitable[float]]]
 
 
-async def _measure(url: str) -> dict[str, float]:
-    store = await open_store(url)
-    service = f"bench-{uuid.uuid4().hex[:8]}"
-    units = OutboxUnits(service, store, MemoryTransport(), "binary", on_outbox=lambda: None)
+async def _compare(prefix: str, url: str, env: dict[str, str]) -> dict[str, Any]:
+    """Every figure for both, in alternating rounds; medians and ratios (see the docstring)."""
+    ours, theirs = await Ours.open(url), Library(env)
     try:
-        counter = Counter(id="appended")
-        appends, started = 2000, time.perf_counter()
-        for i in range(appends):
-            async with units.open() as (_, ctx):
-                counter.add(i % 7)
-                await ctx.save(counter)
-        appends_per_s = appends / (time.perf_counter() - started)
-        await _fill(store, service, "k1", 1000, Snapshotted)
-        await _fill(store, service, "k10", 10_000, Snapshotted)
-        result = {
-            "appends_per_s": round(appends_per_s),
-            "loads_per_s_1k_events": round(await _loads(store, service, "k1", Counter, 3)),
-            "loads_per_s_1k_events_snapshots": round(
-                await _loads(store, service, "k1", Snapshotted, 3)
+        figures: list[Figure] = [
+            ("appends_per_s", ours.appends, theirs.appends),
+            ("appends_per_s_store_only", ours.appends_store_only, theirs.appends),
+            ("loads_per_s_1k_events", lambda: ours.loads(False), lambda: theirs.loads(False)),
+            (
+                "loads_per_s_1k_events_snapshots",
+                lambda: ours.loads(True),
+                lambda: theirs.loads(True),
             ),
-        }
-        for klass, label in ((Counter, "replay"), (Snapshotted, "snapshot")):
-            started = time.perf_counter()
-            async with store.unit_of_work(service) as uow:
-                loaded = await Context(service, uow).load(klass, "k10")
-            assert loaded is not None and loaded.version == 10_000
-            result[f"load_10k_events_ms_{label}"] = round((time.perf_counter() - started) * 1000, 1)
-        return result
+        ]
+        rounds: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in figures}
+        for r in range(ROUNDS):
+            for name, mine, library in figures:
+                if r % 2:  # the library first in odd rounds: neither always goes first
+                    b = await library()
+                    a = await mine()
+                else:
+                    a = await mine()
+                    b = await library()
+                rounds[name].append((a, b))
+        for snapshots, label in ((False, "replay"), (True, "snapshot")):
+            rounds[f"load_10k_events_ms_{label}"] = [
+                (await ours.load_10k_ms(snapshots), await theirs.load_10k_ms(snapshots))
+            ]
     finally:
-        await store.close()
+        theirs.close()
+        await ours.store.close()
+    result: dict[str, Any] = {}
+    for name, pairs in rounds.items():
+        mine, library = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+        faster = (lambda a, b: a / b) if "per_s" in name else (lambda a, b: b / a)
+        digits = 0 if "per_s" in name else 1
+        result[f"{prefix}_{name}"] = round(mine, digits)
+        result[f"{prefix}_{name}_library"] = round(library, digits)
+        result[f"{prefix}_{name}_ratio"] = round(faster(mine, library), 2)
+        if len(pairs) > 1:
+            result[f"{prefix}_{name}_ratio_rounds"] = [round(faster(a, b), 2) for a, b in pairs]
+    return result
 
 
 def run() -> dict[str, Any]:
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"rounds": ROUNDS, "load_average": round(os.getloadavg()[0], 1)}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = asyncio.run(_measure(f"sqlite:///{tmp}/events.db"))
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": f"{tmp}/library.db"}
-        result.update(_side_by_side("sqlite", ours, _library(env)))
+        result.update(asyncio.run(_compare("sqlite", f"sqlite:///{tmp}/events.db", env)))
     schema = f"bench_events_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -197,9 +260,10 @@ def run() -> dict[str, Any]:
         }
     try:
         sep = "&" if "?" in POSTGRES_URL else "?"
-        ours = asyncio.run(_measure(f"{POSTGRES_URL}{sep}options=-c%20search_path%3D{schema}"))
-        result.update(_side_by_side("postgres", ours, _library(env)))
+        url = f"{POSTGRES_URL}{sep}options=-c%20search_path%3D{schema}"
+        result.update(asyncio.run(_compare("postgres", url, env)))
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    result["load_average_after"] = round(os.getloadavg()[0], 1)
     return result

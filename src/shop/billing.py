@@ -10,9 +10,10 @@ no-op, and the ``payments`` record per order is a second guard for the same even
 published twice (say, by a relay that crashed after publishing and before deleting); the
 account refuses to charge one order twice as well.
 
-In choreography (``SHOP_SAGA``) billing charges on InventoryReserved; in orchestration it
-answers the order saga's ChargePayment and CancelPayment commands instead, each command id
-once (:mod:`tidings.saga.commands`). CancelPayment is the saga's compensation when a
+An order placed in choreography (``saga`` on its events, from ``SHOP_SAGA`` where it was
+placed) is charged on InventoryReserved; for one placed in orchestration billing answers
+the order saga's ChargePayment and CancelPayment commands instead, each command id once
+(:mod:`tidings.saga.commands`). CancelPayment is the saga's compensation when a
 charge got no reply in time: a charge taken is refunded on the account (PaymentRefunded),
 and an order not charged yet is voided, so a ChargePayment arriving after it is declined.
 
@@ -48,6 +49,7 @@ from shop.events import (
     PaymentProcessed,
     PaymentRefunded,
 )
+from shop.settings import CHOREOGRAPHY, ORCHESTRATION
 from tidings import Aggregate, Context, Event, NonRecoverable, Service, applies, new_event_id
 from tidings.saga import answer, answered
 
@@ -195,8 +197,11 @@ def _declined_by_bank(order_id: str) -> bool:
     return rate > 0 and random.Random(f"{settings.seed()}:{order_id}").random() < rate
 
 
-async def _charge(ctx: Context, order_id: str, customer_id: str, amount_cents: int) -> Event:
-    """Charge ``customer_id``'s account for ``order_id`` unless refused; the event saying so."""
+async def _charge(
+    ctx: Context, order_id: str, customer_id: str, amount_cents: int, saga: str
+) -> Event:
+    """Charge ``customer_id``'s account for ``order_id`` unless refused; the event saying so
+    (carrying on how the order's saga runs)."""
     paid = await ctx.get(payments, order_id)
     if paid is not None:  # asked again: the same answer
         return PaymentProcessed(
@@ -204,11 +209,15 @@ async def _charge(ctx: Context, order_id: str, customer_id: str, amount_cents: i
             payment_id=paid.payment_id,
             customer_id=paid.customer_id,
             amount_cents=paid.amount_cents,
+            saga=saga,
         )
     void = await ctx.get(voids, order_id)
     if void is not None:
         return PaymentFailed(
-            order_id=order_id, customer_id=customer_id, reason=f"cancelled: {void.reason}"
+            order_id=order_id,
+            customer_id=customer_id,
+            reason=f"cancelled: {void.reason}",
+            saga=saga,
         )
     if customer_id in settings.fraud_hold_customers():
         log.warning("payment of order %s held for fraud review", order_id)
@@ -229,7 +238,7 @@ async def _charge(ctx: Context, order_id: str, customer_id: str, amount_cents: i
     if reason is not None:
         account.decline(order_id, amount_cents, reason)
         await ctx.save(account)
-        return PaymentFailed(order_id=order_id, customer_id=customer_id, reason=reason)
+        return PaymentFailed(order_id=order_id, customer_id=customer_id, reason=reason, saga=saga)
     payment = Payment(
         payment_id=new_event_id(),
         order_id=order_id,
@@ -244,23 +253,28 @@ async def _charge(ctx: Context, order_id: str, customer_id: str, amount_cents: i
         payment_id=payment.payment_id,
         customer_id=customer_id,
         amount_cents=amount_cents,
+        saga=saga,
     )
 
 
 @service.on
 async def charge(event: InventoryReserved, ctx: Context) -> None:
-    if not settings.choreography():
+    if event.saga != CHOREOGRAPHY:
         return  # the order saga sends ChargePayment
     if await ctx.get(payments, event.order_id) is not None:
         return
-    ctx.publish(await _charge(ctx, event.order_id, event.customer_id, event.amount_cents))
+    ctx.publish(
+        await _charge(ctx, event.order_id, event.customer_id, event.amount_cents, event.saga)
+    )
 
 
 @service.on
 async def charge_command(command: ChargePayment, ctx: Context) -> None:
     if await answered(ctx, command):
         return
-    reply = await _charge(ctx, command.order_id, command.customer_id, command.amount_cents)
+    reply = await _charge(
+        ctx, command.order_id, command.customer_id, command.amount_cents, ORCHESTRATION
+    )
     await answer(ctx, command, reply)
 
 

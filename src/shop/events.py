@@ -44,13 +44,21 @@ class _OrderEvent(Event, key="order_id", abstract=True):
     order_id: str
 
 
-class OrderPlaced(_OrderEvent, topic=ORDERS):
+class _SagaEvent(_OrderEvent, abstract=True):
+    """An event of an order's saga, saying how that order's saga runs: fixed when it is
+    placed (``SHOP_SAGA`` of the order service) and carried on by each event that follows,
+    so every service decides per order, never by its own setting. A process started with
+    another ``SHOP_SAGA`` so cannot strand an order (say, billing waiting for a command
+    that never comes while inventory reacted in choreography). Events written before the
+    field existed read as "choreography", the only mode there was."""
+
+    saga: str = "choreography"  # or "orchestration"
+
+
+class OrderPlaced(_SagaEvent, topic=ORDERS):
     customer_id: str
     lines: list[OrderLine]
     amount_cents: int
-    # How this order's saga runs, fixed when it is placed (SHOP_SAGA): only the order
-    # saga starts an "orchestration" order, only inventory's reaction a "choreography" one.
-    saga: str = "choreography"
 
 
 class OrderCompleted(_OrderEvent, topic=ORDERS):
@@ -61,28 +69,28 @@ class OrderCancelled(_OrderEvent, topic=ORDERS):
     reason: str
 
 
-class InventoryReserved(_OrderEvent, topic=INVENTORY):
+class InventoryReserved(_SagaEvent, topic=INVENTORY):
     customer_id: str
     lines: list[OrderLine]
     amount_cents: int
 
 
-class InventoryRejected(_OrderEvent, topic=INVENTORY):
+class InventoryRejected(_SagaEvent, topic=INVENTORY):
     reason: str
 
 
-class InventoryReleased(_OrderEvent, topic=INVENTORY):
+class InventoryReleased(_SagaEvent, topic=INVENTORY):
     lines: list[OrderLine]
     reason: str
 
 
-class PaymentProcessed(_OrderEvent, topic=BILLING):
+class PaymentProcessed(_SagaEvent, topic=BILLING):
     payment_id: str
     customer_id: str
     amount_cents: int
 
 
-class PaymentFailed(_OrderEvent, topic=BILLING):
+class PaymentFailed(_SagaEvent, topic=BILLING):
     customer_id: str
     reason: str
 

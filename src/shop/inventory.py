@@ -3,9 +3,12 @@
 Stock is conserved: every unit is either on the shelf (``stock``) or held by exactly one
 reservation (``reservations``), and a reservation is released at most once.
 
-In choreography (``SHOP_SAGA``, :mod:`shop.settings`) it reacts to OrderPlaced and
-PaymentFailed; in orchestration it answers the order saga's ReserveInventory and
-ReleaseInventory commands instead, each command id once (:mod:`tidings.saga.commands`).
+An order placed in choreography (``OrderPlaced.saga``, from the order service's
+``SHOP_SAGA``; :mod:`shop.settings`) is reserved on OrderPlaced and released on
+PaymentFailed; for one placed in orchestration it answers the order saga's
+ReserveInventory and ReleaseInventory commands instead, each command id once
+(:mod:`tidings.saga.commands`). The decision is per order, carried on each event, never
+this process's own setting.
 A release for an order it never reserved (the reservation timed out before it came, say)
 leaves a released tombstone, so a ReserveInventory for that order arriving later is
 refused rather than holding stock for a cancelled order.
@@ -32,6 +35,7 @@ from shop.events import (
     ReserveInventory,
     StockAdjusted,
 )
+from shop.settings import CHOREOGRAPHY, ORCHESTRATION
 from tidings import Context, Event, Service
 from tidings.saga import answer, answered
 
@@ -62,15 +66,27 @@ async def seed_stock(ctx: Context) -> None:
 
 
 async def _reserve(
-    ctx: Context, order_id: str, customer_id: str, lines: list[OrderLine], amount_cents: int
+    ctx: Context,
+    order_id: str,
+    customer_id: str,
+    lines: list[OrderLine],
+    amount_cents: int,
+    saga: str,
 ) -> Event:
-    """Take the lines off the shelf for ``order_id`` if all are there; the event saying so."""
+    """Take the lines off the shelf for ``order_id`` if all are there; the event saying so
+    (carrying on how the order's saga runs)."""
     held = await ctx.get(reservations, order_id)
     if held is not None:  # released before it came, or reserved by an earlier request
         if held.released:
-            return InventoryRejected(order_id=order_id, reason="order released before reserving")
+            return InventoryRejected(
+                order_id=order_id, reason="order released before reserving", saga=saga
+            )
         return InventoryReserved(
-            order_id=order_id, customer_id=customer_id, lines=held.lines, amount_cents=amount_cents
+            order_id=order_id,
+            customer_id=customer_id,
+            lines=held.lines,
+            amount_cents=amount_cents,
+            saga=saga,
         )
     wanted: dict[str, int] = {}
     for line in lines:
@@ -82,18 +98,23 @@ async def _reserve(
         if (item := shelf[sku]) is None or item.available < qty
     ]
     if short:
-        return InventoryRejected(order_id=order_id, reason="out of stock: " + ", ".join(short))
+        reason = "out of stock: " + ", ".join(short)
+        return InventoryRejected(order_id=order_id, reason=reason, saga=saga)
     for sku, qty in wanted.items():
         item = shelf[sku]
         assert item is not None
         await ctx.put(stock, sku, StockItem(sku=sku, available=item.available - qty))
     await ctx.put(reservations, order_id, Reservation(order_id=order_id, lines=lines))
     return InventoryReserved(
-        order_id=order_id, customer_id=customer_id, lines=lines, amount_cents=amount_cents
+        order_id=order_id,
+        customer_id=customer_id,
+        lines=lines,
+        amount_cents=amount_cents,
+        saga=saga,
     )
 
 
-async def _release(ctx: Context, order_id: str, reason: str) -> InventoryReleased | None:
+async def _release(ctx: Context, order_id: str, reason: str, saga: str) -> InventoryReleased | None:
     """Compensation: put the reserved units back on the shelf; None if released already.
     An order never reserved gets a released tombstone and a release of no lines."""
     reservation = await ctx.get(reservations, order_id)
@@ -101,7 +122,7 @@ async def _release(ctx: Context, order_id: str, reason: str) -> InventoryRelease
         await ctx.put(
             reservations, order_id, Reservation(order_id=order_id, lines=[], released=True)
         )
-        return InventoryReleased(order_id=order_id, lines=[], reason=reason)
+        return InventoryReleased(order_id=order_id, lines=[], reason=reason, saga=saga)
     if reservation.released:
         return None
     for line in reservation.lines:
@@ -111,28 +132,30 @@ async def _release(ctx: Context, order_id: str, reason: str) -> InventoryRelease
             stock, line.sku, StockItem(sku=line.sku, available=item.available + line.quantity)
         )
     await ctx.put(reservations, order_id, reservation.model_copy(update={"released": True}))
-    return InventoryReleased(order_id=order_id, lines=reservation.lines, reason=reason)
+    return InventoryReleased(order_id=order_id, lines=reservation.lines, reason=reason, saga=saga)
 
 
-# -- choreography: react to the other services' events ---------------------------------
+# -- choreography: react to the other services' events (orders placed so) ---------------
 @service.on
 async def reserve(event: OrderPlaced, ctx: Context) -> None:
-    if event.saga != "choreography":
+    if event.saga != CHOREOGRAPHY:
         return  # the order saga sends ReserveInventory
     ctx.publish(
-        await _reserve(ctx, event.order_id, event.customer_id, event.lines, event.amount_cents)
+        await _reserve(
+            ctx, event.order_id, event.customer_id, event.lines, event.amount_cents, event.saga
+        )
     )
 
 
 @service.on
 async def release(event: PaymentFailed, ctx: Context) -> None:
     """Compensation: put the reserved units back on the shelf."""
-    if not settings.choreography():
+    if event.saga != CHOREOGRAPHY:
         return  # the order saga sends ReleaseInventory
     reservation = await ctx.get(reservations, event.order_id)
     if reservation is None:  # not reserved here: nothing to give back
         return
-    released = await _release(ctx, event.order_id, f"payment failed: {event.reason}")
+    released = await _release(ctx, event.order_id, f"payment failed: {event.reason}", event.saga)
     if released is not None:
         ctx.publish(released)
 
@@ -151,7 +174,12 @@ async def reserve_command(command: ReserveInventory, ctx: Context) -> None:
     if await answered(ctx, command):
         return
     reply = await _reserve(
-        ctx, command.order_id, command.customer_id, command.lines, command.amount_cents
+        ctx,
+        command.order_id,
+        command.customer_id,
+        command.lines,
+        command.amount_cents,
+        ORCHESTRATION,
     )
     await answer(ctx, command, reply)
 
@@ -160,9 +188,9 @@ async def reserve_command(command: ReserveInventory, ctx: Context) -> None:
 async def release_command(command: ReleaseInventory, ctx: Context) -> None:
     if await answered(ctx, command):
         return
-    released = await _release(ctx, command.order_id, command.reason)
+    released = await _release(ctx, command.order_id, command.reason, ORCHESTRATION)
     # Released before (by another command id): say so with no lines, so the saga moves on.
     reply = released or InventoryReleased(
-        order_id=command.order_id, lines=[], reason=command.reason
+        order_id=command.order_id, lines=[], reason=command.reason, saga=ORCHESTRATION
     )
     await answer(ctx, command, reply)

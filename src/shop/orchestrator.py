@@ -41,6 +41,7 @@ from shop.events import (
     ReleaseInventory,
     ReserveInventory,
 )
+from shop.settings import ORCHESTRATION
 from tidings import Service
 from tidings.saga import Saga, SagaState
 
@@ -73,7 +74,7 @@ saga = Saga(service, "order", OrderSaga)
 
 @saga.starts
 def placed(event: OrderPlaced, s: OrderSaga) -> None:
-    if event.saga != "orchestration":  # placed in choreography: no saga is started
+    if event.saga != ORCHESTRATION:  # placed in choreography: no saga is started
         return
     s.customer_id, s.lines, s.amount_cents = event.customer_id, event.lines, event.amount_cents
     s.send(

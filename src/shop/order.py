@@ -47,6 +47,7 @@ from shop.events import (
     ProductPriced,
     ProductWithdrawn,
 )
+from shop.settings import CHOREOGRAPHY
 from tidings import Context, Envelope, Event, Service, new_event_id
 from tidings.http import BodyLimit, UnitOfWork, readable_validation_errors
 from tidings.projection import ProjectionContext, ProjectionView
@@ -195,6 +196,7 @@ async def _advance(
 
 # In choreography this service ends each order on its last event (and publishes the end);
 # in orchestration the order saga (shop.orchestrator) ends it and this service follows.
+# Which one is the order's mode (``saga`` on its events), not this process's SHOP_SAGA.
 @service.on
 async def on_reserved(event: InventoryReserved, ctx: Context) -> None:
     await _advance(ctx, event.order_id, "RESERVED")
@@ -207,7 +209,7 @@ async def on_payment_failed(event: PaymentFailed, ctx: Context) -> None:
 
 @service.on
 async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
-    if not settings.choreography():
+    if event.saga != CHOREOGRAPHY:
         await _advance(ctx, event.order_id, None)
         return
     await _advance(
@@ -220,7 +222,7 @@ async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
 
 @service.on
 async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Context) -> None:
-    if not settings.choreography():
+    if event.saga != CHOREOGRAPHY:
         await _advance(ctx, event.order_id, None)
         return
     await _advance(
@@ -232,18 +234,15 @@ async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Contex
     )
 
 
+@service.on
 async def on_ended(event: OrderCompleted | OrderCancelled, ctx: Context) -> None:
     """The order's end as the order saga decided it."""
+    if ctx.cause is not None and ctx.cause.source == service.name:
+        return  # its own end (choreography), read back: the order has it already
     if isinstance(event, OrderCompleted):
         await _advance(ctx, event.order_id, "COMPLETED")
     else:
         await _advance(ctx, event.order_id, "CANCELLED", event.reason)
-
-
-# Only in orchestration is the end news to this service: in choreography it publishes it,
-# and reading its own topic would cost a group new to it every old order on the topic.
-if not settings.choreography():
-    service.on(on_ended)
 
 
 # -- the sales report: a projection -------------------------------------------------------

@@ -8,10 +8,12 @@
 * ``SHOP_FRAUD_HOLD_FILE``: a file of customer ids (one a line, ``#`` comments) whose
   payments billing holds for manual fraud review; re-read on every payment, so the risk
   team clears a customer by editing it (see :mod:`shop.billing`);
-* ``SHOP_SAGA``: how an order's steps are coordinated, ``choreography`` (the default:
-  each service reacts to the others' events) or ``orchestration`` (``shop.orchestrator``
-  sends commands and awaits replies). Every process of a shop runs in the same mode:
-  switch it only with no order in flight;
+* ``SHOP_SAGA``: how the order service's new orders are coordinated, ``choreography``
+  (the default: each service reacts to the others' events) or ``orchestration``
+  (``shop.orchestrator`` sends commands and awaits replies). Only the order service
+  reads it, when it places an order: the mode travels on the order's events
+  (``saga``), and every other service follows the order's mode, so processes started
+  with different settings (or a switch with orders in flight) strand no order;
 * ``SHOP_STEP_TIMEOUT``: seconds the orchestrator waits for a reply before it compensates
   (default 30).
 """
@@ -67,7 +69,8 @@ def fraud_hold_customers() -> frozenset[str]:
     return frozenset(line for line in lines if line and not line.startswith("#"))
 
 
-SAGA_MODES = ("choreography", "orchestration")
+CHOREOGRAPHY, ORCHESTRATION = "choreography", "orchestration"
+SAGA_MODES = (CHOREOGRAPHY, ORCHESTRATION)
 
 
 def saga_mode() -> str:
@@ -75,11 +78,6 @@ def saga_mode() -> str:
     if mode not in SAGA_MODES:
         raise ValueError(f"SHOP_SAGA={mode!r}: expected one of {', '.join(SAGA_MODES)}")
     return mode
-
-
-def choreography() -> bool:
-    """Whether the services react to each other's events (else they answer commands)."""
-    return saga_mode() == "choreography"
 
 
 def step_timeout() -> float:

@@ -136,6 +136,40 @@ async def test_postgres_migrations_run_once_even_when_services_start_together(
         assert (await cur.fetchone()) == (3,)
 
 
+async def test_postgres_read_only_units_commit_in_the_background_and_leak_nothing(
+    pg_url: str,
+) -> None:
+    """A unit of work that only read returns before its COMMIT is through; its connection
+    still goes back to the pool (two connections serve 40 of them, 10 at a time), no
+    transaction is left open, and a unit that wrote is committed when it returns."""
+    app = f"tidings_ro_{uuid.uuid4().hex[:8]}"
+    # A leaked connection fails this test in 5 s (acquire_timeout), not 30.
+    store = PostgresStore(
+        f"{pg_url}&application_name={app}", max_connections=2, acquire_timeout=5.0
+    )
+    await store.connect()
+    try:
+        async with store.unit_of_work("svc") as uow:
+            await uow.put("things", "a", {"n": 1})
+        async with store.unit_of_work("svc") as uow:  # committed before it returned
+            found = await uow.get("things", "a")
+        assert found is not None and found.data == {"n": 1}
+
+        async def read() -> None:
+            async with store.unit_of_work("svc") as uow:
+                assert (await uow.get("things", "a")) is not None
+
+        for _ in range(4):
+            await asyncio.gather(*(read() for _ in range(10)))
+    finally:
+        await store.close()  # waits for the COMMITs still on their way
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT state FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchall()
+    assert rows == []  # every connection closed, none left idle in a transaction
+
+
 async def test_postgres_connections_cut_mid_batch_lose_nothing(pg_url: str) -> None:
     """The server cuts every connection of the store (pg_terminate_backend) while a batch
     over several partitions is being handled: the batch fails with StoreUnavailable, and
@@ -363,13 +397,13 @@ async def test_postgres_a_document_read_again_in_a_unit_of_work_is_not_fetched_a
             await uow.put("stock", "widget", {"n": 10})
         async with store.unit_of_work("stock") as uow:
             sent: list[str] = []
-            execute = uow._conn.execute  # a spy on what goes to the server
+            round_trip = uow._all  # type: ignore[attr-defined]  # a spy on what is waited for
 
-            async def counting(query: str, *args: object, **kwargs: object) -> object:
+            async def counting(query: str, params: object) -> object:
                 sent.append(query)
-                return await execute(query, *args, **kwargs)  # type: ignore[arg-type]
+                return await round_trip(query, params)
 
-            monkeypatch.setattr(uow._conn, "execute", counting)
+            monkeypatch.setattr(uow, "_all", counting)
             for n in range(9, 4, -1):
                 doc = await uow.get("stock", "widget")
                 assert doc is not None and doc.data == {"n": n + 1}

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from shop import billing, inventory, orchestrator
+from shop import billing, inventory, orchestrator, order
 from shop.events import (
+    ORDERS,
     CancelPayment,
     ChargePayment,
     InventoryRejected,
@@ -22,6 +23,7 @@ from shop.events import (
     PaymentFailed,
     PaymentProcessed,
     PaymentRefunded,
+    PlaceOrder,
     ReleaseInventory,
     ReserveInventory,
 )
@@ -240,7 +242,7 @@ async def test_commands_for_an_order_never_seen_get_a_defined_answer() -> None:
         await app.publish(CancelPayment(command_id="o7/cancel", order_id="o7", reason="timed out"))
         await app.drain()
         assert await app.published(InventoryReleased) == [
-            InventoryReleased(order_id="o7", lines=[], reason="timed out")
+            InventoryReleased(order_id="o7", lines=[], reason="timed out", saga="orchestration")
         ]
         # Coming after their cancellation, the forward commands are refused, not done.
         await app.publish(
@@ -301,3 +303,47 @@ async def test_a_command_answered_meanwhile_conflicts_instead_of_acting_twice() 
         with pytest.raises(ConcurrencyConflict):
             async with app.unit_of_work(inventory.service) as ctx:
                 await answer(ctx, command, None)  # as if it had looked before the first
+
+
+# -- the mode is the order's, not the process's ---------------------------------------------
+async def _place(app: TestApp) -> str:
+    command = PlaceOrder(customer_id="c1", lines=LINES)
+    async with app.unit_of_work(order.service) as ctx:
+        return (await order.place_order(command, ctx)).order_id
+
+
+async def test_a_choreography_order_completes_under_processes_set_to_orchestration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The order service placed it in choreography; billing and the order service were
+    # then started with SHOP_SAGA=orchestration. Billing must still charge it on
+    # InventoryReserved (nobody will send it a ChargePayment) and the order must end.
+    async with TestApp(order.service, inventory.service, billing.service) as app:
+        monkeypatch.setenv("SHOP_SAGA", "choreography")
+        order_id = await _place(app)
+        monkeypatch.setenv("SHOP_SAGA", "orchestration")
+        await app.drain()
+        assert (await app.get(order.orders, order_id)).status == "COMPLETED"
+        assert [p.order_id for p in await app.published(PaymentProcessed)] == [order_id]
+        assert [c.order_id for c in await app.published(OrderCompleted)] == [order_id]
+
+
+async def test_an_orchestration_order_runs_once_under_processes_set_to_choreography(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Placed in orchestration; the other processes were started in choreography. They
+    # must leave the order to its saga: one charge, one end, and the order service
+    # follows the saga's end instead of deciding one of its own.
+    async with TestApp(
+        order.service, orchestrator.service, inventory.service, billing.service
+    ) as app:
+        order_id = await _place(app)  # SHOP_SAGA=orchestration (the module's fixture)
+        monkeypatch.setenv("SHOP_SAGA", "choreography")
+        await app.drain()
+        assert (await state(app, order_id)).outcome == "completed"
+        assert [p.order_id for p in await app.published(PaymentProcessed)] == [order_id]
+        ended_type = OrderCompleted.message_info.type
+        [ended] = [e for e in await app.envelopes(ORDERS) if e.type == ended_type]
+        assert ended.source == "orchestrator"  # the saga's end, not one of the order service
+        assert (await app.get(order.orders, order_id)).status == "COMPLETED"
+        assert (await app.get(inventory.stock, "widget")).available == 8

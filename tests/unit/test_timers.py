@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tidings import Context, Event, Service
 from tidings.envelope import utc_now
+from tidings.runtime import timers as timers_loop
 from tidings.testing import TestApp
 from tidings.timers import TIMERS, Timer
 
@@ -84,3 +87,28 @@ async def test_a_cancelled_timer_never_fires() -> None:
             await ctx.cancel_timer(timer.key)
         assert await app.runtime(service).fire_timers(timer.due + timedelta(seconds=5)) == 0
         assert fired == []
+
+
+async def test_a_page_of_failing_timers_does_not_block_the_ones_due_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More failing timers than a page holds, then a good one: the sweep reads past them."""
+    monkeypatch.setattr(timers_loop, "PAGE", 3)  # a page of 3: the same rule as 100, faster
+    fired.clear()
+    bad = [f"bad{i}" for i in range(4)]  # more than a page
+    failing.update(bad)
+    try:
+        async with TestApp(service) as app:
+            start = utc_now() - timedelta(seconds=10)
+            async with app.unit_of_work(service) as ctx:
+                for i, name in enumerate([*bad, "good"]):  # due in this order
+                    at = start + timedelta(seconds=i)
+                    await ctx.schedule("remind", name, at=at, data={"who": name})
+            loop = app.runtime(service).timers
+            assert len(await loop.due()) == 5  # every due one, across pages
+            assert await loop.fire_due() == 1  # the bad ones fail, the good one fires
+            assert fired == ["good"]
+            assert await loop.fire_due() == 0  # the bad ones back off: skipped, read past
+            assert len(await loop.due()) == 4
+    finally:
+        failing.difference_update(bad)

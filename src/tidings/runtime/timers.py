@@ -1,10 +1,12 @@
 """The timer loop: fires a service's due durable timers (see :mod:`tidings.timers`).
 
 Every store keeps timers as documents of ``_timers``, keyed by due time, so one loop
-serves them all: each ``interval`` (0.2 s) it lists the first page of the collection in
-key order (due order), stops at the first timer not due yet, and fires each due one in a
-unit of work of its own: read it (gone: another member fired or cancelled it), delete it,
-run the service's handler for its kind, commit.
+serves them all: each ``interval`` (0.2 s) it lists the collection in key order (due
+order), a page of ``PAGE`` at a time, until the first timer not due yet, and fires each
+due one in a unit of work of its own: read it (gone: another member fired or cancelled
+it), delete it, run the service's handler for its kind, commit. It reads on past the
+timers that are backing off (below), so any number of failing timers never holds back
+the ones due after them; the price is that each sweep lists the failing ones again.
 
 The crash story:
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
@@ -84,17 +86,30 @@ class TimerLoop:
             await self.sleep(self.interval)
 
     async def due(self, now: datetime | None = None) -> list[str]:
-        """Keys of the timers due at ``now`` (first page, in due order)."""
-        now = now or self.now()
-        async with self.units(None) as (uow, _):
-            docs = await uow.list(TIMERS.name, PAGE, None)
-        return [doc.key for doc in docs if due_of(doc.key) <= now]
+        """Keys of every timer due at ``now``, in due order (those backing off included)."""
+        return [key async for key in self._due_keys(now or self.now())]
+
+    async def _due_keys(self, now: datetime) -> AsyncIterator[str]:
+        """The due keys, read a page at a time, each page after the last key of the one
+        before (a cursor, so timers fired or deleted meanwhile do not shift it)."""
+        after: str | None = None
+        while True:
+            async with self.units(None) as (uow, _):
+                docs = await uow.list(TIMERS.name, PAGE, after)
+            for doc in docs:
+                if due_of(doc.key) > now:  # key order is due order: none after it is due
+                    return
+                yield doc.key
+            if len(docs) < PAGE:
+                return
+            after = docs[-1].key
 
     async def fire_due(self, now: datetime | None = None) -> int:
-        """Fire every timer due at ``now``; how many fired (ran their handler and committed)."""
+        """Fire every timer due at ``now``; how many fired (ran their handler and committed).
+        Timers backing off are skipped and read past, however many they are."""
         now = now or self.now()
         fired = 0
-        for key in await self.due(now):
+        async for key in self._due_keys(now):
             failing = self._failing.get(key)
             if failing is not None and failing[1] > now:
                 continue

@@ -31,10 +31,16 @@ The rules:
   A start transition must therefore decide from the message alone.
 * What does not apply is ignored, never raised, and noted in the history: a reply the
   current step does not await (late, duplicated, or for an earlier step), anything for a
-  finished saga, a start for an instance that exists, a reply for an instance that does
-  not, and a timer that is not the one the current step armed (it fired late, or twice).
+  finished saga, a start for an instance that exists, and a timer that is not the one the
+  current step armed (it fired late, or twice). The history keeps the last
+  ``IGNORED_KEPT`` (10) of them and the state counts them all (``ignored``), so duplicates
+  without end cost a write each but no growth. A reply for an instance that does not
+  exist is dropped with a log line (there is no state to note it in).
 * Each ``expect(..., within=)`` arms a durable timer (:mod:`tidings.timers`) and the next
   transition disarms it; the timer loop of the runtime fires it if no reply came in time.
+  A saga without ``@saga.on_timeout`` refuses such a step where it is declared: the
+  ``expect`` call raises, so the transition fails before anything commits (the message is
+  retried and dead-lettered as any failing handler's), not later when the timer fires.
 """
 
 from __future__ import annotations
@@ -129,7 +135,7 @@ class Saga(Generic[S]):
         assert key is not None
         if starts:  # a start declining on a fresh state declines whatever is stored: no read
             probe = self.state(id=key)
-            fn(message, probe)
+            self._run(fn, message, probe)
             if not probe.has_effects():
                 return "not started"
         found = await ctx.get_versioned(self.collection, key)
@@ -145,9 +151,14 @@ class Saga(Generic[S]):
             if why is not None:
                 await self._note(ctx, state, version, type_, why)
                 return why
-        fn(message, state)
+        self._run(fn, message, state)
         await self._commit(ctx, state, version, type_)
         return "applied"
+
+    def _run(self, fn: Step, message: Message, state: S) -> None:
+        """Run a transition; a step it declares with a deadline needs ``@on_timeout``."""
+        state._without_timeout = self.name if self.timeout is None else None
+        fn(message, state)
 
     async def _fired(self, timer: Timer, ctx: Context) -> None:
         found = await ctx.get_versioned(self.collection, timer.name)
@@ -167,7 +178,7 @@ class Saga(Generic[S]):
 
     async def _note(self, ctx: Context, state: S, version: int, message: str, note: str) -> None:
         log.info("saga %s %s: %s %s", self.name, state.id, message, note)
-        state.history = [*state.history, _line(message, state.step, state.step, note)]
+        state.note_ignored(_line(message, state.step, state.step, note))
         await ctx.put(self.collection, state.id, state, expected_version=version)
 
     async def _commit(self, ctx: Context, state: S, version: int, message: str) -> None:

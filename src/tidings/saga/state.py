@@ -15,7 +15,9 @@ What the state says, at any time:
   times the step was entered in a row (a compensation resent after a timeout counts up);
 * ``deadline`` and ``timer``: when the step times out, and the durable timer armed for it;
 * ``finished`` and ``outcome``: a finished saga ignores every reply and timer;
-* ``history``: each transition and each ignored message, oldest first.
+* ``history``: each transition, oldest first, and the last :data:`IGNORED_KEPT` ignored
+  messages among them; ``ignored`` counts them all. A saga that keeps receiving
+  duplicates or late replies (a finished one, say) so does not grow without bound.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any
 from pydantic import BaseModel, PrivateAttr
 
 from tidings.messages import Command, Event, Message
+
+IGNORED_KEPT = 10  # ignored messages kept in a saga's history; older ones are only counted
 
 
 class Sent(BaseModel):
@@ -42,6 +46,7 @@ class Transition(BaseModel):
     step_from: str
     step_to: str
     note: str = ""
+    ignored: bool = False  # a message that did not apply (only the latest few are kept)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,9 +70,13 @@ class SagaState(BaseModel):
     outcome: str | None = None
     correlation_id: str | None = None
     history: list[Transition] = []
+    ignored: int = 0  # messages ignored so far (the history keeps the last IGNORED_KEPT)
 
     _outgoing: list[Message] = PrivateAttr(default_factory=list)
     _expectation: Expectation | None = PrivateAttr(default=None)
+    # Set by the saga that runs the transition, if it has no @on_timeout: then a step
+    # with a deadline is refused when it is declared, not when its timer fires.
+    _without_timeout: str | None = PrivateAttr(default=None)
 
     # -- what a transition calls -------------------------------------------------------
     def command_id(self, name: str) -> str:
@@ -88,6 +97,12 @@ class SagaState(BaseModel):
             raise ValueError(f"saga {self.id}: step {step!r} must await at least one reply type")
         if within is not None and within <= 0:
             raise ValueError(f"saga {self.id}: step {step!r} within={within} must be positive")
+        if within is not None and self._without_timeout is not None:
+            raise TypeError(
+                f"saga {self._without_timeout}: step {step!r} has a deadline (within={within})"
+                " but the saga has no @on_timeout transition to run when it passes;"
+                " declare one, or drop within="
+            )
         self._expectation = Expectation(step, replies, within)
 
     def finish(self, outcome: str, *events: Message) -> None:
@@ -111,6 +126,16 @@ class SagaState(BaseModel):
         outgoing, expectation = self._outgoing, self._expectation
         self._outgoing, self._expectation = [], None
         return outgoing, expectation
+
+    def note_ignored(self, line: Transition) -> None:
+        """Add ``line`` (an ignored message) to the history, dropping the oldest ignored
+        line beyond :data:`IGNORED_KEPT`; count it."""
+        self.ignored += 1
+        history = [*self.history, line.model_copy(update={"ignored": True})]
+        ignored = [i for i, h in enumerate(history) if h.ignored]
+        if len(ignored) > IGNORED_KEPT:
+            del history[ignored[0]]
+        self.history = history
 
     def summary(self) -> dict[str, Any]:
         """The state without its history (for a line of output)."""
@@ -145,6 +170,9 @@ def render(name: str, state: SagaState) -> list[str]:
     }
     for key, value in extra.items():
         lines.append(f"  {key}: {value}")
+    if state.ignored:
+        kept = min(state.ignored, IGNORED_KEPT)
+        lines.append(f"  ignored {state.ignored} message(s); the last {kept} are in the history")
     lines.append("history:")
     for line in state.history:
         moved = (

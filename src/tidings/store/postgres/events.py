@@ -9,11 +9,11 @@ head that is not the expected one.
 
 **Positions commit in order within a service.** An identity column hands out numbers when
 rows are inserted, not when they commit, so without more a reader could see position 7
-committed before position 6 and skip 6 for ever. Each append therefore first takes a
+committed before position 6 and skip 6 for ever. Each append therefore takes a
 transaction-scoped advisory lock for its service (``pg_advisory_xact_lock``), held until
-the commit: the appends of one service are serialised from their insert to their commit,
-and a later position is always committed later. The lock is sent deferred, in the same
-round trip as the insert. Services do not wait for each other. (The ``eventsourcing``
+the commit, in the append statement itself, before it reads the head or numbers a row:
+the appends of one service are serialised from their insert to their commit, and a later
+position is always committed later. Services do not wait for each other. (The ``eventsourcing``
 library locks the whole table for the same reason.)
 
 Snapshots are written deferred (nobody waits for them) and a second one of the same
@@ -33,12 +33,17 @@ from psycopg.types.json import Jsonb
 from tidings.store.base import ConcurrencyConflict, NewEvent, Snapshot, StoredEvent
 
 STREAM_VERSION = "events_stream_version"  # the unique constraint of (service, stream, version)
-# The advisory lock of a service's appends: a 64-bit hash of this prefix and the service.
-LOCK_APPEND = "SELECT pg_advisory_xact_lock(hashtextextended('tidings.events:' || %s, 0))"
+# The statement takes the service's advisory lock (a 64-bit hash of this prefix and the
+# service) before it reads the head: the head is read in the lock's row, so no plan can
+# read it, or number a row, before the lock is held.
+LOCKED_HEAD = (
+    "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock("
+    "hashtextextended('tidings.events:' || %(service)s, 0))),"
+    " head AS (SELECT (SELECT coalesce(max(version), 0) FROM events"
+    " WHERE service = %(service)s AND stream = %(stream)s) AS v FROM lock),"
+)
 APPEND = (
-    "WITH head AS (SELECT coalesce(max(version), 0) AS v FROM events"
-    " WHERE service = %(service)s AND stream = %(stream)s),"
-    " added AS (INSERT INTO events"
+    LOCKED_HEAD + " added AS (INSERT INTO events"
     " (service, stream, version, event_id, type, schema_version, time, data)"
     " SELECT %(service)s, %(stream)s, %(expected)s + r.n, r.event_id, r.type, r.schema_version,"
     " r.time, r.data"
@@ -48,6 +53,15 @@ APPEND = (
     " WHERE head.v = %(expected)s ORDER BY r.n RETURNING position)"
     " SELECT head.v, (SELECT coalesce(array_agg(position ORDER BY position), '{}')"
     " FROM added) FROM head"
+)
+# The same for one event (the usual save), without arrays: they cost more to send than
+# the statement costs to run.
+APPEND_ONE = (
+    LOCKED_HEAD + " added AS (INSERT INTO events"
+    " (service, stream, version, event_id, type, schema_version, time, data)"
+    " SELECT %(service)s, %(stream)s, head.v + 1, %(id)s, %(type)s, %(schema)s, %(time)s,"
+    " %(data)s FROM head WHERE head.v = %(expected)s RETURNING position)"
+    " SELECT head.v, (SELECT coalesce(array_agg(position), '{}') FROM added) FROM head"
 )
 COLUMNS: LiteralString = "position, stream, version, event_id, type, schema_version, time, data"
 # The latest snapshot (its row has no position) and the events after it, in one statement.
@@ -91,6 +105,7 @@ class PostgresEvents:
     """The event store part of a PostgreSQL unit of work (a mixin over its statements)."""
 
     service: str
+    _wrote: bool  # set by each write (the unit of work's read_only)
 
     # Provided by the unit of work (tidings.store.postgres.unit).
     def _defer(self, query: str, params: Sequence[Any]) -> None:
@@ -104,20 +119,28 @@ class PostgresEvents:
     ) -> list[int]:
         if not events:
             return []
-        self._defer(LOCK_APPEND, (self.service,))
+        self._wrote = True
+        params: dict[str, Any] = {
+            "service": self.service,
+            "stream": stream,
+            "expected": expected_version,
+        }
+        if len(events) == 1:
+            [e] = events
+            params.update(
+                id=e.event_id, type=e.type, schema=e.schema_version, time=e.time, data=Jsonb(e.data)
+            )
+        else:
+            params.update(
+                ids=[e.event_id for e in events],
+                types=[e.type for e in events],
+                schemas=[e.schema_version for e in events],
+                times=[e.time for e in events],
+                data=[Jsonb(e.data) for e in events],
+            )
         try:
             [(head, positions)] = await self._all(
-                APPEND,
-                {
-                    "service": self.service,
-                    "stream": stream,
-                    "expected": expected_version,
-                    "ids": [e.event_id for e in events],
-                    "types": [e.type for e in events],
-                    "schemas": [e.schema_version for e in events],
-                    "times": [e.time for e in events],
-                    "data": [Jsonb(e.data) for e in events],
-                },
+                APPEND_ONE if len(events) == 1 else APPEND, params
             )
         except ConcurrencyConflict as exc:
             cause = exc.__cause__
@@ -170,6 +193,7 @@ class PostgresEvents:
         return [_stored(r) for r in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._wrote = True
         self._defer(
             "INSERT INTO snapshots (service, stream, schema, version, state)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",

@@ -59,6 +59,8 @@ class PostgresStore(Store):
         self._listen_lock = asyncio.Lock()
         self._listen_failed = False
         self._captured: set[str] = set()  # services whose outbox Debezium publishes
+        # Read-only units of work whose COMMIT is still on its way (see unit_of_work).
+        self._ending: set[asyncio.Task[None]] = set()
 
     def _unavailable(self, exc: BaseException, doing: str = "cannot connect") -> StoreUnavailable:
         return StoreUnavailable(
@@ -119,6 +121,8 @@ class PostgresStore(Store):
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -141,7 +145,17 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self, service: str) -> AsyncIterator[UnitOfWork]:
-        async with self._connection() as conn:
+        """A unit of work on a pooled connection. One that only read (``read_only``) does
+        not wait for its COMMIT: there is nothing to make durable and nothing that can
+        fail, so the COMMIT is sent and the connection given back in the background
+        (:meth:`_end_read_only`), and a load or a lookup costs one round trip, not two."""
+        pool = self.pool
+        try:
+            conn = await pool.getconn()
+        except PoolTimeout as exc:
+            raise self._unavailable(exc, "no connection") from None
+        given_back = False
+        try:
             uow = PostgresUnitOfWork(
                 conn,
                 service,
@@ -150,10 +164,31 @@ class PostgresStore(Store):
             )
             try:
                 yield uow
+                if uow.read_only and uow.began:
+                    given_back = True  # by _end_read_only, once the COMMIT is through
+                    self._ending.add(asyncio.create_task(self._end_read_only(conn)))
+                    return
                 await uow.commit()
             except BaseException:
                 await uow.rollback()
                 raise
+        except psycopg.Error as exc:
+            if lost_server(exc, conn):  # the server went away (restart, failover, network)
+                raise self._unavailable(exc, "lost the connection") from exc
+            raise
+        finally:
+            if not given_back:
+                await pool.putconn(conn)  # rolls back, or discards it if it was left broken
+
+    async def _end_read_only(self, conn: Connection) -> None:
+        """COMMIT a unit of work that only read, then give its connection back. If the
+        COMMIT fails (the server went away), the pool discards the broken connection."""
+        try:
+            with contextlib.suppress(psycopg.Error):
+                await conn.commit()  # a plain COMMIT, without a cursor's work
+        finally:
+            await self.pool.putconn(conn)
+            self._ending.discard(asyncio.current_task())
 
     async def capture_outbox(self, service: str) -> str:
         """From now on, ``service``'s outbox rows go to the table Debezium captures

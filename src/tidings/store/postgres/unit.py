@@ -46,6 +46,11 @@ INSERT_OUTBOX = (
     " WITH ORDINALITY AS r (topic, key, value, headers, n) ORDER BY r.n"
 )
 INSERT_OUTBOX_AND_NOTIFY = "WITH added AS (" + INSERT_OUTBOX + ") SELECT pg_notify(%s, %s)"
+# The same for one record (the usual case), with plain parameters: cheaper to send.
+INSERT_OUTBOX_ONE = (
+    "INSERT INTO outbox (service, topic, key, value, headers) VALUES (%s, %s, %s, %s, %s)"
+)
+INSERT_OUTBOX_ONE_AND_NOTIFY = "WITH added AS (" + INSERT_OUTBOX_ONE + ") SELECT pg_notify(%s, %s)"
 
 
 class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
@@ -69,11 +74,17 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         self._savepoints = 0
         # (collection, key) -> the document as this transaction sees it (None: absent).
         self._docs: dict[tuple[str, str], Document | None] = {}
+        self._wrote = False  # any write asked for (see read_only)
 
     @property
     def began(self) -> bool:
         """Has the transaction been opened on the server (any statement sent)?"""
         return not self._pending or self._pending[0][0] != BEGIN
+
+    @property
+    def read_only(self) -> bool:
+        """Has it only read so far (nothing written, queued or locked)?"""
+        return not self._wrote
 
     def _defer(self, query: str, params: Sequence[Any]) -> None:
         self._pending.append((query, params))
@@ -110,17 +121,23 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         pipeline mode); an error of any of them is raised here.
         """
         pending, self._pending = self._pending, []
+        # One cursor for all of them: it keeps the last statement's result, which is the
+        # one asked for (a cursor per statement cost as much as the statement's own work).
         try:
+            cur = self._conn.cursor()  # raises if the connection was closed under us
             if pending:
                 async with self._conn.pipeline():
                     for statement, values in pending:
-                        await self._conn.execute(statement, values)
-                    cur = await self._conn.execute(query, params)
+                        await cur.execute(statement, values)
+                    await cur.execute(query, params)
                 # Leaving the pipeline sends the one Sync and reads every result: one round
                 # trip (a sync() inside the block would cost a second one on the way out).
-                return await cur.fetchall() if cur.description else []
-            cur = await self._conn.execute(query, params)
-            return await cur.fetchall() if cur.description else []
+            else:
+                await cur.execute(query, params)
+            # A result with columns has rows to fetch (cheaper to ask than cur.description,
+            # which builds the column descriptions).
+            result = cur.pgresult
+            return await cur.fetchall() if result is not None and result.nfields else []
         except psycopg.Error as exc:
             mapped = self._mapped(exc)
             if mapped is exc:
@@ -151,6 +168,7 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
 
     async def mark_seen_many(self, group: str, event_ids: Sequence[str]) -> None:
         if event_ids:
+            self._wrote = True
             self._defer(
                 "INSERT INTO inbox (grp, event_id) SELECT %s, unnest(%s::text[])"
                 " ON CONFLICT DO NOTHING",
@@ -201,6 +219,7 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         data: dict[str, Any],
         expected_version: int | None = None,
     ) -> int:
+        self._wrote = True
         where = (self.service, collection, key)
         # Each branch is one statement, so the version check and the write are atomic.
         if expected_version is None:
@@ -235,6 +254,7 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         return int(row[0])
 
     async def delete(self, collection: str, key: str) -> None:
+        self._wrote = True
         await self._one(
             "DELETE FROM documents WHERE service = %s AND collection = %s AND key = %s",
             (self.service, collection, key),
@@ -254,20 +274,33 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
     async def add_outbox(self, records: Sequence[OutgoingRecord]) -> None:
         if not records:
             return
+        self._wrote = True
         if self._captured:  # inserted and deleted at once: Debezium reads them in the WAL
             self._defer(captured.INSERT, captured.insert_params(self.service, records))
             self._defer(captured.DELETE, (self.service,))
             return
-        params = (
-            self.service,
-            [r.topic for r in records],
-            [r.key for r in records],
-            [r.value for r in records],
-            [Jsonb(dict(r.headers)) for r in records],
-        )
+        if len(records) == 1:
+            [r] = records
+            params: tuple[Any, ...] = (
+                self.service,
+                r.topic,
+                r.key,
+                r.value,
+                Jsonb(dict(r.headers)),
+            )
+            insert, insert_and_notify = INSERT_OUTBOX_ONE, INSERT_OUTBOX_ONE_AND_NOTIFY
+        else:
+            params = (
+                self.service,
+                [r.topic for r in records],
+                [r.key for r in records],
+                [r.value for r in records],
+                [Jsonb(dict(r.headers)) for r in records],
+            )
+            insert, insert_and_notify = INSERT_OUTBOX, INSERT_OUTBOX_AND_NOTIFY
         if self._notified:
-            self._defer(INSERT_OUTBOX, params)
+            self._defer(insert, params)
         else:
             # The NOTIFY rides on the same statement; PostgreSQL delivers it on commit only.
-            self._defer(INSERT_OUTBOX_AND_NOTIFY, (*params, CHANNEL, self.service))
+            self._defer(insert_and_notify, (*params, CHANNEL, self.service))
             self._notified = True
