@@ -26,6 +26,21 @@ The rules (the engine that feeds them is :mod:`tidings.runtime.projector`):
 * Readers go through :func:`read_current` (``ctx.read(projection, fn)``): it reads the
   pointer, runs ``fn`` on that generation, and runs it again if the pointer moved
   meanwhile (the old generation may have been removed under it).
+
+An **inline** projection (``service.projection("orders", inline=True)``) is also applied
+in the unit of work that records an event, so a request reads its own writes
+(:func:`apply_inline`, called by the runtime before each commit):
+
+* every event the service **publishes** of a handled type is applied to the serving
+  generation, and to the one a rebuild is filling, with a **mark** per generation
+  (``orders~inline@3``, keyed by event id). The projector, meeting that event in the log
+  later, finds the mark, deletes it and skips the event: applied once, whatever the
+  handlers. A crash before the commit leaves neither rows nor mark nor outbox row.
+* On a broker without history (RabbitMQ, SQS, EventBridge) the projector cannot run, so
+  the service's **subscriptions** feed it: the event a handler consumes is applied too,
+  in the handler's unit of work, behind its inbox mark (so once), and no marks are kept
+  (nothing replays the log). Every handled type must then be published or consumed by
+  the service (:func:`inline_gaps` names the others; the runtime refuses to start).
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ from tidings.envelope import Envelope
 from tidings.messages import Message, annotated_types, published_topic
 from tidings.state import Collection
 from tidings.store.base import ConcurrencyConflict, UnitOfWork
+from tidings.upcasting import upcast
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 R = TypeVar("R")
@@ -48,6 +64,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 POINTERS = "_projections"  # the collection of pointers and checkpoints
 READ_ATTEMPTS = 10
+MARKS = "~inline"  # the marks of events applied inline, per generation
 
 
 class ProjectionView:
@@ -113,11 +130,12 @@ class ProjectionHandler:
 class Projection:
     """A named read model of one service: collections and the handlers that fill them."""
 
-    def __init__(self, name: str, service: str) -> None:
-        if not name or any(c in name for c in " ./@*>"):
-            raise ValueError(f"projection name {name!r} must be non-empty, without spaces, ./@")
+    def __init__(self, name: str, service: str, *, inline: bool = False) -> None:
+        if not name or any(c in name for c in " ./@*>~"):
+            raise ValueError(f"projection name {name!r} must be non-empty, without spaces, ./@~")
         self.name = name
         self.service = service
+        self.inline = inline  # also applied in the unit of work that records an event
         self.collections: dict[str, Collection[Any]] = {}
         self.handlers: dict[str, ProjectionHandler] = {}  # by CloudEvents type
 
@@ -181,6 +199,10 @@ class Projection:
     def checkpoint_key(self, generation: int) -> str:
         return f"{self.name}@{generation}"
 
+    def marks_name(self, generation: int) -> str:
+        """The store's collection of the events applied inline to ``generation``."""
+        return f"{self.name}{MARKS}@{generation}"
+
 
 # -- the pointer and the checkpoints ------------------------------------------------------
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,6 +259,58 @@ async def write_checkpoint(
     await uow.put(
         POINTERS, projection.checkpoint_key(generation), data, expected_version=expected_version
     )
+
+
+async def set_up(uow: UnitOfWork, projection: Projection) -> Pointer:
+    """The pointer; the first generation is set up (pointer and empty checkpoint, in this
+    unit of work) when the projection has none yet."""
+    pointer = await read_pointer(uow, projection)
+    if pointer.version > 0:
+        return pointer
+    await write_pointer(uow, projection, Pointer(1, None, 0), pointer)
+    await write_checkpoint(uow, projection, 1, {}, 0)
+    return Pointer(1, None, 1)
+
+
+def inline_gaps(projection: Projection, published: set[str], consumed: set[str]) -> list[str]:
+    """The event types an inline projection handles that the service neither publishes
+    nor consumes: on a broker without history nothing would ever apply them."""
+    return sorted(set(projection.handlers) - published - consumed)
+
+
+async def apply_inline(
+    uow: UnitOfWork,
+    projection: Projection,
+    envelopes: list[Envelope],
+    *,
+    mark: bool,
+) -> int:
+    """Apply ``envelopes`` (those of a handled type; the rest are passed over) to the
+    serving generation and to the one being rebuilt, in ``uow``; how many were applied.
+
+    With ``mark``, each leaves a mark in each generation, so the projector skips it when
+    it meets it in the log. The pointer is only read (never written when it exists), so
+    inline writers do not conflict with each other on it. A rebuild that claims or
+    switches generations between this read and the commit leaves this event to the log
+    (the projector of the new generation applies it when it reads it there).
+    """
+    handled = [(e, projection.handlers[e.type]) for e in envelopes if e.type in projection.handlers]
+    if not handled:
+        return 0
+    pointer = await set_up(uow, projection)
+    generations = [pointer.generation]
+    if pointer.building is not None:
+        generations.append(pointer.building)
+    for envelope, handler in handled:
+        data = upcast(handler.message_type, envelope.data, envelope.version)
+        message = handler.message_type.model_validate(data)
+        for generation in generations:
+            await handler.fn(message, ProjectionContext(projection, uow, generation, envelope))
+            if mark:
+                await uow.put(
+                    projection.marks_name(generation), envelope.id, {"type": envelope.type}
+                )
+    return len(handled)
 
 
 async def read_current(

@@ -132,6 +132,7 @@ class Handling:
             stamp=self._stamp,
             publishes=service.publishes,
             schemas=schemas,
+            inline=tuple(p for p in service.projections.values() if p.inline),
         )
 
     # -- units of work -------------------------------------------------------------------
@@ -381,6 +382,7 @@ class Handling:
                 try:
                     async with uow.savepoint():
                         await item.spec(item.message, ctx)
+                        await self.units.project(uow, ctx)
                         encoded = self.units.encoded(ctx)
                 except Exception as exc:
                     if isinstance(exc, INFRASTRUCTURE_ERRORS):

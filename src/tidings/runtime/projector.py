@@ -13,6 +13,13 @@ it (see :mod:`tidings.projection` for the rules). Hence:
   the service's consumer dead-letters it; a projection only follows the log.
 * :meth:`Projector.run` follows the serving generation (the pointer), so after a rebuild
   switched it carries on in the new one from that one's checkpoint.
+* An inline projection's events applied in the unit of work that published them carry a
+  mark: the step deletes it and skips the event, in its unit of work.
+* A step reads at most ``step_max`` records in all (partitions take turns being read
+  first), and yields to the event loop every ``YIELD_EVERY`` records: a cold replay (a
+  new generation, a fresh store over a long log) is many short units of work in its own
+  task, not one long one, so the service's requests and handlers interleave with it
+  (on SQLite they wait for the store's one writer at most one step).
 * :meth:`Projector.rebuild` claims a new generation in the pointer (``building``), replays
   every topic from offset 0 into it until it has caught up with the end offsets, then
   moves the pointer in one commit (only if no other rebuild claimed a generation since)
@@ -42,6 +49,7 @@ from tidings.projection import (
     ProjectionHandler,
     read_checkpoint,
     read_pointer,
+    set_up,
     write_checkpoint,
     write_pointer,
 )
@@ -53,6 +61,7 @@ from tidings.transport.base import Record, Transport
 from tidings.upcasting import NoUpcastPath, upcast
 
 log = logging.getLogger("tidings.projection")
+YIELD_EVERY = 50  # records applied between two yields to the event loop
 
 
 class RebuildSuperseded(ConcurrencyConflict):
@@ -108,6 +117,7 @@ class Projector:
         store: Store,
         *,
         batch: int = 500,
+        step_max: int = 500,
         schemas: SchemaSource | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle: float = 0.2,
@@ -118,6 +128,8 @@ class Projector:
         self.store = store
         self.service = projection.service
         self.batch = batch  # records per partition per step at most
+        self.step_max = step_max  # records per step at most, all partitions together
+        self._turn = 0  # which partition is read first in the next step
         self.schemas = schemas
         self.sleep = sleep
         self.idle = idle
@@ -141,21 +153,32 @@ class Projector:
             return 0
         positions = dict(checkpoint.positions)
         batches: list[list[Record]] = []
-        for (topic, partition), end in sorted((await self.ends()).items()):
+        ends = sorted((await self.ends()).items())
+        self._turn = (self._turn + 1) % max(1, len(ends))
+        budget = self.step_max
+        for (topic, partition), end in ends[self._turn :] + ends[: self._turn]:
             start = positions.get((topic, partition), 0)
-            if start >= end:
+            if start >= end or budget <= 0:
                 continue
             records = await self.transport.read(
-                topic, partition, start, min(self.batch, end - start)
+                topic, partition, start, min(self.batch, budget, end - start)
             )
             if records:
                 batches.append(records)
+                budget -= len(records)
                 positions[(topic, partition)] = records[-1].offset + 1
         if not batches:
             return 0
         ready = [item for records in batches for item in await self._prepare(records)]
+        marks = self.projection.marks_name(generation)
         async with self.store.unit_of_work(self.service) as uow:
-            for item in ready:
+            for n, item in enumerate(ready, 1):
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if self.projection.inline and item.envelope.source == self.service:
+                    if await uow.get(marks, item.envelope.id) is not None:
+                        await uow.delete(marks, item.envelope.id)  # applied inline already
+                        continue
                 view = ProjectionContext(self.projection, uow, generation, item.envelope)
                 try:
                     await item.handler.fn(item.message, view)
@@ -196,13 +219,12 @@ class Projector:
     async def serving(self) -> int:
         """The generation that serves reads; the first one is set up (pointer and empty
         checkpoint, in one commit) when the projection has no pointer yet."""
-        async with self.store.unit_of_work(self.service) as uow:
+        async with read_only(self.store, self.service) as uow:
             pointer = await read_pointer(uow, self.projection)
-            if pointer.version > 0:
-                return pointer.generation
-            await write_pointer(uow, self.projection, Pointer(1, None, 0), pointer)
-            await write_checkpoint(uow, self.projection, 1, {}, 0)
-            return 1
+        if pointer.version > 0:
+            return pointer.generation
+        async with self.store.unit_of_work(self.service) as uow:
+            return (await set_up(uow, self.projection)).generation
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow the serving generation until ``stopping`` is set."""
@@ -279,8 +301,10 @@ class Projector:
         removed = 0
         async with self.store.unit_of_work(self.service) as uow:
             await uow.delete(POINTERS, self.projection.checkpoint_key(generation))
-            for name in self.projection.collections:
-                stored = self.projection.stored_name(name, generation)
+            names = [
+                self.projection.stored_name(n, generation) for n in self.projection.collections
+            ]
+            for stored in [*names, self.projection.marks_name(generation)]:
                 while docs := await uow.list(stored, 1000):
                     for doc in docs:
                         await uow.delete(stored, doc.key)
