@@ -270,7 +270,17 @@ class Projector:
 
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> Rebuilt:
         """Replay every topic from offset 0 into a new generation, then switch reads to it
-        in one commit and remove the old one; the old one serves reads until the switch."""
+        in one commit and remove the old one; the old one serves reads until the switch.
+        The three steps are :meth:`claim`, :meth:`fill` and :meth:`switch`."""
+        claimed, previous = await self.claim()
+        records = await self.fill(claimed, progress)
+        await self.switch(claimed, previous)
+        return Rebuilt(claimed.building or 0, previous.generation, records)
+
+    async def claim(self) -> tuple[Pointer, Pointer]:
+        """Claim a new generation in the pointer (``building``), with an empty checkpoint;
+        the claimed pointer and the one before. From this commit on, inline units of work
+        apply to the new generation too."""
         async with self.store.unit_of_work(self.service) as uow:
             pointer = await read_pointer(uow, self.projection)
             new = max(pointer.generation, pointer.building or 0) + 1
@@ -279,11 +289,24 @@ class Projector:
             await write_checkpoint(uow, self.projection, new, {}, 0)
         if pointer.building is not None:  # a rebuild that never finished left it behind
             await self.drop(pointer.building)
+        return claimed, pointer
+
+    async def fill(self, claimed: Pointer, progress: Callable[[int], None] | None = None) -> int:
+        """Replay the topics into the claimed generation until it has caught up with their
+        ends; how many records were read."""
+        assert claimed.building is not None
         records = 0
-        while applied := await self.step(new):
+        while applied := await self.step(claimed.building):
             records += applied
             if progress is not None:
                 progress(records)
+        return records
+
+    async def switch(self, claimed: Pointer, previous: Pointer) -> None:
+        """Move reads to the claimed generation (``RebuildSuperseded`` if the pointer is no
+        longer as claimed), then remove the previous one."""
+        new = claimed.building
+        assert new is not None
         async with self.store.unit_of_work(self.service) as uow:
             current = await read_pointer(uow, self.projection)
             if current != claimed:
@@ -292,9 +315,8 @@ class Projector:
                     f"another rebuild claimed generation {current.building} meanwhile"
                 )
             await write_pointer(uow, self.projection, Pointer(new, None, 0), current)
-        if pointer.generation > 0:
-            await self.drop(pointer.generation)
-        return Rebuilt(new, pointer.generation, records)
+        if previous.generation > 0:
+            await self.drop(previous.generation)
 
     async def drop(self, generation: int) -> int:
         """Remove a generation's checkpoint and rows (in one unit of work); how many rows."""
