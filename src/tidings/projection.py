@@ -31,16 +31,21 @@ An **inline** projection (``service.projection("orders", inline=True)``) is also
 in the unit of work that records an event, so a request reads its own writes
 (:func:`apply_inline`, called by the runtime before each commit):
 
-* every event the service **publishes** of a handled type is applied to the serving
-  generation, and to the one a rebuild is filling, with a **mark** per generation
-  (``orders~inline@3``, keyed by event id). The projector, meeting that event in the log
-  later, finds the mark, deletes it and skips the event: applied once, whatever the
-  handlers. A crash before the commit leaves neither rows nor mark nor outbox row.
-* On a broker without history (RabbitMQ, SQS, EventBridge) the projector cannot run, so
-  the service's **subscriptions** feed it: the event a handler consumes is applied too,
-  in the handler's unit of work, behind its inbox mark (so once), and no marks are kept
-  (nothing replays the log). Every handled type must then be published or consumed by
-  the service (:func:`inline_gaps` names the others; the runtime refuses to start).
+* every event the service **publishes** of a handled type, and every event it
+  **consumes** (its handler's unit of work, behind the inbox mark), is applied to the
+  serving generation, and to the one a rebuild is filling. So the view is as fresh as
+  the service's own handling, whatever a cold replay of the log is doing.
+* On a broker with history the projector reads the same events from the log, so each
+  application leaves a **mark** per generation (``orders~inline@3``, keyed by event id):
+  the projector, meeting the event, deletes the mark and skips it; and a consumed event
+  the projector applied first (its checkpoint is past the record's offset) is not
+  applied again. A crash before the commit leaves neither rows nor mark nor outbox row.
+* On a broker without history (RabbitMQ, SQS, EventBridge) the projector cannot run: the
+  service's units of work are all that feed it, and no marks are kept. Every handled
+  type must then be published or consumed by the service (:func:`inline_gaps` names the
+  others; the runtime refuses to start).
+* The handlers should still be idempotent per event id (the order view keeps each
+  event's id in its history): a dead letter replayed later is another delivery.
 """
 
 from __future__ import annotations
@@ -278,39 +283,64 @@ def inline_gaps(projection: Projection, published: set[str], consumed: set[str])
     return sorted(set(projection.handlers) - published - consumed)
 
 
+Position = tuple[str, int, int]  # topic, partition, offset of a record in the log
+
+
 async def apply_inline(
     uow: UnitOfWork,
     projection: Projection,
-    envelopes: list[Envelope],
+    published: list[Envelope],
+    consumed: tuple[Envelope, Position | None] | None = None,
     *,
     mark: bool,
 ) -> int:
-    """Apply ``envelopes`` (those of a handled type; the rest are passed over) to the
-    serving generation and to the one being rebuilt, in ``uow``; how many were applied.
+    """Apply what a unit of work ``published`` and the event it ``consumed`` (with the
+    record's position in the log, if it came from one of the projection's topics) to the
+    serving generation and to the one being rebuilt, in ``uow``; how many applications.
+    Types the projection does not handle are passed over.
 
-    With ``mark``, each leaves a mark in each generation, so the projector skips it when
-    it meets it in the log. The pointer is only read (never written when it exists), so
-    inline writers do not conflict with each other on it. A rebuild that claims or
-    switches generations between this read and the commit leaves this event to the log
-    (the projector of the new generation applies it when it reads it there).
+    With ``mark`` (the broker keeps history, so the projector reads these events too),
+    each application leaves a mark the projector skips the event for; a consumed event
+    whose position a generation's checkpoint has passed was applied from the log already,
+    and is not applied to it again. Where both race (PostgreSQL, two transactions at
+    once), a handler that writes the row of the event's key makes them conflict, and the
+    one retried finds the mark or the checkpoint. The pointer is only read, so inline
+    writers do not conflict with each other on it; a rebuild that claims or switches
+    between this read and the commit leaves the event to the log, where the projector of
+    the new generation meets it.
     """
-    handled = [(e, projection.handlers[e.type]) for e in envelopes if e.type in projection.handlers]
-    if not handled:
+    todo: list[tuple[Envelope, Position | None]] = [
+        (e, None) for e in published if e.type in projection.handlers
+    ]
+    if consumed is not None and consumed[0].type in projection.handlers:
+        # Without marks, an event of this service's own was applied when it was published.
+        if mark or consumed[0].source != projection.service:
+            todo.insert(0, consumed)
+    if not todo:
         return 0
     pointer = await set_up(uow, projection)
     generations = [pointer.generation]
     if pointer.building is not None:
         generations.append(pointer.building)
-    for envelope, handler in handled:
+    applied = 0
+    for envelope, position in todo:
+        handler = projection.handlers[envelope.type]
         data = upcast(handler.message_type, envelope.data, envelope.version)
         message = handler.message_type.model_validate(data)
         for generation in generations:
+            marks = projection.marks_name(generation)
+            if mark and position is not None:
+                if await uow.get(marks, envelope.id) is not None:
+                    continue  # its publisher applied it already (a service consuming its own)
+                topic, partition, offset = position
+                checkpoint = await read_checkpoint(uow, projection, generation)
+                if checkpoint.positions.get((topic, partition), 0) > offset:
+                    continue  # the projector applied it from the log already
             await handler.fn(message, ProjectionContext(projection, uow, generation, envelope))
             if mark:
-                await uow.put(
-                    projection.marks_name(generation), envelope.id, {"type": envelope.type}
-                )
-    return len(handled)
+                await uow.put(marks, envelope.id, {"type": envelope.type})
+            applied += 1
+    return applied
 
 
 async def read_current(

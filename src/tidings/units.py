@@ -22,7 +22,7 @@ from tidings import codec
 from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
 from tidings.messages import Message, new_envelope, published_topic
-from tidings.projection import Projection, apply_inline
+from tidings.projection import Position, Projection, apply_inline
 from tidings.records import OutgoingRecord
 from tidings.service import Context
 from tidings.store.base import Store, UnitOfWork
@@ -54,18 +54,19 @@ class OutboxUnits:
         self.publishes = publishes  # the service's declared types (empty: any)
         self.schemas = schemas  # the registered schemas to write with (None: plain JSON)
         self.inline = inline  # projections applied before each commit
-        # Without history no projector reads the log: consumed events feed them, unmarked.
+        # Without history no projector reads the log: nothing to mark for it.
         self.from_log = transport.capabilities.history
 
     @contextlib.asynccontextmanager
     async def open(
-        self, cause: Envelope | None = None
+        self, cause: Envelope | None = None, position: Position | None = None
     ) -> AsyncIterator[tuple[UnitOfWork, Context]]:
-        """A unit of work with a context: what the context published goes to the outbox."""
+        """A unit of work with a context: what the context published goes to the outbox.
+        ``position``: where ``cause`` is in the log, if it was read from one."""
         async with self.store.unit_of_work(self.name) as uow:
             ctx = self.context(uow, cause)
             yield uow, ctx
-            await self.project(uow, ctx)
+            await self.project(uow, ctx, position)
             if ctx.outgoing:
                 await uow.add_outbox(self.encoded(ctx))
         if ctx.outgoing:
@@ -74,16 +75,20 @@ class OutboxUnits:
     def context(self, uow: UnitOfWork, cause: Envelope | None) -> Context:
         return Context(self.name, uow, cause, stamp=self.stamp, publishes=self.publishes)
 
-    async def project(self, uow: UnitOfWork, ctx: Context) -> None:
-        """Apply the inline projections to what ``ctx`` published and, on a broker without
-        history, to the event it consumed (its cause), in ``uow``."""
-        if not self.inline:
-            return
-        envelopes = [o.envelope for o in ctx.outgoing]
-        if not self.from_log and ctx.cause is not None:
-            envelopes.insert(0, ctx.cause)
+    async def project(
+        self, uow: UnitOfWork, ctx: Context, position: Position | None = None
+    ) -> None:
+        """Apply the inline projections to what ``ctx`` published and to the event it
+        consumed (its cause, from ``position`` in the log), in ``uow``."""
+        consumed = None if ctx.cause is None else (ctx.cause, position)
         for projection in self.inline:
-            await apply_inline(uow, projection, envelopes, mark=self.from_log)
+            if position is not None and position[0] not in projection.topics():
+                at = None  # a replayed dead letter: not a position the projector reads
+            else:
+                at = position
+            cause = None if consumed is None else (consumed[0], at)
+            envelopes = [o.envelope for o in ctx.outgoing]
+            await apply_inline(uow, projection, envelopes, cause, mark=self.from_log)
 
     def encoded(self, ctx: Context) -> list[OutgoingRecord]:
         """What ``ctx`` published, as records; RecordTooLarge if the broker would refuse one."""

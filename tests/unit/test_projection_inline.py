@@ -122,6 +122,25 @@ async def test_published_is_read_at_once_and_the_log_does_not_apply_it_again(
     assert (await runtime.projectors[0].status()).lag == 0
 
 
+async def test_a_consumed_event_is_applied_once_whichever_comes_first(runtime: Runtime) -> None:
+    transport = runtime.transport
+
+    async def another(units: int) -> None:
+        record = direct_record(Sold(sku="c", units=units), transport, source="elsewhere")[1]
+        await transport.publish([record])
+
+    await another(1)
+    assert await runtime.poll(timeout=1) == 1  # the handler's unit of work applies it
+    assert await view_of(runtime) == {"c": Tally(sku="c", units=1, sales=1)}
+    assert await runtime.project_once() == 1  # the projector finds the mark
+    await another(2)
+    assert await runtime.project_once() == 1  # the projector first, this time
+    assert await runtime.poll(timeout=1) == 1  # the handler sees the checkpoint past it
+    await drain(runtime)
+    assert await view_of(runtime) == {"c": Tally(sku="c", units=3, sales=2)}
+    assert await marks(runtime, 1) == []
+
+
 async def test_a_unit_of_work_that_fails_leaves_neither_row_nor_mark(runtime: Runtime) -> None:
     with pytest.raises(RuntimeError, match="crash"):
         async with runtime.unit_of_work() as ctx:

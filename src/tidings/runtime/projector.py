@@ -13,8 +13,8 @@ it (see :mod:`tidings.projection` for the rules). Hence:
   the service's consumer dead-letters it; a projection only follows the log.
 * :meth:`Projector.run` follows the serving generation (the pointer), so after a rebuild
   switched it carries on in the new one from that one's checkpoint.
-* An inline projection's events applied in the unit of work that published them carry a
-  mark: the step deletes it and skips the event, in its unit of work.
+* An inline projection's events applied in the unit of work that published or consumed
+  them carry a mark: the step deletes it and skips the event, in its unit of work.
 * A step reads at most ``step_max`` records in all (partitions take turns being read
   first), and yields to the event loop every ``YIELD_EVERY`` records: a cold replay (a
   new generation, a fresh store over a long log) is many short units of work in its own
@@ -175,7 +175,7 @@ class Projector:
             for n, item in enumerate(ready, 1):
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                if self.projection.inline and item.envelope.source == self.service:
+                if self.projection.inline:
                     if await uow.get(marks, item.envelope.id) is not None:
                         await uow.delete(marks, item.envelope.id)  # applied inline already
                         continue

@@ -153,9 +153,7 @@ class TestApp:
         async with self.unit_of_work(owner) as ctx:
             return await ctx.get(collection, key)
 
-    async def read(
-        self, projection: Projection, fn: Callable[[ProjectionView], Awaitable[T]]
-    ) -> T:
+    async def read(self, projection: Projection, fn: Callable[[ProjectionView], Awaitable[T]]) -> T:
         """``fn`` on the serving generation of ``projection``, in its service's state."""
         async with self.unit_of_work(projection.service) as ctx:
             return await ctx.read(projection, fn)
