@@ -16,10 +16,12 @@ it (see :mod:`tidings.projection` for the rules). Hence:
 * An inline projection's events applied in the unit of work that published or consumed
   them carry a mark: the step deletes it and skips the event, in its unit of work.
 * A step reads at most ``step_max`` records in all (partitions take turns being read
-  first), and yields to the event loop every ``YIELD_EVERY`` records: a cold replay (a
-  new generation, a fresh store over a long log) is many short units of work in its own
-  task, not one long one, so the service's requests and handlers interleave with it
-  (on SQLite they wait for the store's one writer at most one step).
+  first), commits once it has applied for ``step_seconds`` (the checkpoint says how far
+  it got; the rest is read again next step, which reads about what fitted), and yields
+  to the event loop every ``YIELD_EVERY`` records: a cold replay (a new generation, a
+  fresh store over a long log) is many short units of work in its own task, so the
+  service's requests and handlers interleave with it (on SQLite they wait for the
+  store's one writer one short step at most).
 * :meth:`Projector.rebuild` claims a new generation in the pointer (``building``), replays
   every topic from offset 0 into it until it has caught up with the end offsets, then
   moves the pointer in one commit (only if no other rebuild claimed a generation since)
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import pydantic
@@ -56,7 +59,7 @@ from tidings.projection import (
 from tidings.reliability import policy
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
 from tidings.runtime.decoding import decode
-from tidings.store.base import ConcurrencyConflict, Store, read_only
+from tidings.store.base import ConcurrencyConflict, Store, UnitOfWork, read_only
 from tidings.transport.base import Record, Transport
 from tidings.upcasting import NoUpcastPath, upcast
 
@@ -118,6 +121,7 @@ class Projector:
         *,
         batch: int = 500,
         step_max: int = 500,
+        step_seconds: float = 0.05,
         schemas: SchemaSource | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle: float = 0.2,
@@ -129,7 +133,9 @@ class Projector:
         self.service = projection.service
         self.batch = batch  # records per partition per step at most
         self.step_max = step_max  # records per step at most, all partitions together
+        self.step_seconds = step_seconds  # a step commits once it has applied this long
         self._turn = 0  # which partition is read first in the next step
+        self._fit = step_max  # records to read next step: about what fits in the time
         self.schemas = schemas
         self.sleep = sleep
         self.idle = idle
@@ -155,7 +161,7 @@ class Projector:
         batches: list[list[Record]] = []
         ends = sorted((await self.ends()).items())
         self._turn = (self._turn + 1) % max(1, len(ends))
-        budget = self.step_max
+        budget = self._fit
         for (topic, partition), end in ends[self._turn :] + ends[: self._turn]:
             start = positions.get((topic, partition), 0)
             if start >= end or budget <= 0:
@@ -166,32 +172,48 @@ class Projector:
             if records:
                 batches.append(records)
                 budget -= len(records)
-                positions[(topic, partition)] = records[-1].offset + 1
         if not batches:
             return 0
-        ready = [item for records in batches for item in await self._prepare(records)]
+        ready = {
+            (item.record.topic, item.record.partition, item.record.offset): item
+            for records in batches
+            for item in await self._prepare(records)
+        }
         marks = self.projection.marks_name(generation)
+        done = 0
         async with self.store.unit_of_work(self.service) as uow:
-            for n, item in enumerate(ready, 1):
-                if n % YIELD_EVERY == 0:
+            started = time.monotonic()
+            for record in (record for records in batches for record in records):
+                item = ready.get((record.topic, record.partition, record.offset))
+                if item is not None:
+                    await self._apply(uow, generation, marks, item)
+                positions[(record.topic, record.partition)] = record.offset + 1
+                done += 1
+                if done % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                if self.projection.inline:
-                    if await uow.get(marks, item.envelope.id) is not None:
-                        await uow.delete(marks, item.envelope.id)  # applied inline already
-                        continue
-                view = ProjectionContext(self.projection, uow, generation, item.envelope)
-                try:
-                    await item.handler.fn(item.message, view)
-                except Exception as exc:
-                    record = item.record
-                    exc.add_note(
-                        f"projection {self.projection.name}: {item.handler.name} on "
-                        f"{item.envelope.type} {item.envelope.id} "
-                        f"({record.topic}/{record.partition}@{record.offset})"
-                    )
-                    raise
+                if time.monotonic() - started > self.step_seconds:
+                    break  # the rest in the next step: a request waits one short step
             await write_checkpoint(uow, self.projection, generation, positions, checkpoint.version)
-        return sum(len(records) for records in batches)
+        read = sum(len(records) for records in batches)
+        # Read about what fits in the time next step (half as much again), up to step_max.
+        self._fit = min(self.step_max, max(10, done * 3 // 2 if done < read else read * 2))
+        return done
+
+    async def _apply(self, uow: UnitOfWork, generation: int, marks: str, item: _Ready) -> None:
+        if self.projection.inline and await uow.get(marks, item.envelope.id) is not None:
+            await uow.delete(marks, item.envelope.id)  # applied inline already
+            return
+        view = ProjectionContext(self.projection, uow, generation, item.envelope)
+        try:
+            await item.handler.fn(item.message, view)
+        except Exception as exc:
+            record = item.record
+            exc.add_note(
+                f"projection {self.projection.name}: {item.handler.name} on "
+                f"{item.envelope.type} {item.envelope.id} "
+                f"({record.topic}/{record.partition}@{record.offset})"
+            )
+            raise
 
     async def _prepare(self, records: list[Record]) -> list[_Ready]:
         ready = []
