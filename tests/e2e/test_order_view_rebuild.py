@@ -38,7 +38,7 @@ from tidings.transport import make_transport
 from tidings.units import direct_record
 
 POSTGRES = "postgresql://127.0.0.1:5432/tidings"
-ORDERS = 2_800  # 4 events per completed order, 3 per cancelled (1 in 5): 10,080 events
+ORDERS = 2_800  # 4 events per completed order, 3 per cancelled (1 in 5): 10,640 events
 LINE = [OrderLine(sku="widget", quantity=1)]
 
 
