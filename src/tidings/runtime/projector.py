@@ -65,6 +65,7 @@ from tidings.upcasting import NoUpcastPath, upcast
 
 log = logging.getLogger("tidings.projection")
 YIELD_EVERY = 50  # records applied between two yields to the event loop
+MARKS_AT_ONCE = 1000  # marks read in one statement per step, if there are no more
 
 
 class RebuildSuperseded(ConcurrencyConflict):
@@ -121,7 +122,7 @@ class Projector:
         *,
         batch: int = 500,
         step_max: int = 500,
-        step_seconds: float = 0.05,
+        step_seconds: float = 0.25,
         schemas: SchemaSource | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle: float = 0.2,
@@ -183,10 +184,11 @@ class Projector:
         done = 0
         async with self.store.unit_of_work(self.service) as uow:
             started = time.monotonic()
+            marked = await self._marks(uow, marks)
             for record in (record for records in batches for record in records):
                 item = ready.get((record.topic, record.partition, record.offset))
                 if item is not None:
-                    await self._apply(uow, generation, marks, item)
+                    await self._apply(uow, generation, marks, marked, item)
                 positions[(record.topic, record.partition)] = record.offset + 1
                 done += 1
                 if done % YIELD_EVERY == 0:
@@ -196,12 +198,24 @@ class Projector:
             await write_checkpoint(uow, self.projection, generation, positions, checkpoint.version)
         read = sum(len(records) for records in batches)
         # Read about what fits in the time next step (half as much again), up to step_max.
-        self._fit = min(self.step_max, max(10, done * 3 // 2 if done < read else read * 2))
+        self._fit = min(self.step_max, max(50, done * 3 // 2 if done < read else read * 2))
         return done
 
-    async def _apply(self, uow: UnitOfWork, generation: int, marks: str, item: _Ready) -> None:
-        if self.projection.inline and await uow.get(marks, item.envelope.id) is not None:
-            await uow.delete(marks, item.envelope.id)  # applied inline already
+    async def _marks(self, uow: UnitOfWork, marks: str) -> set[str] | None:
+        """Every mark of the generation, read in one statement, if there are at most
+        ``MARKS_AT_ONCE`` (the projector is rarely far behind the inline writers); None:
+        more, each record's is looked up."""
+        if not self.projection.inline:
+            return set()
+        docs = await uow.list(marks, MARKS_AT_ONCE + 1)
+        return {doc.key for doc in docs} if len(docs) <= MARKS_AT_ONCE else None
+
+    async def _apply(
+        self, uow: UnitOfWork, generation: int, marks: str, marked: set[str] | None, item: _Ready
+    ) -> None:
+        event_id = item.envelope.id
+        if event_id in marked if marked is not None else await uow.get(marks, event_id):
+            await uow.delete(marks, event_id)  # applied inline already
             return
         view = ProjectionContext(self.projection, uow, generation, item.envelope)
         try:
