@@ -198,12 +198,16 @@ class Runtime:
     async def _set_up(self, projection: Projection) -> None:
         """Set up an inline projection's first generation (members starting together race
         for it: the loser conflicts, looks again and finds it)."""
-        for conflicts in range(1, policy.CONFLICT_STORM + 1):
+        conflicts = 0
+        while True:
             try:
                 async with self.store.unit_of_work(self.service.name) as uow:
                     await set_up(uow, projection)
                 return
             except ConcurrencyConflict:
+                conflicts += 1
+                if conflicts >= policy.CONFLICT_STORM:
+                    raise
                 await self.sleep(policy.conflict_delay(conflicts, self.rng))
 
     async def _run_startup_hook(self, hook: Callable[[Context], Awaitable[None]]) -> None:
