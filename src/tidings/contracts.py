@@ -94,7 +94,9 @@ def verify(
     return sorted(contracts, key=lambda c: (c.subject, c.consumer, c.producer))
 
 
-def _one(subject: str, reader: type[Message], consumer: str, promise: Promise) -> Contract:
+def _one(
+    subject: str, reader: type[Message], consumer: str, promise: Promise
+) -> Contract:
     info = reader.message_info
     verdict = functools.partial(Contract, subject, info.type, promise.producer, consumer)
     written = promise.version

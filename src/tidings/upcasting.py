@@ -82,9 +82,7 @@ def upcaster(message_type: type[Message], *, from_version: int) -> Callable[[S],
 def missing_step(message_type: type[Message], version: int) -> int | None:
     """The first step missing to read ``version`` as the class's version, or None."""
     steps = _steps.get(message_type, {})
-    return next(
-        (v for v in range(version, message_type.message_info.version) if v not in steps), None
-    )
+    return next((v for v in range(version, message_type.message_info.version) if v not in steps), None)
 
 
 def upcast(message_type: type[Message], data: Data, version: int | None) -> Data:

@@ -15,7 +15,7 @@ SHOP = [
     "shop.orchestrator:service", "shop.acl:service",
 ]  # fmt: skip
 
-CONSUMER = """
+CONSUMER = '''
 from tidings import Event, Service, upcaster
 
 
@@ -30,9 +30,9 @@ service = Service("depot")
 
 @service.on
 async def receive(event: ParcelSent) -> None: ...
-"""
+'''
 
-PRODUCER = """
+PRODUCER = '''
 from tidings import Event, Service
 
 
@@ -41,7 +41,7 @@ class ParcelSent(Event, topic="contracts.parcels", key="parcel_id", version={ver
 {fields}
 
 service = Service("{name}", publishes=[ParcelSent])
-"""
+'''
 
 
 def _module(directory: Path, name: str, text: str) -> None:

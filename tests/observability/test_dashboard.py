@@ -266,7 +266,9 @@ def walk_timeline(page: Any, expect: Any, running: Running, shots: Path) -> None
         ("OrderCompleted", "3"),
     ]
     since = page.get_by_test_id("since-cause")
-    assert all(re.fullmatch(r"\d+\.\d ms", since.nth(i).inner_text()) for i in range(1, len(nodes)))
+    assert all(
+        re.fullmatch(r"\d+\.\d ms", since.nth(i).inner_text()) for i in range(1, len(nodes))
+    )
     expect(page.get_by_test_id("trace-title")).to_contain_text(running.orders["completed"])
     page.screenshot(path=str(shots / "timeline.png"), full_page=True)
 

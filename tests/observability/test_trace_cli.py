@@ -71,7 +71,7 @@ def test_trace_prints_the_chain_of_a_completed_order(demo_run: Any) -> None:
     lines = result.stdout.splitlines()
     nodes = chain(lines)
     assert lines[0].startswith("correlation ") and f"{len(nodes)} events" in lines[0]
-    assert "AccountCharged" in {t for _, t, _ in nodes}, result.stdout
+    assert ("AccountCharged" in {t for _, t, _ in nodes}), result.stdout
     assert without_ledger(nodes) == [
         (0, "OrderPlaced", "order"),
         (1, "InventoryReserved", "inventory"),

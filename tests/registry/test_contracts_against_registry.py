@@ -43,9 +43,7 @@ def test_each_registered_version_is_checked(registry: str, tmp_path: Path) -> No
     httpx.put(f"{registry}/config/contracts.parcels-ParcelSent", json={"compatibility": "NONE"})
     for schema in (_schema(parcel_id="string", grams="integer"), _schema(parcel_id="string")):
         assert httpx.post(f"{subject}/versions", json={"schema": schema, "schemaType": "JSON"})
-    result = tidings(
-        "contracts", "verify", "depot:service", "--against", registry, "--json", cwd=tmp_path
-    )
+    result = tidings("contracts", "verify", "depot:service", "--against", registry, "--json", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     verdicts = {v["producer"]: v for v in json.loads(result.stdout)}
     assert verdicts["registry v1"]["ok"] is True

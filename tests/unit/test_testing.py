@@ -116,9 +116,7 @@ def test_rss_reports_resident_memory_of_running_processes_only(tmp_path: Path) -
 
 
 def test_cpu_seconds_counts_the_cpu_a_process_used(tmp_path: Path) -> None:
-    procs = ServiceProcesses(
-        tmp_path, "memory://x", "sqlite:///x.db", {"busy": "x:y", "idle": "x:y"}
-    )
+    procs = ServiceProcesses(tmp_path, "memory://x", "sqlite:///x.db", {"busy": "x:y", "idle": "x:y"})
     spin = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.5: pass')"
     spin += "; print(flush=True); time.sleep(30)"
     busy = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)

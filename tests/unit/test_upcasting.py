@@ -56,9 +56,9 @@ def test_steps_chain_from_the_written_version_to_the_read_one() -> None:
         "parcel_id": "p1", "first_name": "Ada", "last_name": "Lovelace", "grams": 0
     }  # fmt: skip
     assert old == {"parcel_id": "p1", "name": "Ada Lovelace"}  # the input is left alone
-    assert (
-        upcast(ParcelSent, {"parcel_id": "p", "first_name": "A", "last_name": "B"}, 2)["grams"] == 0
-    )
+    assert upcast(ParcelSent, {"parcel_id": "p", "first_name": "A", "last_name": "B"}, 2)[
+        "grams"
+    ] == 0
     same = {"parcel_id": "p"}
     assert upcast(ParcelSent, same, 3) is same and upcast(ParcelSent, same, None) is same
     assert upcast(ParcelSent, same, 4) is same  # newer: read as it is (tolerant reader)
@@ -71,9 +71,7 @@ def test_a_missing_step_names_the_upcaster_to_write() -> None:
 
 
 def test_registration_mistakes_fail_at_import() -> None:
-    with pytest.raises(
-        ValueError, match=r"Gap is at version 3, so a step starts at a version from 1 to 2"
-    ):
+    with pytest.raises(ValueError, match=r"Gap is at version 3, so a step starts at a version from 1 to 2"):
         upcaster(Gap, from_version=3)
     with pytest.raises(ValueError, match="already has an upcaster from version 2: gap_two"):
 

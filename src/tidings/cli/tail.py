@@ -34,7 +34,6 @@ from tidings.transport import Record, Transport
 
 Start = Literal["end", "beginning"] | float  # a float: from that time (seconds since the epoch)
 
-
 async def _first_offset(
     transport: Transport, topic: str, partition: int, end: int, start: Start, known: bool
 ) -> int:
@@ -189,10 +188,7 @@ def tail(
 
     def started() -> None:
         err_console.print(
-            f"tailing {topic} ({where}) on {redact(broker)}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
+            f"tailing {topic} ({where}) on {redact(broker)}", highlight=False, markup=False, soft_wrap=True
         )
 
     @run_async

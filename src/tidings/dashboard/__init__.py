@@ -45,7 +45,9 @@ def serve(
             "event and can replay dead letters (give --token-file FILE or "
             "TIDINGS_DASHBOARD_TOKEN, or listen on 127.0.0.1)"
         )
-    allowed = None if token else frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
+    allowed = (
+        None if token else frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host.lower()})
+    )
     app = create_app(
         broker_url, allowed_hosts=allowed, services=services, token=token, store_url=store_url
     )

@@ -169,9 +169,7 @@ class Runtime:
         """
         self._stopping.set()
         consume = [
-            t
-            for t in self._tasks
-            if t.get_name() == "consume" or t.get_name().startswith("projection-")
+            t for t in self._tasks if t.get_name() == "consume" or t.get_name().startswith("projection-")
         ]
         steps: list[Awaitable[Any]] = [
             asyncio.gather(*consume, return_exceptions=True),

@@ -33,9 +33,7 @@ class Stats:
 
     def summary(self) -> str:
         """One line of the counters, for the log when a runtime stops."""
-        return ", ".join(
-            f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in dataclasses.fields(self)
-        )
+        return ", ".join(f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in dataclasses.fields(self))
 
 
 class Observer:
