@@ -122,7 +122,7 @@ class Projector:
         *,
         batch: int = 500,
         step_max: int = 500,
-        step_seconds: float = 0.25,
+        step_seconds: float = 0.1,
         schemas: SchemaSource | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle: float = 0.2,
@@ -232,7 +232,9 @@ class Projector:
     async def _prepare(self, records: list[Record]) -> list[_Ready]:
         ready = []
         handlers = self.projection.handlers
-        for record in records:
+        for n, record in enumerate(records, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # decoding is CPU work: let requests in between
             where = f"{record.topic}/{record.partition}@{record.offset}"
             try:
                 envelope = await decode(record, self.schemas, handlers)
