@@ -1,7 +1,8 @@
 """Order: accepts orders over HTTP, follows each through its events, ends it.
 
-The ``orders`` collection is this service's read model: one document per order with its
-status and the events that concern it (CQRS: the HTTP API reads only this).
+The order view (:mod:`shop.order_view`, an inline projection) is this service's read
+model: one row per order with its status and the events that concern it (CQRS: the HTTP
+API reads only this); ``tidings projection rebuild shop.order:service orders`` rebuilds it.
 
     POST /orders        {"customer_id": "c1", "lines": [{"sku": "widget", "quantity": 2}]}
                         -> 202 {"order_id": ..., "status": "PLACED", ...}
@@ -31,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from shop import settings
+from shop import order_view, settings
 from shop.catalog import PRICES_CENTS
 from shop.events import (
     InventoryRejected,
@@ -48,44 +49,14 @@ from shop.events import (
     ProductWithdrawn,
 )
 from shop.settings import CHOREOGRAPHY
-from tidings import Context, Envelope, Event, Service, new_event_id
+from tidings import Context, Event, Service, new_event_id
 from tidings.http import BodyLimit, UnitOfWork, readable_validation_errors
 from tidings.projection import ProjectionContext, ProjectionView
 
 service = Service("order", publishes=[OrderPlaced, OrderCompleted, OrderCancelled])
 
-FINAL = ("COMPLETED", "CANCELLED")
-# Status only moves forward: events from different topics may arrive in either order.
-RANK = {"PLACED": 0, "RESERVED": 1, "PAYMENT_FAILED": 2, "COMPLETED": 3, "CANCELLED": 3}
 MAX_BODY_BYTES = 64 * 1024
-
-
-class HistoryEntry(BaseModel):
-    id: str
-    type: str
-    source: str
-    time: str
-    causation_id: str | None
-    data: dict[str, Any]
-
-
-class Order(BaseModel):
-    order_id: str
-    customer_id: str
-    lines: list[OrderLine]
-    amount_cents: int
-    status: str
-    reason: str | None = None
-    correlation_id: str | None = None
-    placed_at: str
-    updated_at: str | None = None
-    history: list[HistoryEntry]
-
-    def summary(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"history"})
-
-
-orders = service.collection("orders", Order)
+service.projection(order_view.view)  # the order view: an inline projection (shop.order_view)
 
 
 class CatalogEntry(BaseModel):
@@ -122,18 +93,7 @@ class UnknownProduct(ValueError):
     pass
 
 
-def _history_entry(envelope: Envelope) -> HistoryEntry:
-    return HistoryEntry(
-        id=envelope.id,
-        type=envelope.type,
-        source=envelope.source,
-        time=envelope.time.isoformat(),
-        causation_id=envelope.causationid,
-        data=envelope.data,
-    )
-
-
-async def place_order(command: PlaceOrder, ctx: Context) -> Order:
+async def place_order(command: PlaceOrder, ctx: Context) -> order_view.Order:
     """Record a new order and publish OrderPlaced, in one unit of work."""
     prices = {line.sku: await price_of(line.sku, ctx) for line in command.lines}
     unknown = sorted(sku for sku, price in prices.items() if price is None)
@@ -144,105 +104,61 @@ async def place_order(command: PlaceOrder, ctx: Context) -> Order:
         )
     order_id = new_event_id()
     amount = sum((prices[line.sku] or 0) * line.quantity for line in command.lines)
-    envelope = ctx.publish(
-        OrderPlaced(
-            order_id=order_id,
-            customer_id=command.customer_id,
-            lines=command.lines,
-            amount_cents=amount,
-            saga=settings.saga_mode(),
-        )
-    )
-    order = Order(
+    event = OrderPlaced(
         order_id=order_id,
         customer_id=command.customer_id,
         lines=command.lines,
         amount_cents=amount,
-        status="PLACED",
-        correlation_id=envelope.correlationid,
-        placed_at=envelope.time.isoformat(),
-        history=[_history_entry(envelope)],
+        saga=settings.saga_mode(),
     )
-    await ctx.put(orders, order_id, order)
-    return order
+    # The view applies it when this unit of work commits (inline): the row it will hold.
+    return order_view.placed_row(event, ctx.publish(event))
 
 
-async def _advance(
-    ctx: Context,
-    order_id: str,
-    status: str | None,
-    reason: str | None = None,
-    effect: Event | None = None,
-) -> None:
-    """Note the event in hand in the order's history and move its status forward to
-    ``status`` (None: history only), publishing ``effect`` if it moved."""
-    order = await ctx.get(orders, order_id)
-    if order is None:  # not ours (an order placed before this store existed): ignore
-        return
-    assert ctx.cause is not None
-    entries = [ctx.cause]
-    changes: dict[str, Any] = {}
-    if status is not None and order.status not in FINAL and RANK[status] > RANK[order.status]:
-        changes = {"status": status, "updated_at": ctx.cause.time.isoformat()}
-        if reason is not None:
-            changes["reason"] = reason
-        if effect is not None:
-            entries.append(ctx.publish(effect))
-    known = {entry.id for entry in order.history}
-    history = [*order.history, *(_history_entry(e) for e in entries if e.id not in known)]
-    history.sort(key=lambda entry: entry.id)  # UUIDv7: time order
-    await ctx.put(orders, order_id, order.model_copy(update={**changes, "history": history}))
+async def _end(ctx: Context, order_id: str, effect: Event) -> None:
+    """Publish the order's end, unless this service did not take the order or it has
+    ended already. The view is read in this unit of work and the end is applied to it
+    before the commit (inline), so two ends of one order cannot both commit."""
+    order = await ctx.read(order_view.view, lambda view: order_view.find(view, order_id))
+    if order is not None and order.status not in order_view.FINAL:
+        ctx.publish(effect)
 
 
 # In choreography this service ends each order on its last event (and publishes the end);
 # in orchestration the order saga (shop.orchestrator) ends it and this service follows.
 # Which one is the order's mode (``saga`` on its events), not this process's SHOP_SAGA.
+# The order view takes every event below (tidings.projection: from the topics by offset on
+# a broker with history, in these handlers' units of work on one without); the handlers
+# only decide the order's end, which in orchestration is the saga's, not theirs.
 @service.on
 async def on_reserved(event: InventoryReserved, ctx: Context) -> None:
-    await _advance(ctx, event.order_id, "RESERVED")
+    pass
 
 
 @service.on
 async def on_payment_failed(event: PaymentFailed, ctx: Context) -> None:
-    await _advance(ctx, event.order_id, "PAYMENT_FAILED", event.reason)
+    pass
 
 
 @service.on
 async def on_paid(event: PaymentProcessed, ctx: Context) -> None:
-    if event.saga != CHOREOGRAPHY:
-        await _advance(ctx, event.order_id, None)
-        return
-    await _advance(
-        ctx,
-        event.order_id,
-        "COMPLETED",
-        effect=OrderCompleted(order_id=event.order_id, payment_id=event.payment_id),
-    )
+    if event.saga == CHOREOGRAPHY:
+        effect = OrderCompleted(order_id=event.order_id, payment_id=event.payment_id)
+        await _end(ctx, event.order_id, effect)
 
 
 @service.on
 async def on_cancelled(event: InventoryRejected | InventoryReleased, ctx: Context) -> None:
-    if event.saga != CHOREOGRAPHY:
-        await _advance(ctx, event.order_id, None)
-        return
-    await _advance(
-        ctx,
-        event.order_id,
-        "CANCELLED",
-        event.reason,
-        effect=OrderCancelled(order_id=event.order_id, reason=event.reason),
-    )
+    if event.saga == CHOREOGRAPHY:
+        effect = OrderCancelled(order_id=event.order_id, reason=event.reason)
+        await _end(ctx, event.order_id, effect)
 
 
 @service.on
 async def on_ended(event: OrderCompleted | OrderCancelled, ctx: Context) -> None:
-    """The order's end as the order saga decided it."""
-    if ctx.cause is not None and ctx.cause.source == service.name:
-        return  # its own end (choreography), read back: the order has it already
-    if isinstance(event, OrderCompleted):
-        await _advance(ctx, event.order_id, "COMPLETED")
-    else:
-        await _advance(ctx, event.order_id, "CANCELLED", event.reason)
+    """The order's end as the order saga decided it (the order view notes it). An end this
+    service published itself (choreography) comes back here too: the view skips an event
+    it applied already."""
 
 
 # -- the sales report: a projection -------------------------------------------------------
@@ -390,7 +306,7 @@ async def get_price(sku: str, ctx: UnitOfWork) -> dict[str, Any]:
 
 @app.get("/orders/{order_id}", responses={404: {"description": "No such order", **_ERROR}})
 async def get_order(order_id: str, ctx: UnitOfWork) -> dict[str, Any]:
-    order = await ctx.get(orders, order_id)
+    order = await ctx.read(order_view.view, lambda view: order_view.find(view, order_id))
     if order is None:
         raise HTTPException(404, f"no order {order_id!r}")
     return order.model_dump(mode="json")
@@ -400,11 +316,10 @@ async def get_order(order_id: str, ctx: UnitOfWork) -> dict[str, Any]:
 async def list_orders(
     ctx: UnitOfWork, limit: int = Query(100, ge=1, le=1000), after: str | None = None
 ) -> dict[str, Any]:
-    page = await ctx.list(orders, limit, after)
-    return {
-        "orders": [o.summary() for o in page],
-        "next": page[-1].order_id if len(page) == limit else None,
-    }
+    found, following = await ctx.read(
+        order_view.view, lambda view: order_view.page(view, limit, after)
+    )
+    return {"orders": [o.summary() for o in found], "next": following}
 
 
 @app.get("/reports/sales")

@@ -26,6 +26,26 @@ The rules (the engine that feeds them is :mod:`tidings.runtime.projector`):
 * Readers go through :func:`read_current` (``ctx.read(projection, fn)``): it reads the
   pointer, runs ``fn`` on that generation, and runs it again if the pointer moved
   meanwhile (the old generation may have been removed under it).
+
+An **inline** projection (``service.projection("orders", inline=True)``) is also applied
+in the unit of work that records an event, so a request reads its own writes
+(:func:`apply_inline`, called by the runtime before each commit):
+
+* every event the service **publishes** of a handled type, and every event it
+  **consumes** (its handler's unit of work, behind the inbox mark), is applied to the
+  serving generation, and to the one a rebuild is filling. So the view is as fresh as
+  the service's own handling, whatever a cold replay of the log is doing.
+* On a broker with history the projector reads the same events from the log, so each
+  application leaves a **mark** per generation (``orders~inline@3``, keyed by event id):
+  the projector, meeting the event, deletes the mark and skips it; and a consumed event
+  the projector applied first (its checkpoint is past the record's offset) is not
+  applied again. A crash before the commit leaves neither rows nor mark nor outbox row.
+* On a broker without history (RabbitMQ, SQS, EventBridge) the projector cannot run: the
+  service's units of work are all that feed it, and no marks are kept. Every handled
+  type must then be published or consumed by the service (:func:`inline_gaps` names the
+  others; the runtime refuses to start).
+* The handlers should still be idempotent per event id (the order view keeps each
+  event's id in its history): a dead letter replayed later is another delivery.
 """
 
 from __future__ import annotations
@@ -41,6 +61,7 @@ from tidings.envelope import Envelope
 from tidings.messages import Message, annotated_types, published_topic
 from tidings.state import Collection
 from tidings.store.base import ConcurrencyConflict, UnitOfWork
+from tidings.upcasting import upcast
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 R = TypeVar("R")
@@ -48,6 +69,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 POINTERS = "_projections"  # the collection of pointers and checkpoints
 READ_ATTEMPTS = 10
+MARKS = "~inline"  # the marks of events applied inline, per generation
 
 
 class ProjectionView:
@@ -113,11 +135,12 @@ class ProjectionHandler:
 class Projection:
     """A named read model of one service: collections and the handlers that fill them."""
 
-    def __init__(self, name: str, service: str) -> None:
-        if not name or any(c in name for c in " ./@*>"):
-            raise ValueError(f"projection name {name!r} must be non-empty, without spaces, ./@")
+    def __init__(self, name: str, service: str, *, inline: bool = False) -> None:
+        if not name or any(c in name for c in " ./@*>~"):
+            raise ValueError(f"projection name {name!r} must be non-empty, without spaces, ./@~")
         self.name = name
         self.service = service
+        self.inline = inline  # also applied in the unit of work that records an event
         self.collections: dict[str, Collection[Any]] = {}
         self.handlers: dict[str, ProjectionHandler] = {}  # by CloudEvents type
 
@@ -181,6 +204,10 @@ class Projection:
     def checkpoint_key(self, generation: int) -> str:
         return f"{self.name}@{generation}"
 
+    def marks_name(self, generation: int) -> str:
+        """The store's collection of the events applied inline to ``generation``."""
+        return f"{self.name}{MARKS}@{generation}"
+
 
 # -- the pointer and the checkpoints ------------------------------------------------------
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,6 +264,83 @@ async def write_checkpoint(
     await uow.put(
         POINTERS, projection.checkpoint_key(generation), data, expected_version=expected_version
     )
+
+
+async def set_up(uow: UnitOfWork, projection: Projection) -> Pointer:
+    """The pointer; the first generation is set up (pointer and empty checkpoint, in this
+    unit of work) when the projection has none yet."""
+    pointer = await read_pointer(uow, projection)
+    if pointer.version > 0:
+        return pointer
+    await write_pointer(uow, projection, Pointer(1, None, 0), pointer)
+    await write_checkpoint(uow, projection, 1, {}, 0)
+    return Pointer(1, None, 1)
+
+
+def inline_gaps(projection: Projection, published: set[str], consumed: set[str]) -> list[str]:
+    """The event types an inline projection handles that the service neither publishes
+    nor consumes: on a broker without history nothing would ever apply them."""
+    return sorted(set(projection.handlers) - published - consumed)
+
+
+Position = tuple[str, int, int]  # topic, partition, offset of a record in the log
+
+
+async def apply_inline(
+    uow: UnitOfWork,
+    projection: Projection,
+    published: list[Envelope],
+    consumed: tuple[Envelope, Position | None] | None = None,
+    *,
+    mark: bool,
+) -> int:
+    """Apply what a unit of work ``published`` and the event it ``consumed`` (with the
+    record's position in the log, if it came from one of the projection's topics) to the
+    serving generation and to the one being rebuilt, in ``uow``; how many applications.
+    Types the projection does not handle are passed over.
+
+    With ``mark`` (the broker keeps history, so the projector reads these events too),
+    each application leaves a mark the projector skips the event for; a consumed event
+    whose position a generation's checkpoint has passed was applied from the log already,
+    and is not applied to it again. Where both race (PostgreSQL, two transactions at
+    once), a handler that writes the row of the event's key makes them conflict, and the
+    one retried finds the mark or the checkpoint. The pointer is only read, so inline
+    writers do not conflict with each other on it; a rebuild that claims or switches
+    between this read and the commit leaves the event to the log, where the projector of
+    the new generation meets it.
+    """
+    todo: list[tuple[Envelope, Position | None]] = [
+        (e, None) for e in published if e.type in projection.handlers
+    ]
+    if consumed is not None and consumed[0].type in projection.handlers:
+        # Without marks, an event of this service's own was applied when it was published.
+        if mark or consumed[0].source != projection.service:
+            todo.insert(0, consumed)
+    if not todo:
+        return 0
+    pointer = await set_up(uow, projection)
+    generations = [pointer.generation]
+    if pointer.building is not None:
+        generations.append(pointer.building)
+    applied = 0
+    for envelope, position in todo:
+        handler = projection.handlers[envelope.type]
+        data = upcast(handler.message_type, envelope.data, envelope.version)
+        message = handler.message_type.model_validate(data)
+        for generation in generations:
+            marks = projection.marks_name(generation)
+            if mark and position is not None:
+                if await uow.get(marks, envelope.id) is not None:
+                    continue  # its publisher applied it already (a service consuming its own)
+                topic, partition, offset = position
+                checkpoint = await read_checkpoint(uow, projection, generation)
+                if checkpoint.positions.get((topic, partition), 0) > offset:
+                    continue  # the projector applied it from the log already
+            await handler.fn(message, ProjectionContext(projection, uow, generation, envelope))
+            if mark:
+                await uow.put(marks, envelope.id, {"type": envelope.type})
+            applied += 1
+    return applied
 
 
 async def read_current(

@@ -281,13 +281,18 @@ class Service:
         self.aggregates[name] = aggregate_type
         return aggregate_type
 
-    def projection(self, name: str) -> Projection:
+    def projection(self, name: str | Projection, *, inline: bool = False) -> Projection:
         """Declare a read model fed from the topics of the events its handlers take
-        (``@projection.on``), rebuildable from offset 0; see :mod:`tidings.projection`."""
-        if name in self.projections:
-            raise ValueError(f"{self.name}: a projection named {name!r} is declared already")
-        made = Projection(name, self.name)
-        self.projections[name] = made
+        (``@projection.on``), rebuildable from offset 0; ``inline`` also applies it in the
+        unit of work that publishes (or, without history, consumes) an event, so a request
+        reads its own writes. See :mod:`tidings.projection`. A ``Projection`` made apart
+        (a read model in a module of its own) is declared as it is."""
+        made = name if isinstance(name, Projection) else Projection(name, self.name, inline=inline)
+        if made.service != self.name:
+            raise ValueError(f"{self.name}: {made!r} belongs to another service")
+        if made.name in self.projections:
+            raise ValueError(f"{self.name}: a projection named {made.name!r} is declared already")
+        self.projections[made.name] = made
         return made
 
     @overload

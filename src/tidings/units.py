@@ -4,7 +4,8 @@ One place for what a handler, an HTTP request and a producer (:mod:`tidings.bus`
 with a unit of work: open a store transaction, hand out a :class:`~tidings.service.Context`,
 and, before the commit, encode what the context published in the transport's content mode,
 refuse a record the broker could never take (now, not in the relay forever), and queue
-the records in the outbox; after the commit, wake whoever relays it.
+the records in the outbox; after the commit, wake whoever relays it. Inline projections
+(:func:`tidings.projection.apply_inline`) are applied there too, before the commit.
 
 With a registry (``schemas``), each envelope is encoded with the schema registered for its
 type at start (:mod:`tidings.formats`): Avro in Confluent's framing or JSON, its
@@ -21,6 +22,7 @@ from tidings import codec
 from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
 from tidings.messages import Message, new_envelope, published_topic
+from tidings.projection import Position, Projection, apply_inline
 from tidings.records import OutgoingRecord
 from tidings.service import Context
 from tidings.store.base import Store, UnitOfWork
@@ -41,6 +43,7 @@ class OutboxUnits:
         stamp: Callable[[str, Envelope], Envelope] | None = None,
         publishes: tuple[type[Message], ...] = (),
         schemas: SchemaSource | None = None,
+        inline: tuple[Projection, ...] = (),
     ) -> None:
         self.name = name
         self.store = store
@@ -50,15 +53,20 @@ class OutboxUnits:
         self.stamp = stamp  # gives a published envelope its producer span, say
         self.publishes = publishes  # the service's declared types (empty: any)
         self.schemas = schemas  # the registered schemas to write with (None: plain JSON)
+        self.inline = inline  # projections applied before each commit
+        # Without history no projector reads the log: nothing to mark for it.
+        self.from_log = transport.capabilities.history
 
     @contextlib.asynccontextmanager
     async def open(
-        self, cause: Envelope | None = None
+        self, cause: Envelope | None = None, position: Position | None = None
     ) -> AsyncIterator[tuple[UnitOfWork, Context]]:
-        """A unit of work with a context: what the context published goes to the outbox."""
+        """A unit of work with a context: what the context published goes to the outbox.
+        ``position``: where ``cause`` is in the log, if it was read from one."""
         async with self.store.unit_of_work(self.name) as uow:
             ctx = self.context(uow, cause)
             yield uow, ctx
+            await self.project(uow, ctx, position)
             if ctx.outgoing:
                 await uow.add_outbox(self.encoded(ctx))
         if ctx.outgoing:
@@ -66,6 +74,21 @@ class OutboxUnits:
 
     def context(self, uow: UnitOfWork, cause: Envelope | None) -> Context:
         return Context(self.name, uow, cause, stamp=self.stamp, publishes=self.publishes)
+
+    async def project(
+        self, uow: UnitOfWork, ctx: Context, position: Position | None = None
+    ) -> None:
+        """Apply the inline projections to what ``ctx`` published and to the event it
+        consumed (its cause, from ``position`` in the log), in ``uow``."""
+        consumed = None if ctx.cause is None else (ctx.cause, position)
+        for projection in self.inline:
+            if position is not None and position[0] not in projection.topics():
+                at = None  # a replayed dead letter: not a position the projector reads
+            else:
+                at = position
+            cause = None if consumed is None else (consumed[0], at)
+            envelopes = [o.envelope for o in ctx.outgoing]
+            await apply_inline(uow, projection, envelopes, cause, mark=self.from_log)
 
     def encoded(self, ctx: Context) -> list[OutgoingRecord]:
         """What ``ctx`` published, as records; RecordTooLarge if the broker would refuse one."""

@@ -225,4 +225,4 @@ def test_an_unknown_projection_is_refused_with_the_known_ones(tmp_path: Path) ->
         text=True,
     )
     assert done.returncode == 2
-    assert "declares no projection 'nope' (it declares: sales)" in done.stderr
+    assert "declares no projection 'nope' (it declares: orders, sales)" in done.stderr

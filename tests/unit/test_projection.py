@@ -132,6 +132,24 @@ async def test_a_failing_handler_rolls_back_rows_and_checkpoint(
     assert await current(store) == {"a": Tally(sku="a", units=25, sales=4)}
 
 
+async def test_a_step_cut_short_by_its_time_commits_what_it_applied(
+    parts: tuple[Transport, Store],
+) -> None:
+    transport, store = parts
+    await publish(transport, *(Sold(sku=s, units=1) for s in "abababab"))
+    projector = Projector(tallies_projection, transport, store, step_seconds=0.0)
+    generation = await projector.serving()
+    assert await projector.step(generation) == 1  # one record, then its time is up
+    assert sum(t.sales for t in (await current(store)).values()) == 1
+    assert (await projector.status()).lag == 7
+    while await projector.step(generation):
+        pass
+    assert await current(store) == {
+        "a": Tally(sku="a", units=4, sales=4),
+        "b": Tally(sku="b", units=4, sales=4),
+    }
+
+
 async def test_two_projectors_on_one_batch_commit_it_once(parts: tuple[Transport, Store]) -> None:
     transport, store = parts
     await publish(transport, *(Sold(sku="a", units=1) for _ in range(5)))

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from shop import billing, inventory, orchestrator, order
+from shop import billing, inventory, orchestrator, order, order_view
 from shop.events import (
     ORDERS,
     CancelPayment,
@@ -312,6 +312,12 @@ async def _place(app: TestApp) -> str:
         return (await order.place_order(command, ctx)).order_id
 
 
+async def _order(app: TestApp, order_id: str) -> order_view.Order:
+    found = await app.read(order_view.view, lambda view: order_view.find(view, order_id))
+    assert found is not None, f"{order_id} is not in the order view"
+    return found
+
+
 async def test_a_choreography_order_completes_under_processes_set_to_orchestration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -323,7 +329,7 @@ async def test_a_choreography_order_completes_under_processes_set_to_orchestrati
         order_id = await _place(app)
         monkeypatch.setenv("SHOP_SAGA", "orchestration")
         await app.drain()
-        assert (await app.get(order.orders, order_id)).status == "COMPLETED"
+        assert (await _order(app, order_id)).status == "COMPLETED"
         assert [p.order_id for p in await app.published(PaymentProcessed)] == [order_id]
         assert [c.order_id for c in await app.published(OrderCompleted)] == [order_id]
 
@@ -345,5 +351,5 @@ async def test_an_orchestration_order_runs_once_under_processes_set_to_choreogra
         ended_type = OrderCompleted.message_info.type
         [ended] = [e for e in await app.envelopes(ORDERS) if e.type == ended_type]
         assert ended.source == "orchestrator"  # the saga's end, not one of the order service
-        assert (await app.get(order.orders, order_id)).status == "COMPLETED"
+        assert (await _order(app, order_id)).status == "COMPLETED"
         assert (await app.get(inventory.stock, "widget")).available == 8

@@ -30,6 +30,7 @@ from typing import Any
 from tidings import codec
 from tidings.envelope import Envelope
 from tidings.formats import SchemaSource
+from tidings.projection import Projection, inline_gaps, set_up
 from tidings.reliability import policy
 from tidings.reliability.deadletter import dlq_topic, replay_topic
 from tidings.reliability.debezium import DebeziumRelay, check_relay
@@ -104,14 +105,18 @@ class Runtime:
             for projection in service.projections.values()
         ]
         if self.projectors and not transport.capabilities.history:
-            # The service runs without them (the shop on RabbitMQ): its reports stay empty.
-            log.warning(
-                "%s: projections (%s) are not run: they read their topics by offset, and %s "
-                "keeps no history",
-                service.name,
-                ", ".join(service.projections),
-                transport.platform,
-            )
+            check_inline_fed(service, transport.platform)
+            # The service runs without them (the shop on RabbitMQ): its reports stay empty;
+            # inline ones are fed by the service's own units of work (tidings.projection).
+            log_only = [p.name for p in service.projections.values() if not p.inline]
+            if log_only:
+                log.warning(
+                    "%s: projections (%s) are not run: they read their topics by offset, "
+                    "and %s keeps no history",
+                    service.name,
+                    ", ".join(log_only),
+                    transport.platform,
+                )
             self.projectors = []
         self.handling = Handling(
             service,
@@ -149,6 +154,9 @@ class Runtime:
             await create_topic_settling(
                 self.transport, topic, within=TOPIC_SETTLE_SECONDS, sleep=self.sleep
             )
+        for projection in self.service.projections.values():
+            if projection.inline:  # set up now, not by the first requests racing for it
+                await self._set_up(projection)
         for hook in self.service.startup_hooks:
             await self._run_startup_hook(hook)
         if self.service.handlers:
@@ -199,6 +207,21 @@ class Runtime:
                 log.exception("%s: error while leaving the group", self.service.name)
             self.subscription = None
         log.info("%s: stopped; %s", self.service.name, self.stats.summary())
+
+    async def _set_up(self, projection: Projection) -> None:
+        """Set up an inline projection's first generation (members starting together race
+        for it: the loser conflicts, looks again and finds it)."""
+        conflicts = 0
+        while True:
+            try:
+                async with self.store.unit_of_work(self.service.name) as uow:
+                    await set_up(uow, projection)
+                return
+            except ConcurrencyConflict:
+                conflicts += 1
+                if conflicts >= policy.CONFLICT_STORM:
+                    raise
+                await self.sleep(policy.conflict_delay(conflicts, self.rng))
 
     async def _run_startup_hook(self, hook: Callable[[Context], Awaitable[None]]) -> None:
         """Run ``hook`` in a unit of work, again after a conflict: members of a group that
@@ -371,3 +394,18 @@ class Runtime:
 
 def _partition(delivery: Delivery) -> tuple[str, int]:
     return delivery.record.topic, delivery.record.partition
+
+
+def check_inline_fed(service: Service, platform: str) -> None:
+    """Refuse to run an inline projection on a broker without history that the service
+    could not feed: a type it handles that the service neither publishes nor consumes."""
+    published = {m.message_info.type for m in service.publishes}
+    for projection in service.projections.values():
+        gaps = inline_gaps(projection, published, set(service.handlers))
+        if projection.inline and gaps:
+            raise ValueError(
+                f"{service.name}: projection {projection.name} handles {', '.join(gaps)}, which "
+                f"the service neither publishes nor consumes; {platform} keeps no history, so "
+                "only the service's own units of work can feed it (handle those types, or "
+                "run on a broker with history)"
+            )

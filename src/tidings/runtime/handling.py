@@ -132,14 +132,16 @@ class Handling:
             stamp=self._stamp,
             publishes=service.publishes,
             schemas=schemas,
+            inline=tuple(p for p in service.projections.values() if p.inline),
         )
 
     # -- units of work -------------------------------------------------------------------
     def transaction(
-        self, cause: Envelope | None
+        self, cause: Envelope | None, record: Record | None = None
     ) -> contextlib.AbstractAsyncContextManager[tuple[UnitOfWork, Context]]:
-        """A unit of work with a context: what the context published goes to the outbox."""
-        return self.units.open(cause)
+        """A unit of work with a context: what the context published goes to the outbox
+        (``record``: the one ``cause`` was read from, for inline projections)."""
+        return self.units.open(cause, None if record is None else _position(record))
 
     def _stamp(self, topic: str, envelope: Envelope) -> Envelope:
         return self.observer.publishing(self.service.name, topic, envelope)
@@ -226,7 +228,7 @@ class Handling:
             attempt += 1
             if error is None:
                 try:
-                    async with self.transaction(envelope) as (uow, ctx):
+                    async with self.transaction(envelope, ready.record) as (uow, ctx):
                         if await uow.seen(group, envelope.id):
                             self.stats.duplicates += 1
                             return "duplicate"
@@ -381,6 +383,7 @@ class Handling:
                 try:
                     async with uow.savepoint():
                         await item.spec(item.message, ctx)
+                        await self.units.project(uow, ctx, _position(item.record))
                         encoded = self.units.encoded(ctx)
                 except Exception as exc:
                     if isinstance(exc, INFRASTRUCTURE_ERRORS):
@@ -428,3 +431,7 @@ class Handling:
         self.stats.dead_lettered += 1
         self.observer.on_dead_lettered(self.service.name, record, reason, error)
         return "dead_lettered"
+
+
+def _position(record: Record) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)

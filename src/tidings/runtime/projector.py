@@ -13,6 +13,15 @@ it (see :mod:`tidings.projection` for the rules). Hence:
   the service's consumer dead-letters it; a projection only follows the log.
 * :meth:`Projector.run` follows the serving generation (the pointer), so after a rebuild
   switched it carries on in the new one from that one's checkpoint.
+* An inline projection's events applied in the unit of work that published or consumed
+  them carry a mark: the step deletes it and skips the event, in its unit of work.
+* A step reads at most ``step_max`` records in all (partitions take turns being read
+  first), commits once it has applied for ``step_seconds`` (the checkpoint says how far
+  it got; the rest is read again next step, which reads about what fitted), and yields
+  to the event loop every ``YIELD_EVERY`` records: a cold replay (a new generation, a
+  fresh store over a long log) is many short units of work in its own task, so the
+  service's requests and handlers interleave with it (on SQLite they wait for the
+  store's one writer one short step at most).
 * :meth:`Projector.rebuild` claims a new generation in the pointer (``building``), replays
   every topic from offset 0 into it until it has caught up with the end offsets, then
   moves the pointer in one commit (only if no other rebuild claimed a generation since)
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import pydantic
@@ -42,17 +52,20 @@ from tidings.projection import (
     ProjectionHandler,
     read_checkpoint,
     read_pointer,
+    set_up,
     write_checkpoint,
     write_pointer,
 )
 from tidings.reliability import policy
 from tidings.reliability.policy import INFRASTRUCTURE_ERRORS
 from tidings.runtime.decoding import decode
-from tidings.store.base import ConcurrencyConflict, Store, read_only
+from tidings.store.base import ConcurrencyConflict, Store, UnitOfWork, read_only
 from tidings.transport.base import Record, Transport
 from tidings.upcasting import NoUpcastPath, upcast
 
 log = logging.getLogger("tidings.projection")
+YIELD_EVERY = 50  # records applied between two yields to the event loop
+MARKS_AT_ONCE = 1000  # marks read in one statement per step, if there are no more
 
 
 class RebuildSuperseded(ConcurrencyConflict):
@@ -108,6 +121,8 @@ class Projector:
         store: Store,
         *,
         batch: int = 500,
+        step_max: int = 500,
+        step_seconds: float = 0.1,
         schemas: SchemaSource | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle: float = 0.2,
@@ -118,6 +133,10 @@ class Projector:
         self.store = store
         self.service = projection.service
         self.batch = batch  # records per partition per step at most
+        self.step_max = step_max  # records per step at most, all partitions together
+        self.step_seconds = step_seconds  # a step commits once it has applied this long
+        self._turn = 0  # which partition is read first in the next step
+        self._fit = step_max  # records to read next step: about what fits in the time
         self.schemas = schemas
         self.sleep = sleep
         self.idle = idle
@@ -141,39 +160,81 @@ class Projector:
             return 0
         positions = dict(checkpoint.positions)
         batches: list[list[Record]] = []
-        for (topic, partition), end in sorted((await self.ends()).items()):
+        ends = sorted((await self.ends()).items())
+        self._turn = (self._turn + 1) % max(1, len(ends))
+        budget = self._fit
+        for (topic, partition), end in ends[self._turn :] + ends[: self._turn]:
             start = positions.get((topic, partition), 0)
-            if start >= end:
+            if start >= end or budget <= 0:
                 continue
             records = await self.transport.read(
-                topic, partition, start, min(self.batch, end - start)
+                topic, partition, start, min(self.batch, budget, end - start)
             )
             if records:
                 batches.append(records)
-                positions[(topic, partition)] = records[-1].offset + 1
+                budget -= len(records)
         if not batches:
             return 0
-        ready = [item for records in batches for item in await self._prepare(records)]
+        ready = {
+            (item.record.topic, item.record.partition, item.record.offset): item
+            for records in batches
+            for item in await self._prepare(records)
+        }
+        marks = self.projection.marks_name(generation)
+        done = 0
         async with self.store.unit_of_work(self.service) as uow:
-            for item in ready:
-                view = ProjectionContext(self.projection, uow, generation, item.envelope)
-                try:
-                    await item.handler.fn(item.message, view)
-                except Exception as exc:
-                    record = item.record
-                    exc.add_note(
-                        f"projection {self.projection.name}: {item.handler.name} on "
-                        f"{item.envelope.type} {item.envelope.id} "
-                        f"({record.topic}/{record.partition}@{record.offset})"
-                    )
-                    raise
+            started = time.monotonic()
+            marked = await self._marks(uow, marks)
+            for record in (record for records in batches for record in records):
+                item = ready.get((record.topic, record.partition, record.offset))
+                if item is not None:
+                    await self._apply(uow, generation, marks, marked, item)
+                positions[(record.topic, record.partition)] = record.offset + 1
+                done += 1
+                if done % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if time.monotonic() - started > self.step_seconds:
+                    break  # the rest in the next step: a request waits one short step
             await write_checkpoint(uow, self.projection, generation, positions, checkpoint.version)
-        return sum(len(records) for records in batches)
+        read = sum(len(records) for records in batches)
+        # Read about what fits in the time next step (half as much again), up to step_max.
+        self._fit = min(self.step_max, max(50, done * 3 // 2 if done < read else read * 2))
+        return done
+
+    async def _marks(self, uow: UnitOfWork, marks: str) -> set[str] | None:
+        """Every mark of the generation, read in one statement, if there are at most
+        ``MARKS_AT_ONCE`` (the projector is rarely far behind the inline writers); None:
+        more, each record's is looked up."""
+        if not self.projection.inline:
+            return set()
+        docs = await uow.list(marks, MARKS_AT_ONCE + 1)
+        return {doc.key for doc in docs} if len(docs) <= MARKS_AT_ONCE else None
+
+    async def _apply(
+        self, uow: UnitOfWork, generation: int, marks: str, marked: set[str] | None, item: _Ready
+    ) -> None:
+        event_id = item.envelope.id
+        if event_id in marked if marked is not None else await uow.get(marks, event_id):
+            await uow.delete(marks, event_id)  # applied inline already
+            return
+        view = ProjectionContext(self.projection, uow, generation, item.envelope)
+        try:
+            await item.handler.fn(item.message, view)
+        except Exception as exc:
+            record = item.record
+            exc.add_note(
+                f"projection {self.projection.name}: {item.handler.name} on "
+                f"{item.envelope.type} {item.envelope.id} "
+                f"({record.topic}/{record.partition}@{record.offset})"
+            )
+            raise
 
     async def _prepare(self, records: list[Record]) -> list[_Ready]:
         ready = []
         handlers = self.projection.handlers
-        for record in records:
+        for n, record in enumerate(records, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # decoding is CPU work: let requests in between
             where = f"{record.topic}/{record.partition}@{record.offset}"
             try:
                 envelope = await decode(record, self.schemas, handlers)
@@ -196,13 +257,12 @@ class Projector:
     async def serving(self) -> int:
         """The generation that serves reads; the first one is set up (pointer and empty
         checkpoint, in one commit) when the projection has no pointer yet."""
-        async with self.store.unit_of_work(self.service) as uow:
+        async with read_only(self.store, self.service) as uow:
             pointer = await read_pointer(uow, self.projection)
-            if pointer.version > 0:
-                return pointer.generation
-            await write_pointer(uow, self.projection, Pointer(1, None, 0), pointer)
-            await write_checkpoint(uow, self.projection, 1, {}, 0)
-            return 1
+        if pointer.version > 0:
+            return pointer.generation
+        async with self.store.unit_of_work(self.service) as uow:
+            return (await set_up(uow, self.projection)).generation
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow the serving generation until ``stopping`` is set."""
@@ -248,7 +308,17 @@ class Projector:
 
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> Rebuilt:
         """Replay every topic from offset 0 into a new generation, then switch reads to it
-        in one commit and remove the old one; the old one serves reads until the switch."""
+        in one commit and remove the old one; the old one serves reads until the switch.
+        The three steps are :meth:`claim`, :meth:`fill` and :meth:`switch`."""
+        claimed, previous = await self.claim()
+        records = await self.fill(claimed, progress)
+        await self.switch(claimed, previous)
+        return Rebuilt(claimed.building or 0, previous.generation, records)
+
+    async def claim(self) -> tuple[Pointer, Pointer]:
+        """Claim a new generation in the pointer (``building``), with an empty checkpoint;
+        the claimed pointer and the one before. From this commit on, inline units of work
+        apply to the new generation too."""
         async with self.store.unit_of_work(self.service) as uow:
             pointer = await read_pointer(uow, self.projection)
             new = max(pointer.generation, pointer.building or 0) + 1
@@ -257,11 +327,24 @@ class Projector:
             await write_checkpoint(uow, self.projection, new, {}, 0)
         if pointer.building is not None:  # a rebuild that never finished left it behind
             await self.drop(pointer.building)
+        return claimed, pointer
+
+    async def fill(self, claimed: Pointer, progress: Callable[[int], None] | None = None) -> int:
+        """Replay the topics into the claimed generation until it has caught up with their
+        ends; how many records were read."""
+        assert claimed.building is not None
         records = 0
-        while applied := await self.step(new):
+        while applied := await self.step(claimed.building):
             records += applied
             if progress is not None:
                 progress(records)
+        return records
+
+    async def switch(self, claimed: Pointer, previous: Pointer) -> None:
+        """Move reads to the claimed generation (``RebuildSuperseded`` if the pointer is no
+        longer as claimed), then remove the previous one."""
+        new = claimed.building
+        assert new is not None
         async with self.store.unit_of_work(self.service) as uow:
             current = await read_pointer(uow, self.projection)
             if current != claimed:
@@ -270,17 +353,18 @@ class Projector:
                     f"another rebuild claimed generation {current.building} meanwhile"
                 )
             await write_pointer(uow, self.projection, Pointer(new, None, 0), current)
-        if pointer.generation > 0:
-            await self.drop(pointer.generation)
-        return Rebuilt(new, pointer.generation, records)
+        if previous.generation > 0:
+            await self.drop(previous.generation)
 
     async def drop(self, generation: int) -> int:
         """Remove a generation's checkpoint and rows (in one unit of work); how many rows."""
         removed = 0
         async with self.store.unit_of_work(self.service) as uow:
             await uow.delete(POINTERS, self.projection.checkpoint_key(generation))
-            for name in self.projection.collections:
-                stored = self.projection.stored_name(name, generation)
+            names = [
+                self.projection.stored_name(n, generation) for n in self.projection.collections
+            ]
+            for stored in [*names, self.projection.marks_name(generation)]:
                 while docs := await uow.list(stored, 1000):
                     for doc in docs:
                         await uow.delete(stored, doc.key)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from tidings.envelope import Envelope
 from tidings.eventsourcing import Aggregate
 from tidings.http import with_units
 from tidings.messages import Message, published_topic
+from tidings.projection import Projection, ProjectionView
 from tidings.reliability.deadletter import DeadLetter, read_dead_letters
 from tidings.runtime import Runtime
 from tidings.service import Collection, Context, Service
@@ -151,6 +152,11 @@ class TestApp:
             raise LookupError(f"no service in this TestApp declares collection {collection.name!r}")
         async with self.unit_of_work(owner) as ctx:
             return await ctx.get(collection, key)
+
+    async def read(self, projection: Projection, fn: Callable[[ProjectionView], Awaitable[T]]) -> T:
+        """``fn`` on the serving generation of ``projection``, in its service's state."""
+        async with self.unit_of_work(projection.service) as ctx:
+            return await ctx.read(projection, fn)
 
     async def load(self, aggregate_type: type[A], id: str) -> A | None:
         """The aggregate ``id`` as the service declaring it (``service.aggregate``) loads it."""
