@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -135,6 +136,9 @@ def run(
             target=run_schedule, args=(rig, faults, lambda: time.time() - t0, stop), daemon=True
         )
         chaos.start()
+        loads: list[float] = []
+        sampler = threading.Thread(target=_sample_load, args=(loads, stop), daemon=True)
+        sampler.start()
         accepted, refused = asyncio.run(post_orders(shop.bases, order_mix(orders, str(seed)), rate))
         placed_for = time.time() - t0
         chaos.join()  # faults scheduled late in the span still run, while orders settle
@@ -143,6 +147,7 @@ def run(
         after = asyncio.run(read_stock(postgres.url))
         verdict = verify(cluster.url, postgres.url, accepted, before, after, final)
         times = asyncio.run(timings(cluster.url))
+        stop.set()
     done = [f.__dict__ | {} for f in faults]
     result = {
         "engine": engine, "cluster_nodes": len(NODES), "replicas": 3,
@@ -157,6 +162,8 @@ def run(
         **{k: v for k, v in verdict.items() if k not in ("accepted", "settled", "lost",
                                                           "double_charged")},
         "workdir": str(workdir),
+        "load_average_1m": _load_summary(loads),
+        "cpus": os.cpu_count(),
     }  # fmt: skip
     result["ok"] = held(result)
     if results is not None:
@@ -171,6 +178,19 @@ async def create_topics(broker: str, within: float = 120) -> None:
     async with opened_transport(broker) as transport:
         for topic in sorted({published_topic(event) for event in EVENTS}):
             await create_topic_settling(transport, topic, DEFAULT_PARTITIONS, within=within)
+
+
+def _sample_load(loads: list[float], stop: threading.Event, every: float = 10.0) -> None:
+    """The machine's 1-minute load average every ``every`` seconds until ``stop``: a run's
+    times mean little without how busy the cores were."""
+    while not stop.wait(every):
+        loads.append(os.getloadavg()[0])
+
+
+def _load_summary(loads: list[float]) -> dict[str, float]:
+    if not loads:
+        return {}
+    return {"min": min(loads), "mean": round(sum(loads) / len(loads), 1), "max": max(loads)}
 
 
 def held(result: dict[str, Any]) -> bool:
