@@ -21,3 +21,10 @@ def test_a_stall_counts_only_while_an_order_waits() -> None:
     assert longest_stall(times, 0, 100) == 4.0
     assert longest_stall(times, 2, 4) == 2.0  # clipped to the window
     assert longest_stall([], 0, 10) == 0.0
+
+
+def test_the_load_summary_gives_min_mean_max_and_nothing_for_no_sample() -> None:
+    from bench.chaos import _load_summary
+
+    assert _load_summary([4.0, 20.5, 9.0]) == {"min": 4.0, "mean": 11.2, "max": 20.5}
+    assert _load_summary([]) == {}
