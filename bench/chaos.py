@@ -161,6 +161,7 @@ def run(
         "faults": done,
         **{k: v for k, v in verdict.items() if k not in ("accepted", "settled", "lost",
                                                           "double_charged")},
+        "t0": t0,
         "workdir": str(workdir),
         "load_average_1m": _load_summary(loads),
         "cpus": os.cpu_count(),
@@ -178,6 +179,26 @@ async def create_topics(broker: str, within: float = 120) -> None:
     async with opened_transport(broker) as transport:
         for topic in sorted({published_topic(event) for event in EVENTS}):
             await create_topic_settling(transport, topic, DEFAULT_PARTITIONS, within=within)
+
+
+def refigure(name: str, results: Path = RESULTS) -> dict[str, Any]:
+    """Work out the timings of the stored run ``name`` again from its cluster's
+    ``shop.orders`` (the cluster must still hold that run's data: the next run wipes it),
+    e.g. after a change to :func:`bench.chaos_checks.fault_effects`. A run stored without
+    its start takes its first order's placing as the start."""
+    stored = json.loads(results.read_text())
+    result = stored[name]
+    times = asyncio.run(timings(Cluster(f"{result['engine']}-cluster").url))
+    if not times:
+        raise SystemExit(
+            f"chaos: no orders in the {result['engine']} cluster's shop.orders: "
+            "its data is not that of the run (start it, do not make it fresh)"
+        )
+    t0 = result.get("t0") or min(placed for placed, _ in times.values())
+    result.update(fault_effects(result["faults"], times, t0))
+    result["longest_stall_s"] = round(longest_stall(list(times.values()), t0, float("inf")), 1)
+    _write(results, name, result)
+    return result
 
 
 def _sample_load(loads: list[float], stop: threading.Event, every: float = 10.0) -> None:
@@ -257,7 +278,16 @@ def main(argv: list[str] | None = None) -> int:
         "--settle", type=float, default=600.0, help="seconds to wait for the orders"
     )
     parser.add_argument("--name", help="key of the result in chaos.json (default: the engine)")
+    parser.add_argument(
+        "--refigure", metavar="NAME",
+        help="work out the timings of stored run NAME again from its cluster; no new run",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.refigure:
+        result = refigure(args.refigure)
+        for fault in result["faults"]:
+            print(f"  {fault['kind']:<16} own stall {fault['own_stall_s']}s  {fault['target']}")
+        return 0
     result = run(
         args.engine, args.orders, args.rate, args.seed, args.repeat, args.settle, name=args.name
     )

@@ -28,3 +28,19 @@ def test_the_load_summary_gives_min_mean_max_and_nothing_for_no_sample() -> None
 
     assert _load_summary([4.0, 20.5, 9.0]) == {"min": 4.0, "mean": 11.2, "max": 20.5}
     assert _load_summary([]) == {}
+
+
+def test_a_fault_s_own_stall_stops_at_the_next_fault() -> None:
+    from bench.chaos_checks import fault_effects
+
+    # orders settle every second but not from 12 to 20 (during the first fault) nor from
+    # 42 to 80 (during the second, injected at 40: the first's window ends there).
+    settled = [s for s in range(1, 100) if not (12 < s < 20 or 42 < s < 80)]
+    times = {str(s): (s - 0.5, float(s)) for s in settled}
+    times["slow"] = (11.0, 79.5)  # one order waits across both
+    faults = [{"kind": "a", "started": 10.0, "healed": 15.0},
+              {"kind": "b", "started": 40.0, "healed": 45.0}]  # fmt: skip
+    fault_effects(faults, times, t0=0.0)
+    assert faults[0]["own_stall_s"] == 8.0  # 12 -> 20, not the 37 s of the second
+    assert faults[0]["stall_s"] == 37.5  # its recovery window reaches into the second (42 -> 79.5)
+    assert faults[1]["own_stall_s"] == 33.0  # 42 -> heal + 30 s = 75
