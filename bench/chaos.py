@@ -184,8 +184,13 @@ async def create_topics(broker: str, within: float = 120) -> None:
 def refigure(name: str, results: Path = RESULTS) -> dict[str, Any]:
     """Work out the timings of the stored run ``name`` again from its cluster's
     ``shop.orders`` (the cluster must still hold that run's data: the next run wipes it),
-    e.g. after a change to :func:`bench.chaos_checks.fault_effects`. A run stored without
-    its start takes its first order's placing as the start."""
+    e.g. after a change to :func:`bench.chaos_checks.fault_effects`.
+
+    A run stored without its start (``t0``, recorded since the own stalls were added) gets
+    the start with which its stored recoveries and stalls come out again (the first order
+    is placed seconds after the start on a loaded machine, and the fault windows are
+    relative to the start); ``RuntimeError`` if no start in the 20 s before the first
+    order does."""
     stored = json.loads(results.read_text())
     result = stored[name]
     times = asyncio.run(timings(Cluster(f"{result['engine']}-cluster").url))
@@ -194,11 +199,32 @@ def refigure(name: str, results: Path = RESULTS) -> dict[str, Any]:
             f"chaos: no orders in the {result['engine']} cluster's shop.orders: "
             "its data is not that of the run (start it, do not make it fresh)"
         )
-    t0 = result.get("t0") or min(placed for placed, _ in times.values())
+    t0 = result.get("t0") or _start_matching(result["faults"], times)
+    result["t0"] = t0
     result.update(fault_effects(result["faults"], times, t0))
     result["longest_stall_s"] = round(longest_stall(list(times.values()), t0, float("inf")), 1)
     _write(results, name, result)
     return result
+
+
+def _start_matching(faults: list[dict[str, Any]], times: dict[str, tuple[float, float]]) -> float:
+    first = min(placed for placed, _ in times.values())
+    best = (float("inf"), first)
+    for step in range(401):  # 0 to 20 s before the first order, by 50 ms
+        probe = [dict(f) for f in faults]
+        fault_effects(probe, times, first - step * 0.05)
+        error = sum(
+            abs(p["recovery_s"] - f["recovery_s"]) + abs(p["stall_s"] - f["stall_s"])
+            for p, f in zip(probe, faults, strict=True)
+            if f.get("recovery_s") is not None
+        )
+        best = min(best, (error, first - step * 0.05))
+    if best[0] > 0.1 * len(faults):
+        raise RuntimeError(
+            f"no start within 20 s before the first order gives the stored timings again "
+            f"(closest differs by {best[0]:.1f} s in all): is this the run's cluster data?"
+        )
+    return best[1]
 
 
 def _sample_load(loads: list[float], stop: threading.Event, every: float = 10.0) -> None:
