@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -135,6 +136,9 @@ def run(
             target=run_schedule, args=(rig, faults, lambda: time.time() - t0, stop), daemon=True
         )
         chaos.start()
+        loads: list[float] = []
+        sampler = threading.Thread(target=_sample_load, args=(loads, stop), daemon=True)
+        sampler.start()
         accepted, refused = asyncio.run(post_orders(shop.bases, order_mix(orders, str(seed)), rate))
         placed_for = time.time() - t0
         chaos.join()  # faults scheduled late in the span still run, while orders settle
@@ -143,6 +147,7 @@ def run(
         after = asyncio.run(read_stock(postgres.url))
         verdict = verify(cluster.url, postgres.url, accepted, before, after, final)
         times = asyncio.run(timings(cluster.url))
+        stop.set()
     done = [f.__dict__ | {} for f in faults]
     result = {
         "engine": engine, "cluster_nodes": len(NODES), "replicas": 3,
@@ -156,7 +161,10 @@ def run(
         "faults": done,
         **{k: v for k, v in verdict.items() if k not in ("accepted", "settled", "lost",
                                                           "double_charged")},
+        "t0": t0,
         "workdir": str(workdir),
+        "load_average_1m": _load_summary(loads),
+        "cpus": os.cpu_count(),
     }  # fmt: skip
     result["ok"] = held(result)
     if results is not None:
@@ -171,6 +179,65 @@ async def create_topics(broker: str, within: float = 120) -> None:
     async with opened_transport(broker) as transport:
         for topic in sorted({published_topic(event) for event in EVENTS}):
             await create_topic_settling(transport, topic, DEFAULT_PARTITIONS, within=within)
+
+
+def refigure(name: str, results: Path = RESULTS) -> dict[str, Any]:
+    """Work out the timings of the stored run ``name`` again from its cluster's
+    ``shop.orders`` (the cluster must still hold that run's data: the next run wipes it),
+    e.g. after a change to :func:`bench.chaos_checks.fault_effects`.
+
+    A run stored without its start (``t0``, recorded since the own stalls were added) gets
+    the start with which its stored recoveries and stalls come out again (the first order
+    is placed seconds after the start on a loaded machine, and the fault windows are
+    relative to the start); ``RuntimeError`` if no start in the 20 s before the first
+    order does."""
+    stored = json.loads(results.read_text())
+    result = stored[name]
+    times = asyncio.run(timings(Cluster(f"{result['engine']}-cluster").url))
+    if not times:
+        raise SystemExit(
+            f"chaos: no orders in the {result['engine']} cluster's shop.orders: "
+            "its data is not that of the run (start it, do not make it fresh)"
+        )
+    t0 = result.get("t0") or _start_matching(result["faults"], times)
+    result["t0"] = t0
+    result.update(fault_effects(result["faults"], times, t0))
+    result["longest_stall_s"] = round(longest_stall(list(times.values()), t0, float("inf")), 1)
+    _write(results, name, result)
+    return result
+
+
+def _start_matching(faults: list[dict[str, Any]], times: dict[str, tuple[float, float]]) -> float:
+    first = min(placed for placed, _ in times.values())
+    best = (float("inf"), first)
+    for step in range(401):  # 0 to 20 s before the first order, by 50 ms
+        probe = [dict(f) for f in faults]
+        fault_effects(probe, times, first - step * 0.05)
+        error = sum(
+            abs(p["recovery_s"] - f["recovery_s"]) + abs(p["stall_s"] - f["stall_s"])
+            for p, f in zip(probe, faults, strict=True)
+            if f.get("recovery_s") is not None
+        )
+        best = min(best, (error, first - step * 0.05))
+    if best[0] > 0.1 * len(faults):
+        raise RuntimeError(
+            f"no start within 20 s before the first order gives the stored timings again "
+            f"(closest differs by {best[0]:.1f} s in all): is this the run's cluster data?"
+        )
+    return best[1]
+
+
+def _sample_load(loads: list[float], stop: threading.Event, every: float = 10.0) -> None:
+    """The machine's 1-minute load average every ``every`` seconds until ``stop``: a run's
+    times mean little without how busy the cores were."""
+    while not stop.wait(every):
+        loads.append(os.getloadavg()[0])
+
+
+def _load_summary(loads: list[float]) -> dict[str, float]:
+    if not loads:
+        return {}
+    return {"min": min(loads), "mean": round(sum(loads) / len(loads), 1), "max": max(loads)}
 
 
 def held(result: dict[str, Any]) -> bool:
@@ -237,7 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         "--settle", type=float, default=600.0, help="seconds to wait for the orders"
     )
     parser.add_argument("--name", help="key of the result in chaos.json (default: the engine)")
+    parser.add_argument(
+        "--refigure", metavar="NAME",
+        help="work out the timings of stored run NAME again from its cluster; no new run",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.refigure:
+        result = refigure(args.refigure)
+        for fault in result["faults"]:
+            print(f"  {fault['kind']:<16} own stall {fault['own_stall_s']}s  {fault['target']}")
+        return 0
     result = run(
         args.engine, args.orders, args.rate, args.seed, args.repeat, args.settle, name=args.name
     )

@@ -133,11 +133,17 @@ def longest_stall(times: list[tuple[float, float]], start: float, end: float) ->
     return longest
 
 
+OWN_AFTER_S = 30.0  # a fault's own window runs this long past its heal (a session timeout's wait)
+
+
 def fault_effects(
     faults: list[dict[str, Any]], times: dict[str, tuple[float, float]], t0: float
 ) -> dict[str, Any]:
     """Per fault: the longest stall of settlements from injection until the orders placed
-    during it had all settled (``recovery_s``, from injection); and p99 latency of
+    during it had all settled (``stall_s``; ``recovery_s`` is that time, from injection),
+    the longest in its own window (``own_stall_s``: injection to heal + ``OWN_AFTER_S``,
+    cut at the next fault's injection, so a later fault's stall is not counted again, as
+    it is in ``stall_s`` when a backlog makes recoveries overlap); and p99 latency of
     orders placed during a fault (injection to heal + 5 s) against the others."""
     during: list[float] = []
     calm: list[float] = []
@@ -147,10 +153,13 @@ def fault_effects(
     for placed, settled in times.values():
         latency_ms = (settled - placed) * 1000
         (during if any(a <= placed <= b for a, b in windows) else calm).append(latency_ms)
+    injected = sorted(t0 + f["started"] for f in faults if f["started"] is not None)
     for fault in faults:
         if fault["started"] is None:
             continue
         start, healed = t0 + fault["started"], t0 + fault["healed"]
+        own_end = min([healed + OWN_AFTER_S, *(t for t in injected if t > start)])
+        fault["own_stall_s"] = round(longest_stall(list(times.values()), start, own_end), 1)
         caught = [s for p, s in times.values() if start <= p <= healed]
         drained = max([healed, *caught])
         fault["recovery_s"] = round(drained - start, 1)
