@@ -211,27 +211,29 @@ class Runtime:
     async def _set_up(self, projection: Projection) -> None:
         """Set up an inline projection's first generation (members starting together race
         for it: the loser conflicts, looks again and finds it)."""
-        conflicts = 0
-        while True:
-            try:
-                async with self.store.unit_of_work(self.service.name) as uow:
-                    await set_up(uow, projection)
-                return
-            except ConcurrencyConflict:
-                conflicts += 1
-                if conflicts >= policy.CONFLICT_STORM:
-                    raise
-                await self.sleep(policy.conflict_delay(conflicts, self.rng))
+
+        async def set_up_once() -> None:
+            async with self.store.unit_of_work(self.service.name) as uow:
+                await set_up(uow, projection)
+
+        await self._again_after_conflicts(set_up_once)
 
     async def _run_startup_hook(self, hook: Callable[[Context], Awaitable[None]]) -> None:
         """Run ``hook`` in a unit of work, again after a conflict: members of a group that
         start together run the same hook (seeding state, say) at the same time."""
+
+        async def run_once() -> None:
+            async with self.unit_of_work() as ctx:
+                await hook(ctx)
+
+        await self._again_after_conflicts(run_once)
+
+    async def _again_after_conflicts(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """``attempt()`` until it does not conflict, backing off; a storm is raised."""
         conflicts = 0
         while True:
             try:
-                async with self.unit_of_work() as ctx:
-                    await hook(ctx)
-                return
+                return await attempt()
             except ConcurrencyConflict:
                 conflicts += 1
                 if conflicts >= policy.CONFLICT_STORM:
