@@ -1,7 +1,7 @@
 """What a chaos run (:mod:`bench.chaos`) checks at the end, from the broker and the database
 directly (not through the services' HTTP views), and the timings it derives.
 
-* every accepted order settled (Completed or Cancelled in the order service's state);
+* every accepted order settled (Completed or Cancelled in the order service's order view);
   ``lost`` counts accepted orders that did not, or that the state does not hold;
 * no order charged twice: the distinct PaymentProcessed ids per order in billing's topic;
 * stock conserved, every completed order paid and no cancelled one
@@ -20,11 +20,11 @@ import statistics
 import time
 from typing import Any
 
-from shop import order as order_service
+from shop import order_view
 from shop.invariants import payments_in_log, report
 from tidings.cli.common import opened_transport
 from tidings.reliability.deadletter import read_dead_letters
-from tidings.testing import documents, envelopes
+from tidings.testing import envelopes, projected
 
 SETTLED = ("COMPLETED", "CANCELLED")
 
@@ -33,7 +33,8 @@ async def wait_settled(store: str, accepted: list[str], timeout: float) -> dict[
     """Every order in the state once all ``accepted`` ones settled (or after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        orders = await documents(store, order_service.service, order_service.orders)
+        rows = await projected(store, order_view.view, order_view.orders)
+        orders = {k: o for k, o in rows.items() if o.placed_at is not None}  # placed here
         open_ = [i for i in accepted if i not in orders or orders[i].status not in SETTLED]
         if not open_ or time.monotonic() > deadline:
             return {k: o.summary() for k, o in orders.items()}
@@ -92,7 +93,7 @@ def verify(
     payments = asyncio.run(payments_in_log(broker))
     invariants = report(final, before, after, payments, 0.0)
     settled = [i for i in accepted if i in final and final[i]["status"] in SETTLED]
-    groups = [order_service.service.name, "inventory", "billing"]
+    groups = [order_view.SERVICE, "inventory", "billing"]
     return {
         "accepted": len(accepted),
         "settled": len(settled),

@@ -14,7 +14,7 @@
 
 from tidings.testing.app import TestApp
 from tidings.testing.ports import free_port
-from tidings.testing.state import documents
+from tidings.testing.state import documents, projected
 from tidings.testing.topics import envelopes, records
 
-__all__ = ["TestApp", "documents", "envelopes", "free_port", "records"]
+__all__ = ["TestApp", "documents", "envelopes", "free_port", "projected", "records"]
