@@ -18,8 +18,7 @@ from tidings.runtime import Runtime
 from tidings.store import make_store
 from tidings.store.base import read_only
 from tidings.testing.harness import drain
-from tidings.testing.postgres import fresh_schema
-from tidings.testing.servers import require
+from tidings.testing.postgres import sqlite_or_postgres
 from tidings.transport import make_transport
 from tidings.transport.memory import MemoryTransport
 from tidings.units import direct_record
@@ -70,11 +69,7 @@ async def rows(view: ProjectionView) -> dict[str, Tally]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/state.db"
-        return
-    require(POSTGRES)
-    with fresh_schema(POSTGRES) as url:
+    with sqlite_or_postgres(request.param, f"sqlite:///{tmp_path}/state.db", POSTGRES) as url:
         yield url
 
 

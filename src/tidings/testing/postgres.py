@@ -30,3 +30,19 @@ def fresh_schema(url: str, prefix: str = "tidings_test") -> Iterator[str]:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextlib.contextmanager
+def sqlite_or_postgres(
+    kind: str, sqlite_url: str, postgres_url: str = "postgresql://127.0.0.1:5432/tidings"
+) -> Iterator[str]:
+    """The store URL of a test run over both stores: ``sqlite_url``, or a fresh schema on
+    the test PostgreSQL (skipped when it is not there, failed under CI=true)."""
+    if kind == "sqlite":
+        yield sqlite_url
+        return
+    from tidings.testing.servers import require
+
+    require(postgres_url)
+    with fresh_schema(postgres_url) as url:
+        yield url
