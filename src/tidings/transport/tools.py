@@ -69,8 +69,16 @@ async def partition_ranges(
         for info in await transport.topics()
         if topics is None or topics(info.name)
         for partition, end in info.end_offsets.items()
-        if end > 0
     }
+    return await _since(transport, ends, since)
+
+
+async def _since(
+    transport: Transport, ends: dict[tuple[str, int], int], since: float | None
+) -> list[PartitionRange]:
+    """The ranges from the first offset stored since ``since`` to ``ends``, of the
+    partitions with records in that window."""
+    ends = {where: end for where, end in ends.items() if end > 0}
     if since is None:
         starts = dict.fromkeys(ends, 0)
     else:
@@ -85,7 +93,9 @@ async def read_topic(
 ) -> AsyncIterator[Record]:
     """The records of ``topic`` (stored since ``since``, if given), each partition in
     order (for tools, not consumers)."""
-    ranges = await partition_ranges(transport, since, topic.__eq__)
+    # Only this topic's offsets: asking every topic's (partition_ranges) on a shared broker
+    # costs a request per partition and meets every other topic's leader elections.
+    ranges = await _since(transport, await transport.end_offsets([topic]), since)
     async for records in transport.read_ranges(ranges, batch):
         for record in records:
             yield record

@@ -40,6 +40,19 @@ async def _wait(future: Future[T]) -> T:
     return await asyncio.wrap_future(future)
 
 
+# A partition answering these has no leader this client can reach yet; asked again, it will.
+_LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,  # in the metadata, not yet on its leader
+}
+
+
+def _leader_moving(exc: KafkaException) -> bool:
+    error = kafka_error(exc)
+    return error is not None and error.code() in _LEADER_MOVING
+
+
 class KafkaAdmin:
     def __init__(self, settings: KafkaSettings, on_error: Callable[[KafkaError], None]) -> None:
         self.settings = settings
@@ -121,11 +134,8 @@ class KafkaAdmin:
         }
 
     async def end_offsets(self, counts: dict[str, int]) -> dict[TP, int]:
-        specs = {TopicPartition(t, p): _LATEST for t, n in counts.items() for p in range(n)}
-        if not specs:
-            return {}
-        futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
-        return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
+        return await self._list_offsets([(t, p) for t, n in counts.items() for p in range(n)],
+                                        _LATEST)  # fmt: skip
 
     async def offsets_for_time(self, partitions: list[TP], timestamp: float) -> dict[TP, int]:
         """The first offset at or after ``timestamp`` in each partition, by the broker's
@@ -139,14 +149,33 @@ class KafkaAdmin:
         return {tp: found.get(tp, 0) for tp in partitions}
 
     async def _list_offsets(self, partitions: list[TP], spec: Any) -> dict[TP, int]:
-        if not partitions:
-            return {}
-        specs = {TopicPartition(t, p): spec for t, p in partitions}
-        futures = self._admin().list_offsets(specs, request_timeout=self._timeout)
-        try:
-            return {(tp.topic, tp.partition): (await _wait(f)).offset for tp, f in futures.items()}
-        except KafkaException as exc:
-            raise KafkaTransportError(f"listing offsets: {describe(exc)}") from None
+        """``ListOffsets`` for ``partitions``. A partition whose leader is not known yet
+        or is moving (a topic just created, a broker restarting, a leader election) is
+        asked again, every 0.2 s for up to ``connect_timeout_ms``; other errors raise."""
+        found: dict[TP, int] = {}
+        pending = list(partitions)
+        deadline = time.monotonic() + self._timeout
+        while pending:
+            futures = self._admin().list_offsets(
+                {TopicPartition(t, p): spec for t, p in pending}, request_timeout=self._timeout
+            )
+            failed: dict[TP, KafkaException] = {}
+            for tp, future in futures.items():
+                try:
+                    found[(tp.topic, tp.partition)] = (await _wait(future)).offset
+                except KafkaException as exc:
+                    failed[(tp.topic, tp.partition)] = exc
+            pending = [tp for tp, exc in failed.items() if _leader_moving(exc)]
+            final = [(tp, exc) for tp, exc in failed.items() if not _leader_moving(exc)]
+            if pending and time.monotonic() > deadline:
+                final.append((pending[0], failed[pending[0]]))
+            if final:
+                (topic, partition), error = final[0]
+                raise KafkaTransportError(f"{self.settings.url}: listing offsets of {topic}"
+                                          f"[{partition}]: {describe(error)}")  # fmt: skip
+            if pending:
+                await asyncio.sleep(0.2)
+        return found
 
     # -- consumer groups --------------------------------------------------------------
 
