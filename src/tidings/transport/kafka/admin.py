@@ -40,6 +40,8 @@ async def _wait(future: Future[T]) -> T:
     return await asyncio.wrap_future(future)
 
 
+# Up to this many named topics, partition_counts asks for each one's metadata alone.
+_ASKED_ONE_BY_ONE = 8
 # A partition answering these has no leader this client can reach yet; asked again, it will.
 _LEADER_MOVING = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -56,7 +58,11 @@ def _leader_moving(exc: KafkaException) -> bool:
 class KafkaAdmin:
     def __init__(self, settings: KafkaSettings, on_error: Callable[[KafkaError], None]) -> None:
         self.settings = settings
-        self.client = AdminClient(settings.common("tidings-admin", on_error))
+        # A metadata request naming a topic must not create it (brokers with
+        # auto.create.topics.enable would, for this producer-type client, by default).
+        self.client = AdminClient(
+            {**settings.common("tidings-admin", on_error), "allow.auto.create.topics": False}
+        )
         self._timeout = settings.connect_timeout_ms / 1000
         self._known_topics: set[str] = set()
 
@@ -121,17 +127,32 @@ class KafkaAdmin:
             await asyncio.sleep(0.05)
 
     async def partition_counts(self, topics: Iterable[str] | None = None) -> dict[str, int]:
-        """Partitions per topic: of ``topics``, or of every topic but Kafka's internal ones."""
+        """Partitions per topic: of ``topics`` (those that exist), or of every topic but
+        Kafka's internal ones."""
         admin = self._admin()
+        wanted = None if topics is None else sorted(set(topics))
+        if wanted is not None and len(wanted) <= _ASKED_ONE_BY_ONE:
+            return await asyncio.get_running_loop().run_in_executor(None, self._counts, wanted)
         metadata = await asyncio.get_running_loop().run_in_executor(
             None, admin.list_topics, None, self._timeout
         )
-        wanted = None if topics is None else set(topics)
         return {
             name: len(meta.partitions)
             for name, meta in metadata.topics.items()
             if (name in wanted if wanted is not None else not name.startswith("__"))
         }
+
+    def _counts(self, names: list[str]) -> dict[str, int]:
+        """Partitions of each of a few topics, by one metadata request each (blocking).
+        A follower polls its topics' end offsets every step; listing every topic for
+        that took a fifth of the order service's CPU on a broker holding 2,500
+        partitions."""
+        counts = {}
+        for name in names:
+            meta = self.client.list_topics(name, self._timeout).topics.get(name)
+            if meta is not None and meta.error is None and meta.partitions:
+                counts[name] = len(meta.partitions)
+        return counts
 
     async def end_offsets(self, counts: dict[str, int]) -> dict[TP, int]:
         return await self._list_offsets([(t, p) for t, n in counts.items() for p in range(n)],
