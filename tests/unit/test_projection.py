@@ -3,6 +3,7 @@ checkpoint committed with the rows (a failing handler leaves neither), rebuild a
 
 from __future__ import annotations
 
+import asyncio
 import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -136,6 +137,7 @@ async def test_a_step_cut_short_by_its_time_commits_what_it_applied(
     projector = Projector(tallies_projection, transport, store, step_seconds=0.0)
     generation = await projector.serving()
     assert await projector.step(generation) == 1  # one record, then its time is up
+    assert projector.behind
     assert sum(t.sales for t in (await current(store)).values()) == 1
     assert (await projector.status()).lag == 7
     while await projector.step(generation):
@@ -144,6 +146,36 @@ async def test_a_step_cut_short_by_its_time_commits_what_it_applied(
         "a": Tally(sku="a", units=4, sales=4),
         "b": Tally(sku="b", units=4, sales=4),
     }
+
+
+class Counting(Projector):
+    steps = 0
+
+    async def step(self, generation: int) -> int:
+        self.steps += 1
+        return await super().step(generation)
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_the_projector_waits_once_caught_up_and_an_inline_one_without_an_empty_step(
+    parts: tuple[Transport, Store], monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    transport, store = parts
+    await publish(transport, *(Sold(sku="a", units=1) for _ in range(5)))  # one partition
+    monkeypatch.setattr(tallies_projection, "inline", inline)
+    stopping = asyncio.Event()
+    waited: list[tuple[int, int]] = []  # (steps so far, sales applied) at each wait
+
+    async def sleep(seconds: float) -> None:
+        waited.append((projector.steps, sum(t.sales for t in (await current(store)).values())))
+        stopping.set()
+
+    projector = Counting(tallies_projection, transport, store, batch=2, sleep=sleep)
+    await projector.run(stopping)
+    # 2, 2 (records left: on at once), then 1 (caught up): an inline projection, kept
+    # current by its service's units of work, waits there; another reads once more first.
+    assert waited == [(3 if inline else 4, 5)]
+    assert not projector.behind
 
 
 async def test_two_projectors_on_one_batch_commit_it_once(parts: tuple[Transport, Store]) -> None:

@@ -137,6 +137,7 @@ class Projector:
         self.step_seconds = step_seconds  # a step commits once it has applied this long
         self._turn = 0  # which partition is read first in the next step
         self._fit = step_max  # records to read next step: about what fits in the time
+        self.behind = False  # did the last step leave records it could have read unread?
         self.schemas = schemas
         self.sleep = sleep
         self.idle = idle
@@ -160,12 +161,16 @@ class Projector:
             return 0
         positions = dict(checkpoint.positions)
         batches: list[list[Record]] = []
+        self.behind = False
         ends = sorted((await self.ends()).items())
         self._turn = (self._turn + 1) % max(1, len(ends))
         budget = self._fit
         for (topic, partition), end in ends[self._turn :] + ends[: self._turn]:
             start = positions.get((topic, partition), 0)
-            if start >= end or budget <= 0:
+            if start >= end:
+                continue
+            if budget <= 0:
+                self.behind = True
                 continue
             records = await self.transport.read(
                 topic, partition, start, min(self.batch, budget, end - start)
@@ -173,6 +178,8 @@ class Projector:
             if records:
                 batches.append(records)
                 budget -= len(records)
+            if start + len(records) < end:
+                self.behind = True
         if not batches:
             return 0
         ready = {
@@ -194,6 +201,7 @@ class Projector:
                 if done % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if time.monotonic() - started > self.step_seconds:
+                    self.behind = True
                     break  # the rest in the next step: a request waits one short step
             await write_checkpoint(uow, self.projection, generation, positions, checkpoint.version)
         read = sum(len(records) for records in batches)
@@ -289,7 +297,11 @@ class Projector:
                 )
                 await self.sleep(min(30.0, self.retry_delay * failures))
                 continue
-            if applied == 0:
+            # An inline projection is kept current by the service's own units of work;
+            # the projector only settles what they did not apply, so once it has caught
+            # up it waits too, and reads a larger step next time (a step of a few records
+            # each time was a fifth of the order service's CPU on Kafka).
+            if applied == 0 or (self.projection.inline and not self.behind):
                 await self.sleep(self.idle)
 
     # -- status and rebuild --------------------------------------------------------------
