@@ -35,7 +35,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import pydantic
 
@@ -65,7 +65,6 @@ from tidings.upcasting import NoUpcastPath, upcast
 
 log = logging.getLogger("tidings.projection")
 YIELD_EVERY = 50  # records applied between two yields to the event loop
-MARKS_AT_ONCE = 1000  # marks read in one statement per step, if there are no more
 
 
 class RebuildSuperseded(ConcurrencyConflict):
@@ -191,7 +190,7 @@ class Projector:
         done = 0
         async with self.store.unit_of_work(self.service) as uow:
             started = time.monotonic()
-            marked = await self._marks(uow, marks)
+            marked = await self._marks(uow, marks, ready.values())
             for record in (record for records in batches for record in records):
                 item = ready.get((record.topic, record.partition, record.offset))
                 if item is not None:
@@ -209,20 +208,18 @@ class Projector:
         self._fit = min(self.step_max, max(50, done * 3 // 2 if done < read else read * 2))
         return done
 
-    async def _marks(self, uow: UnitOfWork, marks: str) -> set[str] | None:
-        """Every mark of the generation, read in one statement, if there are at most
-        ``MARKS_AT_ONCE`` (the projector is rarely far behind the inline writers); None:
-        more, each record's is looked up."""
+    async def _marks(self, uow: UnitOfWork, marks: str, items: Iterable[_Ready]) -> set[str]:
+        """The events of ``items`` that carry a mark of the generation (applied inline),
+        read in one statement."""
         if not self.projection.inline:
             return set()
-        docs = await uow.list(marks, MARKS_AT_ONCE + 1)
-        return {doc.key for doc in docs} if len(docs) <= MARKS_AT_ONCE else None
+        return set(await uow.get_many(marks, [item.envelope.id for item in items]))
 
     async def _apply(
-        self, uow: UnitOfWork, generation: int, marks: str, marked: set[str] | None, item: _Ready
+        self, uow: UnitOfWork, generation: int, marks: str, marked: set[str], item: _Ready
     ) -> None:
         event_id = item.envelope.id
-        if event_id in marked if marked is not None else await uow.get(marks, event_id):
+        if event_id in marked:
             await uow.delete(marks, event_id)  # applied inline already
             return
         view = ProjectionContext(self.projection, uow, generation, item.envelope)

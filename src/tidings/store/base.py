@@ -162,6 +162,16 @@ class UnitOfWork(abc.ABC):
     ) -> int:
         """Write a document; returns its new version. See the module rules."""
 
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``keys`` that exist, by key (one statement where the store
+        has round trips to save; this default asks for each)."""
+        found = {}
+        for key in dict.fromkeys(keys):
+            doc = await self.get(collection, key)
+            if doc is not None:
+                found[key] = doc
+        return found
+
     @abc.abstractmethod
     async def delete(self, collection: str, key: str) -> None: ...
 

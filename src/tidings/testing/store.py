@@ -522,6 +522,20 @@ class StoreConformance(StoreFixtures):
             assert await uow.get("orders", "o1") is None
             assert await uow.put("orders", "o1", {"again": 1}, expected_version=0) == 1
 
+    async def test_get_many_finds_the_keys_that_exist(self, store: Store, svc: str) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"n": 1})
+            await uow.put("orders", "o2", {"n": 2})
+            await uow.put("other", "o3", {"n": 3})
+        async with store.unit_of_work(svc) as uow:
+            assert await uow.get_many("orders", []) == {}
+            found = await uow.get_many("orders", ["o2", "o3", "o1", "o2", "none"])
+            assert found == {"o1": Document("o1", 1, {"n": 1}), "o2": Document("o2", 1, {"n": 2})}
+            await uow.delete("orders", "o1")
+            await uow.put("orders", "o4", {"n": 4})
+            # Its own writes, as get sees them.
+            assert set(await uow.get_many("orders", ["o1", "o2", "o4"])) == {"o2", "o4"}
+
     async def test_list_orders_by_key_and_pages_with_after(self, store: Store, svc: str) -> None:
         keys = ["b", "a", "B", "a-1", "aa", "ä", "10", "9", "Z", "a b", "é", "~"]
         async with store.unit_of_work(svc) as uow:

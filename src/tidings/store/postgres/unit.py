@@ -212,6 +212,18 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
         self._docs[collection, key] = doc
         return doc
 
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        unknown = [k for k in dict.fromkeys(keys) if (collection, k) not in self._docs]
+        if unknown:
+            rows = await self._all(
+                "SELECT key, version, data FROM documents"
+                " WHERE service = %s AND collection = %s AND key = ANY(%s)",
+                (self.service, collection, unknown),
+            )
+            self._docs.update(dict.fromkeys(((collection, k) for k in unknown), None))
+            self._docs.update({(collection, r[0]): Document(r[0], int(r[1]), r[2]) for r in rows})
+        return {k: doc for k in keys if (doc := self._docs[collection, k]) is not None}
+
     async def put(
         self,
         collection: str,
@@ -255,7 +267,9 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
 
     async def delete(self, collection: str, key: str) -> None:
         self._wrote = True
-        await self._one(
+        # Nobody waits for its result: sent with the next statement (its error, if any,
+        # raised there or at the COMMIT); reads in this unit see the key gone at once.
+        self._defer(
             "DELETE FROM documents WHERE service = %s AND collection = %s AND key = %s",
             (self.service, collection, key),
         )
