@@ -330,7 +330,10 @@ async def apply_inline(
         for generation in generations:
             marks = projection.marks_name(generation)
             if mark and position is not None:
-                if await uow.get(marks, envelope.id) is not None:
+                # Only this service's own events can carry their publisher's mark (events
+                # of others are marked by their consumer, here, after the inbox said new).
+                own = envelope.source == projection.service
+                if own and await uow.get(marks, envelope.id) is not None:
                     continue  # its publisher applied it already (a service consuming its own)
                 topic, partition, offset = position
                 checkpoint = await read_checkpoint(uow, projection, generation)
