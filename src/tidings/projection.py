@@ -323,6 +323,7 @@ async def apply_inline(
     if pointer.building is not None:
         generations.append(pointer.building)
     applied = 0
+    new_marks: dict[str, dict[str, dict[str, Any]]] = {}  # marks collection -> id -> mark
     for envelope, position in todo:
         handler = projection.handlers[envelope.type]
         data = upcast(handler.message_type, envelope.data, envelope.version)
@@ -341,8 +342,10 @@ async def apply_inline(
                     continue  # the projector applied it from the log already
             await handler.fn(message, ProjectionContext(projection, uow, generation, envelope))
             if mark:
-                await uow.put(marks, envelope.id, {"type": envelope.type})
+                new_marks.setdefault(marks, {})[envelope.id] = {"type": envelope.type}
             applied += 1
+    for marks, written in new_marks.items():
+        await uow.put_many(marks, written)  # nobody waits for them: sent with what follows
     return applied
 
 

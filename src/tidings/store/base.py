@@ -46,7 +46,7 @@ import abc
 import builtins
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -161,6 +161,13 @@ class UnitOfWork(abc.ABC):
         expected_version: int | None = None,
     ) -> int:
         """Write a document; returns its new version. See the module rules."""
+
+    async def put_many(self, collection: str, documents: Mapping[str, dict[str, Any]]) -> None:
+        """Write ``documents`` (key -> data) without a version check, as ``put`` without
+        ``expected_version`` does each, and without waiting for their new versions (the
+        PostgreSQL store sends them with its next statement); this default puts each."""
+        for key, data in documents.items():
+            await self.put(collection, key, data)
 
     async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
         """The documents of ``keys`` that exist, by key (one statement where the store

@@ -536,6 +536,26 @@ class StoreConformance(StoreFixtures):
             # Its own writes, as get sees them.
             assert set(await uow.get_many("orders", ["o1", "o2", "o4"])) == {"o2", "o4"}
 
+    async def test_put_many_writes_without_a_version_check(self, store: Store, svc: str) -> None:
+        async with store.unit_of_work(svc) as uow:
+            await uow.put("orders", "o1", {"n": 1})
+        async with store.unit_of_work(svc) as uow:
+            await uow.put_many("orders", {})
+            await uow.put_many("orders", {"o1": {"n": 10}, "o2": {"n": 2}})
+            # Its own writes, as get sees them, with the versions the store gave them.
+            assert await uow.get("orders", "o1") == Document("o1", 2, {"n": 10})
+            assert await uow.get("orders", "o2") == Document("o2", 1, {"n": 2})
+        with pytest.raises(Boom):
+            async with store.unit_of_work(svc) as uow:
+                await uow.put_many("orders", {"o3": {"n": 3}})
+                raise Boom
+        async with store.unit_of_work(svc) as uow:
+            found = await uow.get_many("orders", ["o1", "o2", "o3"])
+            assert {k: (d.version, d.data) for k, d in found.items()} == {
+                "o1": (2, {"n": 10}),
+                "o2": (1, {"n": 2}),
+            }
+
     async def test_list_orders_by_key_and_pages_with_after(self, store: Store, svc: str) -> None:
         keys = ["b", "a", "B", "a-1", "aa", "ä", "10", "9", "Z", "a b", "é", "~"]
         async with store.unit_of_work(svc) as uow:

@@ -224,6 +224,20 @@ class PostgresUnitOfWork(PostgresEvents, UnitOfWork):
             self._docs.update({(collection, r[0]): Document(r[0], int(r[1]), r[2]) for r in rows})
         return {k: doc for k in keys if (doc := self._docs[collection, k]) is not None}
 
+    async def put_many(self, collection: str, documents: Mapping[str, dict[str, Any]]) -> None:
+        if not documents:
+            return
+        self._wrote = True
+        self._defer(
+            "INSERT INTO documents (service, collection, key, version, data)"
+            " SELECT %s, %s, k, 1, d FROM unnest(%s::text[], %s::jsonb[]) AS t(k, d)"
+            " ON CONFLICT (service, collection, key)"
+            " DO UPDATE SET version = documents.version + 1, data = EXCLUDED.data",
+            (self.service, collection, list(documents), [Jsonb(d) for d in documents.values()]),
+        )
+        for key in documents:  # its version is the server's to say: a get asks it
+            self._docs.pop((collection, key), None)
+
     async def put(
         self,
         collection: str,
