@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,6 +143,30 @@ class Streams:
             if mine is not None:
                 out.append((*mine, info))
         return out
+
+    async def end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        """The end offset of every partition of ``topics`` that exist: one STREAM.INFO per
+        partition, all at once (listing every stream instead took 75 ms and loaded the
+        JetStream API on a server holding 432 topics, every step of a projector)."""
+        wanted: list[tuple[str, int]] = []
+        for topic in dict.fromkeys(topics):
+            count = await self.partitions_of(topic)
+            wanted.extend((topic, p) for p in range(count or 0))
+        infos = await asyncio.gather(*(self._info(stream_name(t, p)) for t, p in wanted))
+        return {
+            where: int(info["state"].get("last_seq", 0))  # seq = offset + 1
+            for where, info in zip(wanted, infos, strict=True)
+            if info is not None
+        }
+
+    async def _info(self, stream: str) -> dict[str, Any] | None:
+        """A stream's info; None if it is gone."""
+        try:
+            return await api(self.nc, f"STREAM.INFO.{stream}")
+        except JetStreamError as exc:
+            if exc.code == 404:
+                return None
+            raise
 
     # -- group consumers --------------------------------------------------------------
 

@@ -52,7 +52,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -325,6 +325,10 @@ class NatsTransport(Transport):
             ends.setdefault(topic, {p: 0 for p in range(partitions)})
             ends[topic][partition] = int(info["state"].get("last_seq", 0))  # seq = offset + 1
         return [TopicInfo(name, counts[name], ends[name]) for name in sorted(counts)]
+
+    async def end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        async with self._unavailable("reading end offsets"):
+            return await self.streams.end_offsets(topics)
 
     # -- publishing -------------------------------------------------------------------
 
