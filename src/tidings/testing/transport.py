@@ -464,14 +464,20 @@ class TransportConformance(ReadingCases):
                 return set(a.handled()) | set(b.handled())
 
             publisher = asyncio.create_task(publish(400))
+            # The member killed must be mid-stream: one that has handled records. Not
+            # necessarily both have: on a FIFO queue (EventBridge's SQS side) a member
+            # whose batch spans every message group holds them all while it works, and
+            # the other may get nothing for a while (a: 0, b: 400 in a run on moto).
             await eventually(  # a takeover's patience: on an emulated bus (EventBridge on
                 # moto) 40 records through two processes took longer than settle_timeout
-                lambda: len(a.handled()) >= 20 and len(b.handled()) >= 20,
+                lambda: max(len(a.handled()), len(b.handled())) >= 20,
                 self.takeover_timeout,
-                "both members handle records",
+                "a member handles records",
             )
-            procs[0].send_signal(signal.SIGKILL)  # mid-stream: no leave, no last ack
-            await procs[0].wait()
+            victim = 0 if len(a.handled()) >= 20 else 1
+            survivor = logs[1 - victim]
+            procs[victim].send_signal(signal.SIGKILL)  # mid-stream: no leave, no last ack
+            await procs[victim].wait()
             await publisher
             await publish(100)
             expected = {v.decode() for v in sent}
@@ -482,7 +488,7 @@ class TransportConformance(ReadingCases):
             )
             assert handled() == expected
             await eventually(
-                lambda: b.assignment() == {0, 1, 2, 3},
+                lambda: survivor.assignment() == {0, 1, 2, 3},
                 self.takeover_timeout,
                 "the survivor holds every partition",
             )
