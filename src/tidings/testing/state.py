@@ -11,6 +11,8 @@ service's name) and reads in one transaction, so what it returns is one consiste
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import pydantic
@@ -27,24 +29,27 @@ async def documents(store: str, service: Service, collection: Collection[T]) -> 
     """Every document of ``collection`` in the state of ``service``, by key, in key order."""
     if service.collections.get(collection.name) is not collection:
         raise LookupError(f"{service.name} declares no collection {collection.name!r}")
-    opened = await open_store(store, service.name)
-    try:
-        async with opened.unit_of_work(service.name) as uow:
-            return await _all(uow, collection.name, collection.model)
-    finally:
-        await opened.close()
+    async with _unit(store, service.name) as uow:
+        return await _all(uow, collection.name, collection.model)
 
 
 async def projected(store: str, projection: Projection, collection: Collection[T]) -> dict[str, T]:
     """Every document of a projection's ``collection`` in the generation it serves now."""
     if projection.collections.get(collection.name) is not collection:
         raise LookupError(f"projection {projection.name} has no collection {collection.name!r}")
-    opened = await open_store(store, projection.service)
+    async with _unit(store, projection.service) as uow:
+        generation = (await read_pointer(uow, projection)).generation
+        stored = projection.stored_name(collection.name, generation)
+        return await _all(uow, stored, collection.model)
+
+
+@contextlib.asynccontextmanager
+async def _unit(store: str, service: str) -> AsyncIterator[UnitOfWork]:
+    """One unit of work on ``service``'s store, opened for it and closed after."""
+    opened = await open_store(store, service)
     try:
-        async with opened.unit_of_work(projection.service) as uow:
-            generation = (await read_pointer(uow, projection)).generation
-            stored = projection.stored_name(collection.name, generation)
-            return await _all(uow, stored, collection.model)
+        async with opened.unit_of_work(service) as uow:
+            yield uow
     finally:
         await opened.close()
 
