@@ -248,6 +248,12 @@ def walk_timeline(page: Any, expect: Any, running: Running, shots: Path) -> None
     page.get_by_test_id("nav-orders").click()
     expect(page.get_by_test_id("order-row").first).to_be_visible()
     page.get_by_test_id("search").fill(running.orders["completed"])
+    # Live traffic re-renders the orders page while the user types: the text must stay.
+    with httpx.Client(base_url=running.base, timeout=10) as client:
+        newer = post_order(client, "c06", ("gizmo", 1))
+    expect(page.locator(f'[data-testid="order-row"][data-subject="{newer}"]')).to_be_visible()
+    expect(page.get_by_test_id("search")).to_have_value(running.orders["completed"])
+    expect(page.get_by_test_id("search")).to_be_focused()
     page.get_by_test_id("search-button").click()
     rows = page.get_by_test_id("trace-row")
     expect(rows.last).to_have_attribute("data-type", "OrderCompleted")
