@@ -266,14 +266,19 @@ async def write_checkpoint(
     )
 
 
-async def set_up(uow: UnitOfWork, projection: Projection) -> Pointer:
-    """The pointer; the first generation is set up (pointer and empty checkpoint, in this
-    unit of work) when the projection has none yet."""
+async def set_up(
+    uow: UnitOfWork,
+    projection: Projection,
+    positions: dict[tuple[str, int], int] | None = None,
+) -> Pointer:
+    """The pointer; the first generation is set up (pointer and a checkpoint at
+    ``positions``, by default the beginning, in this unit of work) when the projection has
+    none yet."""
     pointer = await read_pointer(uow, projection)
     if pointer.version > 0:
         return pointer
     await write_pointer(uow, projection, Pointer(1, None, 0), pointer)
-    await write_checkpoint(uow, projection, 1, {}, 0)
+    await write_checkpoint(uow, projection, 1, positions or {}, 0)
     return Pointer(1, None, 1)
 
 

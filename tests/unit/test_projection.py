@@ -210,6 +210,22 @@ async def test_rebuild_replays_into_a_new_generation_and_removes_the_old(
     assert (await current(store))["a"].units == live["a"].units + 100
 
 
+async def test_a_projection_started_at_the_end_applies_only_what_comes_after(
+    parts: tuple[Transport, Store],
+) -> None:
+    transport, store = parts
+    await publish(transport, Sold(sku="a", units=1), Sold(sku="b", units=2))
+    projector = Projector(tallies_projection, transport, store)
+    assert await projector.start_at_end() == 1
+    assert await projector.step(1) == 0
+    assert (await projector.status()).lag == 0
+    await publish(transport, Sold(sku="a", units=5))
+    assert await projector.step(await projector.serving()) == 1
+    assert await current(store) == {"a": Tally(sku="a", units=5, sales=1)}
+    with pytest.raises(ValueError, match="set up already"):
+        await projector.start_at_end()
+
+
 async def test_reads_before_any_generation_are_empty(parts: tuple[Transport, Store]) -> None:
     _, store = parts
     assert await current(store) == {}

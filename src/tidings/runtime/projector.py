@@ -269,6 +269,23 @@ class Projector:
         async with self.store.unit_of_work(self.service) as uow:
             return (await set_up(uow, self.projection)).generation
 
+    async def start_at_end(self) -> int:
+        """Set up the first generation with its checkpoint at the topics' current ends, so
+        that it applies only what is published from now on instead of replaying the log:
+        for a read model of what happens next, or a new store beside a long log (a
+        benchmark on a broker that keeps earlier runs' events). The generation set up;
+        ``ValueError`` if the projection has one already (skipping part of the log under
+        rows it has would leave holes: ``rebuild`` replays it)."""
+        ends = await self.ends()
+        async with self.store.unit_of_work(self.service) as uow:
+            pointer = await read_pointer(uow, self.projection)
+            if pointer.version > 0:
+                raise ValueError(
+                    f"projection {self.projection.name} of {self.service} is set up already "
+                    f"(generation {pointer.generation}): it cannot start at the end"
+                )
+            return (await set_up(uow, self.projection, ends)).generation
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow the serving generation until ``stopping`` is set."""
         failures = conflicts = 0
