@@ -21,6 +21,13 @@ The rules (the engine that feeds them is :mod:`tidings.runtime.projector`):
   and partition), written in the same unit of work as the rows it accounts for, with an
   expected version: a batch either commits with its checkpoint or not at all, and two
   processes applying the same batch cannot both commit it.
+* Several processes of a service each run its projections, but one at a time applies a
+  generation: the checkpoint names the process that wrote it last (its **runner**) and
+  until when (a lease of a few seconds, renewed by each step it commits); the others
+  only look until the lease has lapsed, then the first to commit a step takes over. The
+  expected version still decides: a lease is a courtesy that saves the others from
+  applying batches only to see them rolled back, never what keeps a batch from
+  counting twice.
 * Handlers are deterministic folds: they read and write the projection's collections
   only, publish nothing, and must give the same rows when replayed.
 * Readers go through :func:`read_current` (``ctx.read(projection, fn)``): it reads the
@@ -222,10 +229,16 @@ class Pointer:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The next offset to read per (topic, partition), and the document's version (0: none)."""
+    """The next offset to read per (topic, partition), and the document's version (0: none);
+    the process that wrote it last and until when (time.time()) it holds the lease."""
 
     positions: dict[tuple[str, int], int]
     version: int
+    runner: str | None = None
+    until: float = 0.0
+
+    def leased_to_another(self, runner: str, now: float) -> bool:
+        return self.runner is not None and self.runner != runner and now < self.until
 
 
 async def read_pointer(uow: UnitOfWork, projection: Projection) -> Pointer:
@@ -248,7 +261,7 @@ async def read_checkpoint(uow: UnitOfWork, projection: Projection, generation: i
     if doc is None:
         return Checkpoint({}, 0)
     positions = {(topic, partition): offset for topic, partition, offset in doc.data["positions"]}
-    return Checkpoint(positions, doc.version)
+    return Checkpoint(positions, doc.version, doc.data.get("runner"), doc.data.get("until", 0.0))
 
 
 async def write_checkpoint(
@@ -257,10 +270,14 @@ async def write_checkpoint(
     generation: int,
     positions: dict[tuple[str, int], int],
     expected_version: int,
+    lease: tuple[str, float] | None = None,
 ) -> None:
-    """Write the checkpoint of ``generation``; ``ConcurrencyConflict`` unless it is still at
-    ``expected_version`` (so a batch applied twice at once commits once)."""
-    data = {"positions": [[t, p, o] for (t, p), o in sorted(positions.items())]}
+    """Write the checkpoint of ``generation`` (with ``lease``: its runner and until when);
+    ``ConcurrencyConflict`` unless it is still at ``expected_version`` (so a batch applied
+    twice at once commits once)."""
+    data: dict[str, Any] = {"positions": [[t, p, o] for (t, p), o in sorted(positions.items())]}
+    if lease is not None:
+        data["runner"], data["until"] = lease
     await uow.put(
         POINTERS, projection.checkpoint_key(generation), data, expected_version=expected_version
     )

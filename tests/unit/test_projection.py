@@ -189,6 +189,32 @@ async def test_two_projectors_on_one_batch_commit_it_once(parts: tuple[Transport
     assert (await current(store))["a"] == Tally(sku="a", units=5, sales=5)
 
 
+async def test_one_projector_at_a_time_applies_until_its_lease_lapses(
+    parts: tuple[Transport, Store],
+) -> None:
+    transport, store = parts
+    now = [1000.0]
+    first, second = (
+        Projector(tallies_projection, transport, store, lease=5.0, clock=lambda: now[0])
+        for _ in range(2)
+    )
+    generation = await first.serving()
+    await publish(transport, Sold(sku="a", units=1))
+    assert await first.step(generation) == 1
+    await publish(transport, Sold(sku="a", units=2))
+    assert await second.step(generation) == 0  # the first holds the lease
+    now[0] += 4.9
+    assert await second.step(generation) == 0
+    assert await first.step(generation) == 1  # its own lease: it applies, and renews
+    await publish(transport, Sold(sku="a", units=3))
+    now[0] += 5.1  # the first went quiet: its lease lapsed
+    assert await second.step(generation) == 1
+    await publish(transport, Sold(sku="a", units=4))
+    assert await first.step(generation) == 0  # now the second's
+    assert await second.step(generation) == 1
+    assert (await current(store))["a"] == Tally(sku="a", units=10, sales=4)
+
+
 async def test_rebuild_replays_into_a_new_generation_and_removes_the_old(
     parts: tuple[Transport, Store],
 ) -> None:

@@ -22,6 +22,11 @@ it (see :mod:`tidings.projection` for the rules). Hence:
   fresh store over a long log) is many short units of work in its own task, so the
   service's requests and handlers interleave with it (on SQLite they wait for the
   store's one writer one short step at most).
+* Of several projectors of one projection (a service's processes), the one whose lease
+  the checkpoint holds applies; a step of another reads the checkpoint and returns 0
+  until the lease has lapsed (``lease`` seconds after the holder's last commit: it
+  stopped, or was caught up and idle), so that they do not all apply every batch only
+  for all but one to be rolled back.
 * :meth:`Projector.rebuild` claims a new generation in the pointer (``building``), replays
   every topic from offset 0 into it until it has caught up with the end offsets, then
   moves the pointer in one commit (only if no other rebuild claimed a generation since)
@@ -35,6 +40,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
 import pydantic
@@ -126,6 +132,8 @@ class Projector:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle: float = 0.2,
         retry_delay: float = 1.0,
+        lease: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.projection = projection
         self.transport = transport
@@ -141,6 +149,9 @@ class Projector:
         self.sleep = sleep
         self.idle = idle
         self.retry_delay = retry_delay
+        self.lease = lease  # seconds a committed step keeps the others from applying
+        self.clock = clock  # wall clock: the lease is compared across processes
+        self.runner = uuid.uuid4().hex  # this projector, in the checkpoint's lease
 
     # -- one step ------------------------------------------------------------------------
     async def ends(self) -> dict[tuple[str, int], int]:
@@ -156,7 +167,8 @@ class Projector:
         is rolled back); a handler's error is raised with the batch rolled back."""
         async with read_only(self.store, self.service) as uow:
             checkpoint = await read_checkpoint(uow, self.projection, generation)
-        if checkpoint.version == 0:
+        if checkpoint.version == 0 or checkpoint.leased_to_another(self.runner, self.clock()):
+            self.behind = False
             return 0
         positions = dict(checkpoint.positions)
         batches: list[list[Record]] = []
@@ -202,7 +214,10 @@ class Projector:
                 if time.monotonic() - started > self.step_seconds:
                     self.behind = True
                     break  # the rest in the next step: a request waits one short step
-            await write_checkpoint(uow, self.projection, generation, positions, checkpoint.version)
+            lease = (self.runner, self.clock() + self.lease)
+            await write_checkpoint(
+                uow, self.projection, generation, positions, checkpoint.version, lease
+            )
         read = sum(len(records) for records in batches)
         # Read about what fits in the time next step (half as much again), up to step_max.
         self._fit = min(self.step_max, max(50, done * 3 // 2 if done < read else read * 2))
