@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 from psycopg.rows import TupleRow
+
+from tidings import credentials
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -13,9 +13,10 @@ START_HINT = "start it with `scripts/services up postgres` (or `make services`)"
 
 
 def redact(url: str) -> str:
-    """The URL with any password masked, fit for a log line or an error message."""
-    url = re.sub(r"(://[^:/?#@]*):[^@/?#]*@", r"\1:***@", url)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+    """The URL with any password masked, fit for a log line or an error message: the
+    framework's one redaction (:func:`tidings.credentials.redact`), which also masks
+    secret-named options and the secrets it was told of."""
+    return credentials.redact(url)
 
 
 def lost_race(exc: psycopg.Error) -> bool:
