@@ -18,8 +18,9 @@ The rules:
 * ``{service}`` anywhere in the URL is replaced by the service's name when a service runs
   (:func:`for_service`), so one URL gives each service its own user and secret:
   ``kafka://{service}@broker:9192?password_file=/run/secrets/{service}``.
-* Every secret read is remembered in this process, and :func:`redact` replaces it (and
-  anything that looks like a password in a URL or an option) with ``***``. Log lines,
+* Every secret read is remembered in this process, and :func:`redact` (from
+  :mod:`tidings.redaction`, re-exported here) replaces it (and anything that looks like a
+  password in a URL or an option) with ``***``. Log lines,
   CLI errors, the dashboard and trace attributes go through :func:`redact`; nothing here
   ever puts a secret in an exception message or a ``repr``.
 """
@@ -28,51 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import threading
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from tidings.redaction import redact, remember_secret
 from tidings.transport.errors import InvalidBrokerURL
 
 __all__ = ["Credentials", "for_service", "redact", "remember_secret", "split_credentials"]
 
-MASK = "***"
 SECURITY_OPTIONS = frozenset(
     {"tls", "tls_ca", "tls_cert", "tls_key", "password_env", "password_file", "sasl_mechanism"}
 )
-_secrets: set[str] = set()
-_lock = threading.Lock()
-# user:password@ in any URL-like text.
-_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^:/@\s'\"]*):(?P<secret>[^@/\s'\"]+)@")
-# name=value where the name says secret; password_env / password_file hold no secret.
-_OPTION = re.compile(
-    r"(?P<name>[\w.-]*(?:password|passwd|secret|token|jaas\.config|api[_-]?key)(?!_env|_file)"
-    r"[\w.-]*)(?P<eq>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^&\s,;'\")]+)",
-    re.IGNORECASE,
-)
-
-
-def remember_secret(value: str) -> None:
-    """From now on :func:`redact` masks ``value`` wherever it appears (short ones excepted:
-    masking every "a" would make logs unreadable and protect nothing)."""
-    if len(value) >= 4:
-        with _lock:
-            _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with every known secret, URL password and secret-named option masked."""
-    if not text:
-        return text
-    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
-    text = _OPTION.sub(lambda m: f"{m['name']}{m['eq']}{MASK}", text)
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def for_service(url: str, service: str) -> str:

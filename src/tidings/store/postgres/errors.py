@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.rows import TupleRow
 
-from tidings import credentials
+from tidings.redaction import redact as _redact
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -14,9 +14,9 @@ START_HINT = "start it with `scripts/services up postgres` (or `make services`)"
 
 def redact(url: str) -> str:
     """The URL with any password masked, fit for a log line or an error message: the
-    framework's one redaction (:func:`tidings.credentials.redact`), which also masks
+    framework's one redaction (:func:`tidings.redaction.redact`), which also masks
     secret-named options and the secrets it was told of."""
-    return credentials.redact(url)
+    return _redact(url)
 
 
 def lost_race(exc: psycopg.Error) -> bool:
