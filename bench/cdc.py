@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bench.stats import percentile
 from shop.events import CATALOG
 from shop.migration import KAFKA, LegacySite, wait_for
 from tidings import codec
@@ -59,11 +60,6 @@ def _all(wanted: dict[tuple[str, int], float]) -> dict[tuple[str, int], float] |
     """The events of every (sku, price) wanted, once all were published; else None."""
     found = _published({sku for sku, _ in wanted})
     return found if found.keys() >= wanted.keys() else None
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def run() -> dict[str, Any]:
@@ -108,7 +104,7 @@ def run() -> dict[str, Any]:
     return {
         "latency_changes": LATENCY_CHANGES,
         "commit_to_event_p50_ms": round(statistics.median(latencies), 1),
-        "commit_to_event_p99_ms": round(_percentile(latencies, 0.99), 1),
+        "commit_to_event_p99_ms": round(percentile(latencies, 99), 1),
         "burst_changes": BURST_CHANGES,
         "burst_commit_seconds": round(committed_for, 2),
         "burst_changes_per_s": round(BURST_CHANGES / (last - started), 1),

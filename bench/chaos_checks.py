@@ -16,10 +16,10 @@ the first OrderCompleted / OrderCancelled (both stamped by the order service: on
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from typing import Any
 
+from bench.stats import percentile
 from shop import order_view
 from shop.invariants import payments_in_log, report
 from tidings.cli.common import opened_transport
@@ -108,12 +108,8 @@ def verify(
     }
 
 
-def percentile(values: list[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return round(values[0], 1)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
+def rounded_percentile(values: list[float], q: int) -> float | None:
+    return round(percentile(values, q), 1) if values else None
 
 
 def longest_stall(times: list[tuple[float, float]], start: float, end: float) -> float:
@@ -166,9 +162,9 @@ def fault_effects(
         fault["recovery_s"] = round(drained - start, 1)
         fault["stall_s"] = round(longest_stall(list(times.values()), start, drained), 1)
     return {
-        "latency_ms_p50_calm": percentile(calm, 50),
-        "latency_ms_p99_calm": percentile(calm, 99),
-        "latency_ms_p50_during_faults": percentile(during, 50),
-        "latency_ms_p99_during_faults": percentile(during, 99),
+        "latency_ms_p50_calm": rounded_percentile(calm, 50),
+        "latency_ms_p99_calm": rounded_percentile(calm, 99),
+        "latency_ms_p50_during_faults": rounded_percentile(during, 50),
+        "latency_ms_p99_during_faults": rounded_percentile(during, 99),
         "orders_placed_during_faults": len(during),
     }

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from bench.stats import percentile
 from tidings import Event, Service
 from tidings.cdc import connect
 from tidings.cdc.outbox import connector_name
@@ -46,10 +47,6 @@ ROUNDS = 3  # per relay
 LATENCY_EVENTS = 200
 BURST_EVENTS = 2000
 WRITERS = 8
-
-
-def _p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 async def _round(relay: str, store_url: str, tmp: Path) -> dict[str, float]:
@@ -122,7 +119,7 @@ async def _round(relay: str, store_url: str, tmp: Path) -> dict[str, float]:
             await transport.close()
     return {
         "p50_ms": round(statistics.median(latencies), 1),
-        "p99_ms": round(_p99(latencies), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
         "events_per_s": round(BURST_EVENTS / burst_seconds, 1),
         "commits_per_s": round(BURST_EVENTS / commit_seconds, 1),
     }

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from bench.stats import percentile
 from shop.demo import SERVICES, Shop
 from tidings import codec
 from tidings.cli.common import opened_store, opened_transport
@@ -154,14 +154,6 @@ def rss_mib(shop: Shop) -> dict[str, float]:
     return {name: round(kib / 1024, 1) for name, kib in shop.rss().items()}
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
-
-
 def run(
     broker: str | None = None,
     store: str | None = None,
@@ -247,8 +239,8 @@ def _measure(
             ]
             result.update(
                 order_latency_rate_per_s=rate,
-                order_latency_ms_p50=round(_percentile(lat, 50), 1),
-                order_latency_ms_p99=round(_percentile(lat, 99), 1),
+                order_latency_ms_p50=round(percentile(lat, 50), 1),
+                order_latency_ms_p99=round(percentile(lat, 99), 1),
                 orders_measured=len(ids) + len(paced),
             )
     finally:
