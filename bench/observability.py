@@ -2,8 +2,10 @@
 
 The three shop services run as runtimes in this process, on the embedded SQLite log and
 SQLite stores (the default deployment, minus HTTP), and work through a backlog of
-``--orders`` orders each round (see :func:`one_round`); every order is four events, four
-handlings that do something and three that skip, and four publishes. Each round runs the
+``--orders`` orders each round (see :func:`one_round`); every order is five events
+(OrderPlaced, InventoryReserved, PaymentProcessed, billing's ledger AccountCharged,
+OrderCompleted), five handlings that do something and the rest skipped, and five
+publishes, plus a CreditLimitSet for each of the round's 50 customers' first order. Each round runs the
 modes back to back, in rotating order, so that drift (page cache, CPU frequency, a noisy
 neighbour) hits them alike.
 
@@ -44,6 +46,7 @@ from tidings.store import make_store
 from tidings.transport import make_transport
 
 RESULTS = Path(__file__).with_name("results") / "observability.json"
+CUSTOMERS = 50  # distinct customers the orders of a round cycle through
 
 # A stand-in OTLP/HTTP collector, in its own process (as a real one would be): it counts
 # the spans it receives and answers GET with the count.
@@ -130,7 +133,7 @@ async def one_round(
     line = OrderLine(sku="widget", quantity=1)
     for i in range(orders):
         async with order_rt.unit_of_work() as ctx:
-            await order.place_order(PlaceOrder(customer_id=f"c{i % 50}", lines=[line]), ctx)
+            await order.place_order(PlaceOrder(customer_id=f"c{i % CUSTOMERS}", lines=[line]), ctx)
     while order_rt.stats.published < orders:  # noqa: ASYNC110 - polling a counter
         await asyncio.sleep(0.002)
 
@@ -215,13 +218,14 @@ def run(orders: int = 400, rounds: int = 5) -> dict[str, Any]:
         "round_ratios": [
             round(on / off, 3) for on, off in zip(rates["on"], rates["off"], strict=True)
         ],
-        "events_per_order": 4,
+        "events_per_order": 5,
         "orders_per_round": orders,
         "spans_exported": spans,
-        # 4 producer spans (one per event) + 4 consumer spans (inventory: OrderPlaced;
-        # billing: InventoryReserved; order: InventoryReserved, PaymentProcessed); records a
-        # service only skips (no handler for its type) get no span.
-        "spans_expected": rounds * orders * (4 + 4),
+        # 5 producer spans (one per event) + 5 consumer spans (inventory: OrderPlaced;
+        # billing: InventoryReserved; order: InventoryReserved, PaymentProcessed and its own
+        # OrderCompleted), and a producer span for each customer's CreditLimitSet; records
+        # a service only skips (no handler for its type) get no span.
+        "spans_expected": rounds * (orders * (5 + 5) + min(orders, CUSTOMERS)),
         "setup": "shop services in one process, sqlite log + sqlite stores, no HTTP, from a "
         "backlog; on = spans (always sampled, OTLP/HTTP JSON to a collector process) "
         "+ Prometheus metrics + log context; sampled = the same with "
