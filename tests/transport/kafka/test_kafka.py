@@ -33,7 +33,13 @@ from tidings import codec
 from tidings.envelope import Envelope
 from tidings.testing.servers import require, require_module, skip_or_fail
 from tidings.transport import BrokerUnavailable, TransportError, open_transport
-from tidings.transport.base import Delivery, NotAssigned, OutgoingRecord, Subscription
+from tidings.transport.base import (
+    Delivery,
+    NotAssigned,
+    OutgoingRecord,
+    Subscription,
+    Transport,
+)
 from tidings.transport.kafka import KafkaTransport
 from tidings.transport.kafka.config import decode_headers
 
@@ -244,11 +250,22 @@ async def test_committed_offsets_are_kafkas_own(transport: KafkaTransport) -> No
         await admin.close()
 
 
-async def test_assignment_moves_only_inside_fetch_and_keeps_acks(
-    transport: KafkaTransport,
-) -> None:
+@pytest.mark.parametrize(
+    "strategy", ["", "?rdkafka.partition.assignment.strategy=cooperative-sticky"]
+)
+async def test_assignment_moves_only_inside_fetch_and_keeps_acks(strategy: str) -> None:
     """A member handling records keeps its partitions until its next fetch, its acks then
-    go with the partitions it gives up, and the new member starts right after them."""
+    go with the partitions it gives up, and the new member starts right after them; with
+    the default eager rebalances and with incremental ones (cooperative-sticky)."""
+    require(KAFKA_URL)
+    transport = await open_transport(KAFKA_URL + strategy)
+    try:
+        await _moves_only_inside_fetch(transport)
+    finally:
+        await transport.close()
+
+
+async def _moves_only_inside_fetch(transport: Transport) -> None:
     topic, group = unique("kafka.rebalance"), unique("kafka-group")
     await transport.create_topic(topic, 4)
     first = [OutgoingRecord(topic, f"old-{i}".encode(), f"k{i}") for i in range(40)]
@@ -284,6 +301,33 @@ async def test_assignment_moves_only_inside_fetch_and_keeps_acks(
     await a.close()
     with pytest.raises(NotAssigned):
         await in_hand[0].ack()
+    await b.close()
+
+
+async def test_a_member_that_joins_later_gets_a_share_of_every_topic(
+    transport: KafkaTransport,
+) -> None:
+    """A service reads several topics; a process added to its group must take part of each
+    topic's partitions, not whole topics (cooperative-sticky, which balances only the
+    count, gave the joiner the last topics entire: all of a busy topic stayed on one)."""
+    topics, group = [unique("kafka.spread-a"), unique("kafka.spread-b")], unique("kafka-group")
+    for topic in topics:
+        await transport.create_topic(topic, 4)
+    a = await transport.subscribe(group, topics)
+    deadline = time.monotonic() + 30
+    while len(a.assignment()) < 8:  # alone, it holds everything
+        assert time.monotonic() < deadline, a.assignment()
+        await a.fetch(timeout=0.2)
+    b = await transport.subscribe(group, topics)
+    deadline = time.monotonic() + 45
+    while not (len(a.assignment()) == len(b.assignment()) == 4):
+        assert time.monotonic() < deadline, (a.assignment(), b.assignment())
+        await a.fetch(timeout=0.1)
+        await b.fetch(timeout=0.1)
+    for member in (a, b):
+        per_topic = {t: sum(1 for topic, _ in member.assignment() if topic == t) for t in topics}
+        assert per_topic == dict.fromkeys(topics, 2), (a.assignment(), b.assignment())
+    await a.close()
     await b.close()
 
 

@@ -145,9 +145,14 @@ class KafkaSettings:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
-            # Incremental rebalancing: a joining member takes partitions from the others
-            # without stopping the partitions they keep.
-            "partition.assignment.strategy": "cooperative-sticky",
+            # Round robin over every (topic, partition) the members read, so each topic's
+            # partitions are spread over the members. cooperative-sticky (incremental
+            # rebalancing) balances only the count of partitions: with a service reading
+            # several topics, whole topics landed on one member (all six of inventory's
+            # shop.orders on one of two processes, the other holding quiet topics), so
+            # a process added took no share of the work. The price is an eager rebalance:
+            # every member gives up all its partitions when one joins or leaves.
+            "partition.assignment.strategy": "roundrobin",
             "enable.partition.eof": False,
             **self.extra,
         }

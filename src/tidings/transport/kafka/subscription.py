@@ -68,6 +68,11 @@ class KafkaSubscription(Subscription):
         # Commit results (of the asynchronous commits fetch sends) come back through this
         # callback, which librdkafka runs inside poll/consume, on the worker thread.
         self._config = {**config, "on_commit": self._on_commit}
+        # Incremental rebalances (cooperative-sticky, asked for with
+        # ?rdkafka.partition.assignment.strategy=cooperative-sticky) or eager ones
+        # (roundrobin, the default): which assign and unassign calls librdkafka accepts.
+        strategy = str(config.get("partition.assignment.strategy", ""))
+        self._cooperative = "cooperative" in strategy
         self._pinned = dict(pinned or {})
         self._on_close = on_close
         self._consumer: Consumer | None = None
@@ -312,7 +317,10 @@ class KafkaSubscription(Subscription):
             log.warning("%s: group %r: could not pin the end offsets: %s", self.url,
                         self.group, describe(exc))  # fmt: skip
             pin = []
-        consumer.incremental_assign(partitions)
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:  # eager: what is given is the whole assignment
+            consumer.assign(partitions)
         with self._lock:
             gained = {(tp.topic, tp.partition) for tp in partitions}
             self._forget(gained)
@@ -361,7 +369,11 @@ class KafkaSubscription(Subscription):
             self._forget(tps)
             self._assigned = self._assigned - tps
         try:
-            consumer.incremental_unassign(partitions)
+            if self._cooperative:
+                consumer.incremental_unassign(partitions)
+            else:  # eager: every partition is given up at once
+                consumer.unassign()
         except KafkaException as exc:
             if (error := exc.args[0] if exc.args else None) and isinstance(error, KafkaError):
                 log.debug("%s: unassign: %s", self.url, error.str())
+

@@ -28,8 +28,11 @@ Fit with asyncio and the contract, which decided as much as the numbers:
   hold revocations back itself); each member runs its librdkafka calls on one worker
   thread (:mod:`.subscription`) and heartbeats from librdkafka's own threads;
 * librdkafka retries a publish through a broker restart for ``delivery_timeout_ms`` by
-  itself, rebalances cooperatively, and has the Java partitioner (murmur2), so keys land
-  where Kafka Connect and Java services put them.
+  itself, and has the Java partitioner (murmur2), so keys land where Kafka Connect and
+  Java services put them;
+* groups assign round robin over every (topic, partition), so each topic is spread over
+  a service's processes (:mod:`.config`); ``?rdkafka.partition.assignment.strategy=
+  cooperative-sticky`` trades that for incremental rebalances, and both work.
 """
 
 from __future__ import annotations
