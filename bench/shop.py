@@ -35,7 +35,7 @@ from tidings.runtime.projector import Projector
 from tidings.testing import free_port
 from tidings.testing.postgres import fresh_schema
 from tidings.testing.topics import witness
-from tidings.transport import Record
+from tidings.transport import Record, Transport
 
 LINE = {"sku": "widget", "quantity": 1}
 
@@ -254,14 +254,7 @@ async def _settle(broker: str, store: str, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     services = [load_service(f"shop.{name}:service") for name in SERVICES]
     async with opened_transport(broker) as transport, contextlib.AsyncExitStack() as stack:
-        projectors = []
-        if transport.capabilities.history:  # projections do not run on queues
-            for service in services:
-                if service.projections:
-                    opened = await stack.enter_async_context(opened_store(store, service.name))
-                    projectors += [
-                        Projector(p, transport, opened) for p in service.projections.values()
-                    ]
+        projectors = await _projectors(transport, store, stack)
 
         async def backlog() -> int:
             behind = 0
@@ -291,16 +284,25 @@ async def _projections_from_now(broker: str, store: str) -> None:
     and on a broker that keeps earlier runs' events (every one but a fresh SQLite log) a
     projection would otherwise replay them all while the run is measured: 400,000 events
     on a long-lived test broker, and in ``make bench`` each run more than the last."""
-    async with opened_transport(broker) as transport:
-        if not transport.capabilities.history:
-            return  # projections do not run on queues
-        for name in SERVICES:
-            service = load_service(f"shop.{name}:service")
-            if not service.projections:
-                continue
-            async with opened_store(store, service.name) as opened:
-                for projection in service.projections.values():
-                    await Projector(projection, transport, opened).start_at_end()
+    async with opened_transport(broker) as transport, contextlib.AsyncExitStack() as stack:
+        for projector in await _projectors(transport, store, stack):
+            await projector.start_at_end()
+
+
+async def _projectors(
+    transport: Transport, store: str, stack: contextlib.AsyncExitStack
+) -> list[Projector]:
+    """A projector for each projection of the shop's services, on stores ``stack`` closes;
+    none on a broker without history (projections do not run on queues)."""
+    if not transport.capabilities.history:
+        return []
+    projectors = []
+    for name in SERVICES:
+        service = load_service(f"shop.{name}:service")
+        if service.projections:
+            opened = await stack.enter_async_context(opened_store(store, service.name))
+            projectors += [Projector(p, transport, opened) for p in service.projections.values()]
+    return projectors
 
 
 SERVICES_DIR = Path(__file__).resolve().parents[1] / ".services"

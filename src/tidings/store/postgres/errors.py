@@ -5,18 +5,12 @@ from __future__ import annotations
 import psycopg
 from psycopg.rows import TupleRow
 
-from tidings.redaction import redact as _redact
+# URLs fit for a log line or an error message: the framework's one redaction.
+from tidings.redaction import redact as redact
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
 START_HINT = "start it with `scripts/services up postgres` (or `make services`)"
-
-
-def redact(url: str) -> str:
-    """The URL with any password masked, fit for a log line or an error message: the
-    framework's one redaction (:func:`tidings.redaction.redact`), which also masks
-    secret-named options and the secrets it was told of."""
-    return _redact(url)
 
 
 def lost_race(exc: psycopg.Error) -> bool:

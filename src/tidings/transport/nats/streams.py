@@ -120,12 +120,9 @@ class Streams:
         known = self._partitions.get(topic)
         if known is not None:
             return known
-        try:
-            info = await api(self.nc, f"STREAM.INFO.{stream_name(topic, 0)}")
-        except JetStreamError as exc:
-            if exc.code == 404:
-                return None
-            raise
+        info = await self._info(stream_name(topic, 0))
+        if info is None:
+            return None
         mine = parse_stream_description(info["config"].get("description"))
         if mine is None or mine[0] != topic:
             return None
